@@ -1,0 +1,34 @@
+"""convop: convolutions as exact lazy linear operators.
+
+One object per convolution that is a ``scipy.sparse.linalg.LinearOperator`` (matvec is the
+convolution, rmatvec its exact adjoint), torch-native (``apply``/``apply_adjoint`` on any
+device, batched, differentiable) and covers all of PyTorch's conv semantics.
+"""
+
+from .constructors import (
+    conv1d,
+    conv2d,
+    conv3d,
+    conv_transpose1d,
+    conv_transpose2d,
+    conv_transpose3d,
+    from_module,
+)
+from .geometry import ConvGeometry
+from .operator import ConvOperator
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    # constructors
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+    "from_module",
+    # types
+    "ConvGeometry",
+    "ConvOperator",
+]

@@ -1,0 +1,271 @@
+"""Public constructors: ``conv1d`` ... ``conv_transpose3d`` and ``from_module``.
+
+They turn PyTorch's arguments into a :class:`~convop.geometry.ConvGeometry` (which
+validates everything) and wrap the weight in a :class:`~convop.operator.ConvOperator`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._arrays import as_weight_tensor
+from .geometry import ConvGeometry
+from .operator import ConvOperator
+
+IntOrTuple = int | Sequence[int]
+Weight = torch.Tensor | np.ndarray
+
+
+def _build(
+    ndim: int,
+    transposed: bool,
+    weight: Weight,
+    input_shape: Sequence[int],
+    bias: torch.Tensor | None = None,
+    **options,
+) -> ConvOperator:
+    tensor = as_weight_tensor(weight)
+    if tensor.ndim != ndim + 2:
+        layout = "(C_in, C_out/groups, *kernel)" if transposed else "(C_out, C_in/groups, *kernel)"
+        raise ValueError(
+            f"weight must have {ndim + 2} dimensions {layout} for a {ndim}-d convolution, "
+            f"got weight of shape {tuple(tensor.shape)}"
+        )
+    geometry = ConvGeometry.from_torch(
+        tuple(tensor.shape), input_shape, transposed=transposed, **options
+    )
+    return ConvOperator(tensor, geometry, bias=bias)
+
+
+_CONV_DOC = """{ndim}-d convolution as an exact lazy linear operator (``torch.nn.functional.conv{ndim}d``).
+
+Parameters
+----------
+weight : torch.Tensor or numpy.ndarray
+    Shape ``(C_out, C_in/groups, {kernel})``, dtype float32, float64, complex64 or
+    complex128. A tensor is used as given (device and autograd kept); an array is copied.
+input_shape : tuple of int
+    ``(C_in, {spatial})`` of one sample, without a batch dimension.
+stride : int or tuple of int, default 1
+padding : int, tuple of int, 'same' or 'valid', default 0
+    Implicit padding on both sides; ``'same'`` (stride 1 only) puts the odd extra sample
+    of an even effective kernel after the input, as PyTorch does.
+dilation : int or tuple of int, default 1
+groups : int, default 1
+padding_mode : {{'zeros', 'reflect', 'replicate', 'circular'}}, default 'zeros'
+    As in ``torch.nn.Conv{ndim}d``.
+
+Returns
+-------
+ConvOperator
+    Shape ``(prod(output_shape), prod(input_shape))``; ``rmatvec`` is the exact adjoint.
+
+Raises
+------
+ValueError, TypeError
+    At construction, for any invalid configuration, naming the parameter.
+
+Notes
+-----
+Forward ``y = conv(pad(x), w)``; adjoint ``x = pad_adjoint(conv_transpose(y, conj(w)))``
+with the strided remainder restored by ``output_padding`` and reflect/replicate/circular
+halos folded back onto their source samples.
+
+Examples
+--------
+>>> import numpy as np, torch, convop
+>>> w = torch.randn({weight_shape}, dtype=torch.float64)
+>>> op = convop.conv{ndim}d(w, {input_shape}, padding=1, padding_mode="reflect")
+>>> op.output_shape
+{output_shape}
+>>> x = np.random.default_rng(0).standard_normal(op.shape[1])
+>>> y = torch.nn.functional.conv{ndim}d(
+...     torch.nn.functional.pad(torch.from_numpy(x).reshape(1, *op.input_shape),
+...                             ({pads}), mode="reflect"), w)
+>>> bool(np.allclose(op @ x, y.reshape(-1).numpy()))
+True
+"""
+
+_CONV_T_DOC = """{ndim}-d transposed convolution as an exact lazy linear operator (``conv_transpose{ndim}d``).
+
+Parameters
+----------
+weight : torch.Tensor or numpy.ndarray
+    Shape ``(C_in, C_out/groups, {kernel})`` (PyTorch's transposed layout).
+input_shape : tuple of int
+    ``(C_in, {spatial})`` of one sample, without a batch dimension.
+stride : int or tuple of int, default 1
+padding : int or tuple of int, default 0
+    Samples cropped from both sides of the full transposed convolution.
+output_padding : int or tuple of int, default 0
+    Extra samples on one side of the output; smaller than stride or dilation.
+groups : int, default 1
+dilation : int or tuple of int, default 1
+
+Returns
+-------
+ConvOperator
+
+Raises
+------
+ValueError, TypeError
+    At construction, for any invalid configuration, naming the parameter.
+
+Notes
+-----
+Forward ``y = conv_transpose(x, w)``; adjoint ``x = conv(y, conj(w))`` cropped to the input
+size (``output_padding >= stride`` adds output samples that no input reaches).
+
+Examples
+--------
+>>> import torch, convop
+>>> w = torch.randn({weight_shape})
+>>> op = convop.conv_transpose{ndim}d(w, {input_transposed}, stride=2, output_padding=1)
+>>> op.output_shape
+{output_transposed}
+>>> op.H
+ConvOperator(adjoint of conv_transpose{ndim}d, ...)
+"""
+
+_EXAMPLE_SHAPES = {
+    1: dict(weight_shape="4, 2, 3", input_shape="(2, 16)", output_shape="(4, 16)",
+            pads="1, 1", input_transposed="(4, 16)", output_transposed="(2, 34)"),
+    2: dict(weight_shape="4, 2, 3, 3", input_shape="(2, 8, 8)", output_shape="(4, 8, 8)",
+            pads="1, 1, 1, 1", input_transposed="(4, 8, 8)",
+            output_transposed="(2, 18, 18)"),
+    3: dict(weight_shape="4, 2, 3, 3, 3", input_shape="(2, 4, 4, 4)",
+            output_shape="(4, 4, 4, 4)", pads="1, 1, 1, 1, 1, 1", input_transposed="(4, 4, 4, 4)",
+            output_transposed="(2, 10, 10, 10)"),
+}  # fmt: skip
+
+
+def _documented(template: str, ndim: int) -> Callable:
+    def decorate(func: Callable) -> Callable:
+        kernel = ", ".join(f"k{i}" for i in range(ndim))
+        spatial = ", ".join(f"n{i}" for i in range(ndim))
+        func.__doc__ = template.format(
+            ndim=ndim, kernel=kernel, spatial=spatial, **_EXAMPLE_SHAPES[ndim]
+        )
+        return func
+
+    return decorate
+
+
+@_documented(_CONV_DOC, 1)
+def conv1d(weight: Weight, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
+           padding: IntOrTuple | str = 0, dilation: IntOrTuple = 1, groups: int = 1,
+           padding_mode: str = "zeros") -> ConvOperator:  # fmt: skip
+    return _build(1, False, weight, input_shape, stride=stride, padding=padding,
+                  dilation=dilation, groups=groups, padding_mode=padding_mode)  # fmt: skip
+
+
+@_documented(_CONV_DOC, 2)
+def conv2d(weight: Weight, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
+           padding: IntOrTuple | str = 0, dilation: IntOrTuple = 1, groups: int = 1,
+           padding_mode: str = "zeros") -> ConvOperator:  # fmt: skip
+    return _build(2, False, weight, input_shape, stride=stride, padding=padding,
+                  dilation=dilation, groups=groups, padding_mode=padding_mode)  # fmt: skip
+
+
+@_documented(_CONV_DOC, 3)
+def conv3d(weight: Weight, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
+           padding: IntOrTuple | str = 0, dilation: IntOrTuple = 1, groups: int = 1,
+           padding_mode: str = "zeros") -> ConvOperator:  # fmt: skip
+    return _build(3, False, weight, input_shape, stride=stride, padding=padding,
+                  dilation=dilation, groups=groups, padding_mode=padding_mode)  # fmt: skip
+
+
+@_documented(_CONV_T_DOC, 1)
+def conv_transpose1d(weight: Weight, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
+                     padding: IntOrTuple = 0, output_padding: IntOrTuple = 0, groups: int = 1,
+                     dilation: IntOrTuple = 1) -> ConvOperator:  # fmt: skip
+    return _build(1, True, weight, input_shape, stride=stride, padding=padding,
+                  output_padding=output_padding, groups=groups, dilation=dilation)  # fmt: skip
+
+
+@_documented(_CONV_T_DOC, 2)
+def conv_transpose2d(weight: Weight, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
+                     padding: IntOrTuple = 0, output_padding: IntOrTuple = 0, groups: int = 1,
+                     dilation: IntOrTuple = 1) -> ConvOperator:  # fmt: skip
+    return _build(2, True, weight, input_shape, stride=stride, padding=padding,
+                  output_padding=output_padding, groups=groups, dilation=dilation)  # fmt: skip
+
+
+@_documented(_CONV_T_DOC, 3)
+def conv_transpose3d(weight: Weight, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
+                     padding: IntOrTuple = 0, output_padding: IntOrTuple = 0, groups: int = 1,
+                     dilation: IntOrTuple = 1) -> ConvOperator:  # fmt: skip
+    return _build(3, True, weight, input_shape, stride=stride, padding=padding,
+                  output_padding=output_padding, groups=groups, dilation=dilation)  # fmt: skip
+
+
+_MODULE_KINDS = {
+    nn.Conv1d: (1, False),
+    nn.Conv2d: (2, False),
+    nn.Conv3d: (3, False),
+    nn.ConvTranspose1d: (1, True),
+    nn.ConvTranspose2d: (2, True),
+    nn.ConvTranspose3d: (3, True),
+}
+
+
+def from_module(module: nn.Module, input_shape: Sequence[int]) -> ConvOperator:
+    """The linear part of a PyTorch conv layer as an exact lazy operator.
+
+    Parameters
+    ----------
+    module : torch.nn.Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d or ConvTranspose3d
+        Its weight is used as is (same device and dtype, gradients flow to it through
+        :meth:`ConvOperator.apply`); stride, padding (including ``'same'``/``'valid'``),
+        dilation, groups, padding_mode and output_padding are read from it.
+    input_shape : tuple of int
+        ``(C_in, *spatial)`` of one sample, without a batch dimension.
+
+    Returns
+    -------
+    ConvOperator
+        ``op @ x + op.bias`` equals ``module(x)`` flattened, for one flattened sample ``x``.
+
+    Raises
+    ------
+    TypeError
+        If ``module`` is not one of the supported conv layers.
+    ValueError
+        If the layer's parameters are not yet initialised or do not fit ``input_shape``.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, convop
+    >>> layer = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1, padding_mode="circular")
+    >>> op = convop.from_module(layer, (3, 16, 16))
+    >>> op.shape
+    (512, 768)
+    >>> x = torch.randn(3, 16, 16)
+    >>> y = op @ x.numpy().ravel() + op.bias
+    >>> bool(np.allclose(y, layer(x[None]).detach().numpy().ravel(), atol=1e-5))
+    True
+    """
+    kind = next((v for cls, v in _MODULE_KINDS.items() if isinstance(module, cls)), None)
+    if kind is None:
+        names = ", ".join(f"nn.{cls.__name__}" for cls in _MODULE_KINDS)
+        raise TypeError(f"module must be one of {names}, got {type(module).__name__}")
+    if isinstance(module.weight, nn.parameter.UninitializedParameter):
+        raise ValueError(
+            f"module {type(module).__name__} has uninitialised parameters; run one forward "
+            f"pass before converting it"
+        )
+    ndim, transposed = kind
+    options = dict(
+        stride=module.stride,
+        padding=module.padding,
+        dilation=module.dilation,
+        groups=module.groups,
+        padding_mode=module.padding_mode,
+    )
+    if transposed:
+        options["output_padding"] = module.output_padding
+    return _build(ndim, transposed, module.weight, input_shape, bias=module.bias, **options)

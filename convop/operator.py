@@ -1,0 +1,268 @@
+"""The convolution as a scipy ``LinearOperator``, with a torch-native face.
+
+One class, :class:`ConvOperator`, describes a convolution (or transposed convolution) *or*
+its adjoint: ``op.H`` flips between the two and shares the weight, so ``op.H.H`` is the
+convolution again and nothing is ever copied or cached.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy.sparse.linalg import LinearOperator
+
+from . import functional
+from ._arrays import numpy_dtype, result_dtype, to_numpy, to_tensor
+from .geometry import ConvGeometry
+
+
+class ConvOperator(LinearOperator):
+    """A convolution as an exact, lazy linear operator.
+
+    Usually made by :func:`convop.conv2d` and friends or :func:`convop.from_module`.
+    Vectors are flattened in C order of ``(C, *spatial)``, i.e. ``tensor.reshape(-1)`` of
+    one sample, so ``op.shape == (prod(output_shape), prod(input_shape))``.
+
+    Parameters
+    ----------
+    weight : torch.Tensor
+        In PyTorch's layout for ``geometry`` (``geometry.weight_shape``). Used as given:
+        the operator runs on its device and :meth:`apply` is differentiable with respect to it.
+    geometry : ConvGeometry
+        The convolution.
+    bias : torch.Tensor, optional
+        Per-output-channel bias of the layer the operator came from. It is *not* part of the
+        (linear) operator; :attr:`bias` exposes it as a flat vector.
+    adjoint : bool, default False
+        Represent the adjoint (conjugate transpose) of the convolution instead.
+
+    Attributes
+    ----------
+    geometry : ConvGeometry
+    weight : torch.Tensor
+    is_adjoint : bool
+    input_shape, output_shape : tuple of int
+        Shapes of one sample in and out (swapped for an adjoint).
+    shape : (int, int)
+    dtype : numpy.dtype
+        The weight's dtype.
+
+    Notes
+    -----
+    Forward, per output channel ``o`` and position ``p`` (``s`` stride, ``d`` dilation)::
+
+        y[o, p] = sum_{c, k} w[o, c, k] * pad(x)[c, p*s + k*d]
+
+    The adjoint is ``x = pad_adjoint(conv_transpose(y, conj(w), output_padding=r))``; see
+    :func:`convop.functional.adjoint`. ``matvec`` is the forward map, ``rmatvec`` the adjoint,
+    ``matmat``/``rmatmat`` run one batched convolution for all columns.
+
+    Dtypes: the numpy face computes in ``np.result_type(op.dtype, x.dtype)`` (a float32
+    operator given float32 data returns float32; given float64 data, float64; a real operator
+    given complex data, complex), like a dense matrix would. The torch face uses torch's
+    promotion, ``torch.promote_types(weight.dtype, x.dtype)``.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, convop
+    >>> op = convop.conv2d(torch.ones(1, 1, 2, 2), (1, 3, 3))
+    >>> op
+    ConvOperator(conv2d, input_shape=(1, 3, 3), output_shape=(1, 2, 2), kernel_size=(2, 2), dtype=float32, device=cpu)
+    >>> op @ np.arange(9.0, dtype=np.float32)
+    array([ 8., 12., 20., 24.], dtype=float32)
+    >>> op.H
+    ConvOperator(adjoint of conv2d, input_shape=(1, 2, 2), output_shape=(1, 3, 3), kernel_size=(2, 2), dtype=float32, device=cpu)
+    """
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        geometry: ConvGeometry,
+        *,
+        bias: torch.Tensor | None = None,
+        adjoint: bool = False,
+    ) -> None:
+        if not isinstance(geometry, ConvGeometry):
+            raise TypeError(f"geometry must be a ConvGeometry, got {type(geometry).__name__}")
+        if not isinstance(weight, torch.Tensor):
+            raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
+        if tuple(weight.shape) != geometry.weight_shape:
+            raise ValueError(
+                f"weight must have shape {geometry.weight_shape} for this geometry, "
+                f"got {tuple(weight.shape)}"
+            )
+        self.geometry = geometry
+        self.weight = weight
+        self.is_adjoint = bool(adjoint)
+        self._bias = bias
+        if adjoint:
+            self.input_shape, self.output_shape = geometry.output_shape, geometry.input_shape
+        else:
+            self.input_shape, self.output_shape = geometry.input_shape, geometry.output_shape
+        shape = (math.prod(self.output_shape), math.prod(self.input_shape))
+        super().__init__(dtype=numpy_dtype(weight.dtype), shape=shape)
+
+    # ------------------------------------------------------------------ descriptive
+    @property
+    def device(self) -> torch.device:
+        """Device of the weight; every product runs there."""
+        return self.weight.device
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        """The layer's bias as a flat vector of length ``shape[0]``, or ``None``.
+
+        ``op @ x + op.bias`` equals the layer's output. ``None`` for adjoints.
+        """
+        if self._bias is None or self.is_adjoint:
+            return None
+        per_channel = self._bias.detach().reshape(-1)
+        return to_numpy(per_channel.repeat_interleave(math.prod(self.output_shape[1:])))
+
+    @property
+    def name(self) -> str:
+        """``'conv2d'``, ``'conv_transpose1d'``, ``'adjoint of conv3d'``, ..."""
+        return f"adjoint of {self.geometry.name}" if self.is_adjoint else self.geometry.name
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.name}, input_shape={self.input_shape}, "
+            f"output_shape={self.output_shape}, {self.geometry.describe()}, "
+            f"dtype={self.dtype}, device={self.device})"
+        )
+
+    # ------------------------------------------------------------------ torch face
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the operator to a batch of tensors.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Shape ``(..., *input_shape)`` on the operator's device; any leading dimensions.
+
+        Returns
+        -------
+        torch.Tensor
+            Shape ``(..., *output_shape)``, differentiable with respect to ``x`` and the weight.
+
+        Examples
+        --------
+        >>> import torch, convop
+        >>> op = convop.conv1d(torch.tensor([[[1.0, -1.0]]]), (1, 4))
+        >>> op.apply(torch.tensor([[1.0, 2.0, 4.0, 8.0]]))
+        tensor([[-1., -2., -4.]])
+        """
+        return self._apply(x, adjoint=self.is_adjoint, shape_in=self.input_shape)
+
+    def apply_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """Apply the adjoint to a batch of tensors of shape ``(..., *output_shape)``.
+
+        Returns a tensor of shape ``(..., *input_shape)``, differentiable like :meth:`apply`.
+
+        Examples
+        --------
+        >>> import torch, convop
+        >>> op = convop.conv1d(torch.tensor([[[1.0, -1.0]]]), (1, 4))
+        >>> op.apply_adjoint(torch.tensor([[1.0, 0.0, 0.0]]))
+        tensor([[ 1., -1.,  0.,  0.]])
+        """
+        return self._apply(y, adjoint=not self.is_adjoint, shape_in=self.output_shape)
+
+    def _apply(self, x: torch.Tensor, *, adjoint: bool, shape_in: tuple) -> torch.Tensor:
+        name = "y" if adjoint != self.is_adjoint else "x"
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        k = len(shape_in)
+        if tuple(x.shape[x.ndim - k :]) != shape_in or x.ndim < k:
+            raise ValueError(
+                f"{name} must have shape (..., {', '.join(map(str, shape_in))}), "
+                f"got {tuple(x.shape)}"
+            )
+        if x.device != self.device:
+            raise ValueError(
+                f"{name} is on {x.device} but the operator's weight is on {self.device}; "
+                f"move it with .to({str(self.device)!r})"
+            )
+        if x.is_floating_point() or x.is_complex():
+            dtype = torch.promote_types(self.weight.dtype, x.dtype)
+        else:
+            dtype = self.weight.dtype
+        lead = x.shape[: x.ndim - k]
+        batch = x.reshape(math.prod(lead), *shape_in).to(dtype)  # (B, *shape_in)
+        out = self._run(batch, self.weight.to(dtype), adjoint)
+        return out.reshape(*lead, *out.shape[1:])
+
+    def _run(self, batch: torch.Tensor, weight: torch.Tensor, adjoint: bool) -> torch.Tensor:
+        fn = functional.adjoint if adjoint else functional.forward
+        return fn(batch, weight, self.geometry)
+
+    # ------------------------------------------------------------------ scipy face
+    def _numpy_apply(self, X: np.ndarray, adjoint: bool) -> np.ndarray:
+        """``X`` of shape (n, k) -> (m, k), one batched convolution for all k columns."""
+        X = np.asarray(X)
+        dtype = result_dtype(self.dtype, X.dtype, "x")
+        shape_in = self.output_shape if adjoint else self.input_shape
+        k = X.shape[1]
+        x = to_tensor(X.T, dtype, self.device).reshape(k, *shape_in)  # (k, *shape_in)
+        with torch.no_grad():
+            weight = self.weight.detach().to(x.dtype)
+            y = self._run(x, weight, adjoint != self.is_adjoint)  # (k, *shape_out)
+        return to_numpy(y.reshape(k, -1)).T
+
+    def _matmat(self, X: np.ndarray) -> np.ndarray:
+        return self._numpy_apply(X, adjoint=False)
+
+    def _rmatmat(self, X: np.ndarray) -> np.ndarray:
+        return self._numpy_apply(X, adjoint=True)
+
+    def _matvec(self, x: np.ndarray) -> np.ndarray:
+        return self._numpy_apply(np.reshape(x, (-1, 1)), adjoint=False)[:, 0]
+
+    def _rmatvec(self, x: np.ndarray) -> np.ndarray:
+        return self._numpy_apply(np.reshape(x, (-1, 1)), adjoint=True)[:, 0]
+
+    def matvec(self, x):
+        self._check_vector(x, self.shape[1], "x", self.input_shape)
+        return super().matvec(x)
+
+    def rmatvec(self, x):
+        self._check_vector(x, self.shape[0], "x", self.output_shape)
+        return super().rmatvec(x)
+
+    def matmat(self, X):
+        self._check_matrix(X, self.shape[1], self.input_shape)
+        return super().matmat(X)
+
+    def rmatmat(self, X):
+        self._check_matrix(X, self.shape[0], self.output_shape)
+        return super().rmatmat(X)
+
+    @staticmethod
+    def _check_vector(x, n: int, name: str, sample: tuple) -> None:
+        shape = np.shape(x)
+        if shape not in ((n,), (n, 1)):
+            raise ValueError(
+                f"{name} must have shape ({n},) or ({n}, 1), a flattened sample of shape "
+                f"{sample}, got shape {shape}"
+            )
+
+    @staticmethod
+    def _check_matrix(X, n: int, sample: tuple) -> None:
+        shape = np.shape(X)
+        if len(shape) != 2 or shape[0] != n:
+            raise ValueError(
+                f"X must have shape ({n}, k), one flattened sample of shape {sample} per "
+                f"column, got shape {shape}"
+            )
+
+    def _adjoint(self) -> ConvOperator:
+        return ConvOperator(
+            self.weight, self.geometry, bias=self._bias, adjoint=not self.is_adjoint
+        )
+
+    def _transpose(self) -> ConvOperator:
+        # A^T = conj(A^H): the adjoint structure with the weight conjugated once more.
+        conj = self.weight.conj().resolve_conj()
+        return ConvOperator(conj, self.geometry, bias=self._bias, adjoint=not self.is_adjoint)
