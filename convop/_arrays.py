@@ -32,16 +32,18 @@ def as_weight_tensor(weight: object, name: str = "weight") -> torch.Tensor:
     if isinstance(weight, np.ndarray):
         dtype = weight.dtype.newbyteorder("=")
         if dtype not in NUMPY_TO_TORCH:
-            raise TypeError(f"{name} must have dtype {_SUPPORTED}, got {name}.dtype={weight.dtype}")
+            raise TypeError(
+                f"{name} must have dtype {_SUPPORTED}, got {name}.dtype={weight.dtype}"
+            )
         # A private, native-endian, contiguous, writable copy: the caller keeps their array.
         return torch.from_numpy(np.array(weight, dtype=dtype, order="C", copy=True))
     if isinstance(weight, torch.Tensor):
         if weight.dtype not in TORCH_TO_NUMPY:
-            raise TypeError(f"{name} must have dtype {_SUPPORTED}, got {name}.dtype={weight.dtype}")
+            raise TypeError(
+                f"{name} must have dtype {_SUPPORTED}, got {name}.dtype={weight.dtype}"
+            )
         return weight
-    raise TypeError(
-        f"{name} must be a torch.Tensor or numpy.ndarray, got {type(weight).__name__}"
-    )
+    raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(weight).__name__}")
 
 
 def result_dtype(op_dtype: np.dtype, data_dtype: np.dtype, name: str) -> np.dtype:

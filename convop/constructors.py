@@ -41,7 +41,7 @@ def _build(
     return ConvOperator(tensor, geometry, bias=bias)
 
 
-_CONV_DOC = """{ndim}-d convolution as an exact lazy linear operator (``torch.nn.functional.conv{ndim}d``).
+_CONV_DOC = """{ndim}-d convolution as an exact lazy linear operator, like ``F.conv{ndim}d``.
 
 Parameters
 ----------
@@ -90,7 +90,7 @@ Examples
 True
 """
 
-_CONV_T_DOC = """{ndim}-d transposed convolution as an exact lazy linear operator (``conv_transpose{ndim}d``).
+_CONV_T_DOC = """{ndim}-d transposed convolution as an exact lazy linear operator.
 
 Parameters
 ----------

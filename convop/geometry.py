@@ -288,9 +288,7 @@ class ConvGeometry:
         for pair in pairs:
             as_int_tuple(pair, 2, "padding", minimum=0)
         if self.transposed and any(lo != hi for lo, hi in pairs):
-            raise ValueError(
-                f"a transposed convolution pads symmetrically, got padding={pairs!r}"
-            )
+            raise ValueError(f"a transposed convolution pads symmetrically, got padding={pairs!r}")
 
     def _check_channels(self) -> None:
         for name in ("in_channels", "out_channels"):

@@ -69,11 +69,12 @@ class ConvOperator(LinearOperator):
     >>> import numpy as np, torch, convop
     >>> op = convop.conv2d(torch.ones(1, 1, 2, 2), (1, 3, 3))
     >>> op
-    ConvOperator(conv2d, input_shape=(1, 3, 3), output_shape=(1, 2, 2), kernel_size=(2, 2), dtype=float32, device=cpu)
+    ConvOperator(conv2d, input_shape=(1, 3, 3), output_shape=(1, 2, 2), kernel_size=(2, 2),
+                 dtype=float32, device=cpu)
     >>> op @ np.arange(9.0, dtype=np.float32)
     array([ 8., 12., 20., 24.], dtype=float32)
     >>> op.H
-    ConvOperator(adjoint of conv2d, input_shape=(1, 2, 2), output_shape=(1, 3, 3), kernel_size=(2, 2), dtype=float32, device=cpu)
+    ConvOperator(adjoint of conv2d, input_shape=(1, 2, 2), output_shape=(1, 3, 3), ...)
     """
 
     def __init__(

@@ -1,0 +1,48 @@
+"""Assertions shared by the tests: dtype-aware closeness and the normalised dot test."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+_EPS = {
+    np.dtype(np.float32): np.finfo(np.float32).eps,
+    np.dtype(np.complex64): np.finfo(np.float32).eps,
+    np.dtype(np.float64): np.finfo(np.float64).eps,
+    np.dtype(np.complex128): np.finfo(np.float64).eps,
+}
+
+
+def _as_numpy(a) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().resolve_conj().cpu().numpy()
+    return np.asarray(a)
+
+
+def eps(dtype) -> float:
+    """Machine epsilon of a numpy or torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        dtype = torch.empty((), dtype=dtype).numpy().dtype
+    return float(_EPS[np.dtype(dtype)])
+
+
+def assert_close(actual, expected, *, dtype, terms: int, factor: float = 8.0) -> None:
+    """``|actual - expected| <= factor * eps * sqrt(terms) * max|expected|`` elementwise.
+
+    Round-off of a sum of ``terms`` products grows like ``sqrt(terms)``.
+    """
+    actual, expected = _as_numpy(actual), _as_numpy(expected)
+    assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
+    scale = max(float(np.max(np.abs(expected), initial=0.0)), np.finfo(np.float64).tiny)
+    tol = factor * eps(dtype) * np.sqrt(terms) * scale
+    err = float(np.max(np.abs(actual - expected), initial=0.0))
+    assert err <= tol, f"max abs error {err:.3g} > tolerance {tol:.3g} (scale {scale:.3g})"
+
+
+def assert_dot_test(x, ax, v, ahv, *, dtype, terms: int, factor: float = 100.0) -> None:
+    """``<Ax, v> == <x, A^H v>`` up to round-off, normalised by Cauchy–Schwarz."""
+    x, ax, v, ahv = (_as_numpy(a).astype(np.complex128).ravel() for a in (x, ax, v, ahv))
+    lhs, rhs = np.vdot(v, ax), np.vdot(ahv, x)
+    bound = np.linalg.norm(ax) * np.linalg.norm(v) + np.linalg.norm(x) * np.linalg.norm(ahv)
+    tol = factor * eps(dtype) * np.sqrt(terms) * bound
+    assert abs(lhs - rhs) <= tol, f"|<Ax,v> - <x,A^H v>| = {abs(lhs - rhs):.3g} > {tol:.3g}"

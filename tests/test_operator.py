@@ -1,0 +1,403 @@
+"""ConvOperator: the scipy face against torch, its adjoints, dtypes, layouts and the torch face."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+import scipy.sparse.linalg as spla
+import torch
+from checks import assert_close, assert_dot_test
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import COMBO_IDS, COMBOS, conv_cases, real_or_complex
+
+import convop
+from convop import functional
+
+NP = {torch.float32: np.float32, torch.float64: np.float64, torch.complex128: np.complex128}
+
+
+def _draw(data, combo):
+    case = data.draw(conv_cases(*combo), label="case")
+    dtype = data.draw(real_or_complex, label="dtype")
+    weight = case.weight(dtype)
+    return case, dtype, weight, case.operator(weight.numpy())
+
+
+def _sample(case, shape, dtype, offset):
+    return case.random(shape, dtype, offset).numpy()
+
+
+# ---------------------------------------------------------------- scipy face against torch
+@pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
+@given(data=st.data())
+def test_matvec_equals_torch_module(combo, data):
+    case, dtype, weight, op = _draw(data, combo)
+    x = _sample(case, case.input_shape, dtype, 1)
+    expected = case.module(weight)(torch.from_numpy(x)[None])[0]
+    y = op @ x.ravel()
+    assert y.dtype == NP[dtype]
+    assert_close(y, expected.reshape(-1), dtype=dtype, terms=case.terms)
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
+@given(data=st.data())
+def test_rmatvec_equals_vjp_of_torch_module(combo, data):
+    case, dtype, weight, op = _draw(data, combo)
+    x = _sample(case, case.input_shape, dtype, 1)
+    _, vjp = torch.func.vjp(case.module(weight), torch.from_numpy(x)[None])
+    v = _sample(case, op.output_shape, dtype, 2)
+    (expected,) = vjp(torch.from_numpy(v)[None])
+    assert_close(op.rmatvec(v.ravel()), expected.reshape(-1), dtype=dtype, terms=case.terms)
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
+@given(data=st.data())
+def test_dot_test(combo, data):
+    case, dtype, _, op = _draw(data, combo)
+    x = _sample(case, (op.shape[1],), dtype, 1)
+    v = _sample(case, (op.shape[0],), dtype, 2)
+    assert_dot_test(x, op.matvec(x), v, op.rmatvec(v), dtype=dtype, terms=case.terms)
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
+@given(data=st.data())
+def test_matmat_equals_columnwise_matvec(combo, data):
+    case, dtype, _, op = _draw(data, combo)
+    X = _sample(case, (op.shape[1], 3), dtype, 1)
+    expected = np.stack([op.matvec(X[:, j]) for j in range(3)], axis=1)
+    assert_close(op.matmat(X), expected, dtype=dtype, terms=case.terms)
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
+@given(data=st.data())
+def test_rmatmat_equals_columnwise_rmatvec(combo, data):
+    case, dtype, _, op = _draw(data, combo)
+    V = _sample(case, (op.shape[0], 3), dtype, 1)
+    expected = np.stack([op.rmatvec(V[:, j]) for j in range(3)], axis=1)
+    assert_close(op.rmatmat(V), expected, dtype=dtype, terms=case.terms)
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
+@given(data=st.data())
+def test_adjoint_of_adjoint_is_the_operator(combo, data):
+    case, dtype, _, op = _draw(data, combo)
+    x = _sample(case, (op.shape[1],), dtype, 1)
+    v = _sample(case, (op.shape[0],), dtype, 2)
+    assert op.H.shape == op.shape[::-1]
+    assert_close(op.H.H @ x, op @ x, dtype=dtype, terms=1)
+    assert_close(op.H @ v, op.rmatvec(v), dtype=dtype, terms=1)
+    assert_close(op.H.rmatvec(x), op @ x, dtype=dtype, terms=1)
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
+@given(data=st.data())
+def test_transpose_is_conjugate_of_adjoint(combo, data):
+    case, dtype, _, op = _draw(data, combo)
+    v = _sample(case, (op.shape[0],), dtype, 2)
+    x = _sample(case, (op.shape[1],), dtype, 1)
+    assert_close(op.T @ v, np.conj(op.H @ np.conj(v)), dtype=dtype, terms=case.terms)
+    assert_close(op.T.rmatvec(x), np.conj(op @ np.conj(x)), dtype=dtype, terms=case.terms)
+    assert_close(op.T.T @ x, op @ x, dtype=dtype, terms=1)
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
+@given(data=st.data())
+def test_float32_operator_matches_float64_reference(combo, data):
+    case = data.draw(conv_cases(*combo), label="case")
+    weight = case.weight(torch.float64)
+    x = _sample(case, case.input_shape, torch.float64, 1)
+    op32 = case.operator(weight.float())
+    x32 = x.astype(np.float32)
+    reference = case.operator(weight.float().double())
+    y = op32 @ x32.ravel()
+    assert y.dtype == np.float32
+    assert_close(y, reference @ x32.astype(np.float64).ravel(), dtype=np.float32, terms=case.terms)
+    v = _sample(case, (op32.shape[0],), torch.float64, 2).astype(np.float32)
+    assert_dot_test(x32, y, v, op32.rmatvec(v), dtype=np.float32, terms=case.terms, factor=10)
+
+
+def test_complex_transpose_differs_from_adjoint():
+    op = convop.conv1d(torch.tensor([[[1.0 + 2.0j, 3.0 - 1.0j]]]), (1, 4))
+    v = np.array([1.0, 1.0j, 0.5])
+    assert not np.allclose(op.T @ v, op.H @ v)
+    np.testing.assert_allclose(op.T @ v, np.conj(op.H @ np.conj(v)))
+
+
+def test_matmat_runs_one_batched_convolution(monkeypatch):
+    calls = []
+    forward = functional.forward
+    monkeypatch.setattr(functional, "forward", lambda *a: calls.append(a[0].shape) or forward(*a))
+    op = convop.conv2d(torch.randn(4, 3, 3, 3), (3, 8, 8))
+    op.matmat(np.ones((op.shape[1], 7), dtype=np.float32))
+    assert calls == [torch.Size([7, 3, 8, 8])]
+
+
+# ---------------------------------------------------------------- named operators
+def test_adjoint_is_a_named_conv_operator():
+    layer = torch.nn.Conv2d(2, 3, 3, stride=2, padding=1, padding_mode="reflect")
+    op = convop.from_module(layer, (2, 9, 9))
+    adjoint = op.H
+    assert isinstance(adjoint, convop.ConvOperator)
+    assert adjoint.is_adjoint
+    assert adjoint.weight is op.weight
+    assert (adjoint.input_shape, adjoint.output_shape) == (op.output_shape, op.input_shape)
+    assert adjoint.bias is None
+    assert repr(adjoint).startswith("ConvOperator(adjoint of conv2d, input_shape=(3, 5, 5)")
+    assert not op.H.H.is_adjoint
+    np.testing.assert_array_equal(op.H.H.bias, op.bias)
+
+
+def test_repr_names_kind_shapes_geometry_dtype_and_device():
+    op = convop.conv_transpose3d(
+        torch.zeros(4, 1, 2, 2, 2, dtype=torch.float64), (4, 3, 3, 3), stride=2, groups=2
+    )
+    assert repr(op) == (
+        "ConvOperator(conv_transpose3d, input_shape=(4, 3, 3, 3), output_shape=(2, 6, 6, 6), "
+        "kernel_size=(2, 2, 2), stride=(2, 2, 2), groups=2, dtype=float64, device=cpu)"
+    )
+
+
+def test_repr_shows_asymmetric_same_padding_per_side():
+    op = convop.conv1d(torch.zeros(1, 1, 4), (1, 9), padding="same", padding_mode="circular")
+    assert "padding=((1, 2),), padding_mode='circular'" in repr(op)
+
+
+# ---------------------------------------------------------------- dtypes
+class Promotion(NamedTuple):
+    op_dtype: torch.dtype
+    x_dtype: type
+    result: type
+
+
+PROMOTIONS = [
+    Promotion(torch.float32, np.float32, np.float32),
+    Promotion(torch.float32, np.float64, np.float64),
+    Promotion(torch.float64, np.float32, np.float64),
+    Promotion(torch.float32, np.int8, np.float32),
+    Promotion(torch.float32, np.int64, np.float64),
+    Promotion(torch.float64, np.bool_, np.float64),
+    Promotion(torch.float32, np.complex64, np.complex64),
+    Promotion(torch.float64, np.complex64, np.complex128),
+    Promotion(torch.complex64, np.float64, np.complex128),
+]
+
+
+@pytest.mark.parametrize("case", PROMOTIONS, ids=lambda c: f"{c.op_dtype}-{c.x_dtype.__name__}")
+def test_numpy_face_promotes_like_a_dense_matrix(case):
+    weight = torch.randn(2, 1, 3, dtype=torch.float64).to(case.op_dtype)
+    op = convop.conv1d(weight, (1, 6), padding=1)
+    x = (np.arange(6) % 2).astype(case.x_dtype)
+    dense = op.matmat(np.eye(6)).astype(np.result_type(op.dtype, np.float64))
+    y = op @ x
+    assert y.dtype == case.result
+    np.testing.assert_allclose(y, dense @ x, rtol=1e-5, atol=1e-5)
+    assert op.rmatvec(np.ones(12, dtype=case.x_dtype)).dtype == case.result
+
+
+def test_numpy_face_rejects_unsupported_dtypes():
+    op = convop.conv1d(torch.randn(1, 1, 2, dtype=torch.float64), (1, 4))
+    with pytest.raises(TypeError, match=r"x of dtype float128 promotes .* to float128"):
+        op @ np.ones(4, dtype=np.longdouble)
+    with pytest.raises(TypeError, match=r"x must hold numbers, got dtype <U1"):
+        op @ np.array(list("abcd"))
+
+
+class TorchPromotion(NamedTuple):
+    op_dtype: torch.dtype
+    x_dtype: torch.dtype
+    result: torch.dtype
+
+
+TORCH_PROMOTIONS = [
+    TorchPromotion(torch.float32, torch.float32, torch.float32),
+    TorchPromotion(torch.float32, torch.float64, torch.float64),
+    TorchPromotion(torch.float64, torch.float32, torch.float64),
+    TorchPromotion(torch.float32, torch.int64, torch.float32),
+    TorchPromotion(torch.float32, torch.complex64, torch.complex64),
+    TorchPromotion(torch.float64, torch.complex64, torch.complex128),
+]
+
+
+@pytest.mark.parametrize("case", TORCH_PROMOTIONS, ids=lambda c: f"{c.op_dtype}-{c.x_dtype}")
+def test_torch_face_promotes_like_torch(case):
+    op = convop.conv1d(torch.ones(1, 1, 2, dtype=case.op_dtype), (1, 4))
+    x = torch.arange(4).to(case.x_dtype)
+    y = op.apply(x[None])
+    assert y.dtype == case.result
+    torch.testing.assert_close(y, torch.tensor([[1, 3, 5]]).to(case.result))
+    assert op.apply_adjoint(torch.ones(1, 3, dtype=case.x_dtype)).dtype == case.result
+
+
+# ---------------------------------------------------------------- numpy input layouts
+def _layouts(x: np.ndarray) -> dict[str, np.ndarray]:
+    """The same values as ``x`` in awkward memory layouts."""
+    double = np.empty(2 * x.size, dtype=x.dtype)
+    double[::2] = x
+    reversed_ = x[::-1].copy()[::-1]
+    readonly = x.copy()
+    readonly.flags.writeable = False
+    return {
+        "strided": double[::2],
+        "negative-stride": reversed_,
+        "big-endian": x.astype(x.dtype.newbyteorder(">")),
+        "read-only": readonly,
+        "column": x.reshape(-1, 1),
+    }
+
+
+@pytest.mark.parametrize("layout", list(_layouts(np.zeros(1))))
+def test_matvec_accepts_any_layout_and_leaves_it_alone(layout):
+    op = convop.conv2d(torch.randn(3, 2, 3, 3, dtype=torch.float64), (2, 5, 6), padding=1)
+    x = np.random.default_rng(0).standard_normal(op.shape[1])
+    v = np.random.default_rng(1).standard_normal(op.shape[0])
+    xs, vs = _layouts(x)[layout], _layouts(v)[layout]
+    saved_x, saved_v = xs.copy(), vs.copy()
+    np.testing.assert_array_equal((op @ xs).ravel(), op @ x)
+    np.testing.assert_array_equal(op.rmatvec(vs).ravel(), op.rmatvec(v))
+    np.testing.assert_array_equal(xs, saved_x)
+    np.testing.assert_array_equal(vs, saved_v)
+
+
+def test_matmat_accepts_fortran_and_transposed_views():
+    op = convop.conv1d(torch.randn(2, 1, 3, dtype=torch.float64), (1, 8), stride=2)
+    X = np.random.default_rng(0).standard_normal((op.shape[1], 4))
+    expected = op.matmat(X)
+    np.testing.assert_array_equal(op.matmat(np.asfortranarray(X)), expected)
+    np.testing.assert_array_equal(op.matmat(X.T.copy().T), expected)
+    np.testing.assert_array_equal(op.matmat(X[:, ::-1])[:, ::-1], expected)
+
+
+def test_products_leave_no_state_on_the_operator():
+    op = convop.conv2d(torch.randn(2, 2, 3, 3), (2, 6, 6), padding_mode="circular", padding=1)
+    before = dict(vars(op))
+    weight = op.weight.clone()
+    op @ np.ones(op.shape[1], dtype=np.float32)
+    op.rmatmat(np.ones((op.shape[0], 2)))
+    op.apply(torch.ones(op.input_shape))
+    assert vars(op) == before
+    assert torch.equal(op.weight, weight)
+
+
+# ---------------------------------------------------------------- wrong sizes
+def test_matvec_rejects_wrongly_sized_vectors():
+    op = convop.conv2d(torch.randn(3, 2, 3, 3), (2, 5, 5))
+    with pytest.raises(
+        ValueError, match=r"x must have shape \(50,\) or \(50, 1\).*got shape \(49,\)"
+    ):
+        op @ np.ones(49)
+    with pytest.raises(ValueError, match=r"x must have shape \(27,\) or \(27, 1\).*\(3, 3, 3\)"):
+        op.rmatvec(np.ones(50))
+    with pytest.raises(ValueError, match=r"X must have shape \(50, k\).*got shape \(27, 2\)"):
+        op.matmat(np.ones((27, 2)))
+    with pytest.raises(ValueError, match=r"X must have shape \(27, k\).*got shape \(27,\)"):
+        op.rmatmat(np.ones(27))
+
+
+def test_apply_rejects_wrong_trailing_shape_type_and_device():
+    op = convop.conv2d(torch.randn(3, 2, 3, 3), (2, 5, 5))
+    with pytest.raises(
+        ValueError, match=r"x must have shape \(\.\.\., 2, 5, 5\), got \(4, 2, 5, 4\)"
+    ):
+        op.apply(torch.ones(4, 2, 5, 4))
+    with pytest.raises(ValueError, match=r"y must have shape \(\.\.\., 3, 3, 3\), got \(3, 3\)"):
+        op.apply_adjoint(torch.ones(3, 3))
+    with pytest.raises(TypeError, match=r"x must be a torch\.Tensor, got ndarray"):
+        op.apply(np.ones((2, 5, 5)))
+    with pytest.raises(ValueError, match="x is on meta but the operator's weight is on cpu"):
+        op.apply(torch.ones(2, 5, 5, device="meta"))
+
+
+def test_constructor_checks_weight_against_geometry():
+    geometry = convop.ConvGeometry.from_torch((3, 2, 3), (2, 8))
+    with pytest.raises(ValueError, match=r"weight must have shape \(3, 2, 3\).*got \(3, 2, 2\)"):
+        convop.ConvOperator(torch.ones(3, 2, 2), geometry)
+    with pytest.raises(TypeError, match="geometry must be a ConvGeometry, got dict"):
+        convop.ConvOperator(torch.ones(3, 2, 3), {})
+    with pytest.raises(TypeError, match=r"weight must be a torch\.Tensor, got ndarray"):
+        convop.ConvOperator(np.ones((3, 2, 3)), geometry)
+
+
+# ---------------------------------------------------------------- torch face
+@pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
+@given(data=st.data(), lead=st.sampled_from([(), (3,), (2, 2)]))
+def test_apply_and_apply_adjoint_on_batches(combo, data, lead):
+    case = data.draw(conv_cases(*combo), label="case")
+    dtype = data.draw(real_or_complex, label="dtype")
+    weight = case.weight(dtype)
+    op = case.operator(weight)
+    x = case.random((*lead, *op.input_shape), dtype, 1)
+    flat = x.reshape(-1, *op.input_shape)
+    module = case.module(weight)
+    y = op.apply(x)
+    assert y.shape == (*lead, *op.output_shape)
+    assert_close(y.reshape(flat.shape[0], -1), module(flat).reshape(flat.shape[0], -1),
+                 dtype=dtype, terms=case.terms)  # fmt: skip
+    v = case.random(tuple(y.shape), dtype, 2)
+    _, vjp = torch.func.vjp(module, flat)
+    (expected,) = vjp(v.reshape(-1, *op.output_shape))
+    assert_close(op.apply_adjoint(v).reshape(expected.shape), expected, dtype=dtype,
+                 terms=case.terms)  # fmt: skip
+    assert_close(op.H.apply(v), op.apply_adjoint(v), dtype=dtype, terms=1)
+
+
+def test_apply_handles_an_empty_batch():
+    op = convop.conv1d(torch.randn(2, 1, 3), (1, 5))
+    assert op.apply(torch.ones(0, 1, 5)).shape == (0, 2, 3)
+
+
+def test_apply_is_differentiable_with_respect_to_input_and_weight():
+    weight = torch.randn(2, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+    op = convop.conv2d(weight, (3, 4, 5), stride=(1, 2), padding=1, padding_mode="reflect")
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, *op.output_shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w: op.apply(x), (x, weight))
+    assert torch.autograd.gradcheck(lambda y, w: op.apply_adjoint(y), (y, weight))
+    assert weight.grad is None  # gradcheck does not accumulate; the graph reaches the weight
+    op.apply(x).sum().backward()
+    assert weight.grad is not None
+
+
+def test_numpy_face_works_with_a_weight_that_requires_grad():
+    weight = torch.randn(2, 1, 3, requires_grad=True)
+    op = convop.conv1d(weight, (1, 5))
+    np.testing.assert_allclose(op @ np.ones(5, dtype=np.float32), op.apply(torch.ones(1, 5))
+                               .detach().reshape(-1).numpy())  # fmt: skip
+
+
+# ---------------------------------------------------------------- scipy solvers
+def _well_conditioned_operator():
+    """3 -> 3 channel 'same' conv: 2 * identity plus small random taps (diagonally dominant)."""
+    g = torch.Generator().manual_seed(0)
+    weight = 0.05 * torch.randn(3, 3, 3, 3, dtype=torch.float64, generator=g)
+    weight[range(3), range(3), 1, 1] += 2.0
+    return convop.conv2d(weight, (3, 12, 10), padding="same", padding_mode="replicate")
+
+
+def test_lsqr_recovers_a_signal_through_a_multichannel_conv():
+    op = _well_conditioned_operator()
+    x_true = np.random.default_rng(0).standard_normal(op.shape[1])
+    x, istop, *_ = spla.lsqr(op, op @ x_true, atol=1e-12, btol=1e-12, iter_lim=200)
+    assert istop in (1, 2)
+    np.testing.assert_allclose(x, x_true, rtol=0, atol=1e-9)
+
+
+def test_lsmr_and_cg_on_normal_equations_recover_the_signal():
+    op = _well_conditioned_operator()
+    x_true = np.random.default_rng(1).standard_normal(op.shape[1])
+    b = op @ x_true
+    x_lsmr = spla.lsmr(op, b, atol=1e-12, btol=1e-12)[0]
+    x_cg, info = spla.cg(op.H @ op, op.rmatvec(b), rtol=1e-12, maxiter=200)
+    assert info == 0
+    np.testing.assert_allclose(x_lsmr, x_true, atol=1e-9)
+    np.testing.assert_allclose(x_cg, x_true, atol=1e-8)
+
+
+def test_svds_matches_singular_values_of_the_explicit_matrix():
+    op = convop.conv1d(torch.randn(2, 2, 3, dtype=torch.float64), (2, 20), stride=2)
+    dense = op.matmat(np.eye(op.shape[1]))
+    expected = np.linalg.svd(dense, compute_uv=False)[:3]
+    found = spla.svds(op, k=3, return_singular_vectors=False, rng=0)
+    np.testing.assert_allclose(np.sort(found)[::-1], expected, rtol=1e-10)

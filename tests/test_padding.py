@@ -1,0 +1,75 @@
+"""convop.padding: source indices match torch's F.pad, and pad_adjoint is pad's exact adjoint."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from checks import assert_close, assert_dot_test
+from hypothesis import given
+from hypothesis import strategies as st
+
+from convop.padding import pad, pad_adjoint, source_index
+
+MODES = ["zeros", "reflect", "replicate", "circular"]
+
+
+@st.composite
+def padded_shapes(draw, mode: str, ndim: int | None = None):
+    """(spatial size, per-dim (before, after)) valid for ``mode`` in ``ndim`` (1-3) dims."""
+    ndim = draw(st.integers(1, 3)) if ndim is None else ndim
+    pairs = [tuple(draw(st.integers(0, 4)) for _ in range(2)) for _ in range(ndim)]
+    slack = {"reflect": 1, "circular": 0}.get(mode)
+    sizes = [
+        max(1, 0 if slack is None else max(pair) + slack) + draw(st.integers(0, 3))
+        for pair in pairs
+    ]
+    return tuple(sizes), pairs
+
+
+@pytest.mark.parametrize("mode", MODES)
+@given(data=st.data())
+def test_pad_adjoint_equals_vjp_of_torch_pad(mode, data):
+    sizes, pairs = data.draw(padded_shapes(mode))
+    x = torch.randn(2, 3, *sizes, dtype=torch.float64)
+    flat = [p for pair in reversed(pairs) for p in pair]
+    padded, vjp = torch.func.vjp(
+        lambda t: F.pad(t, flat, mode="constant" if mode == "zeros" else mode), x
+    )
+    z = torch.randn(padded.shape, dtype=torch.float64)
+    (expected,) = vjp(z)
+    assert_close(pad_adjoint(z, pairs, mode), expected, dtype=torch.float64, terms=27)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@given(data=st.data())
+def test_pad_passes_dot_test_with_pad_adjoint(mode, data):
+    sizes, pairs = data.draw(padded_shapes(mode))
+    x = torch.randn(1, 2, *sizes, dtype=torch.complex128)
+    px = pad(x, pairs, mode)
+    z = torch.randn(px.shape, dtype=torch.complex128)
+    assert_dot_test(x, px, z, pad_adjoint(z, pairs, mode), dtype=torch.float64, terms=27)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@given(data=st.data())
+def test_source_index_reproduces_torch_pad(mode, data):
+    (n,), [(before, after)] = data.draw(padded_shapes(mode, ndim=1))
+    x = torch.arange(float(n)).reshape(1, 1, n)
+    expected = F.pad(x, [before, after], mode=mode)[0, 0]
+    assert torch.equal(x[0, 0][source_index(n, before, after, mode)], expected)
+
+
+def test_source_index_marks_zero_padding_halo_with_minus_one():
+    assert source_index(3, 2, 1, "zeros").tolist() == [-1, -1, 0, 1, 2, -1]
+
+
+def test_source_index_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="unknown padding mode 'mirror'"):
+        source_index(3, 1, 1, "mirror")
+
+
+def test_pad_without_padding_returns_input_unchanged():
+    x = torch.randn(1, 1, 4)
+    assert pad(x, [(0, 0)], "reflect") is x
+    assert pad_adjoint(x, [(0, 0)], "reflect") is x
