@@ -16,8 +16,10 @@ NUMPY_TO_TORCH = {v: k for k, v in TORCH_TO_NUMPY.items()}
 _SUPPORTED = "float32, float64, complex64 or complex128"
 
 
-def numpy_dtype(dtype: torch.dtype) -> np.dtype:
-    """numpy dtype of a supported torch dtype."""
+def numpy_dtype(dtype: torch.dtype, name: str = "weight") -> np.dtype:
+    """numpy dtype of a supported torch dtype; ``TypeError`` naming ``name`` otherwise."""
+    if dtype not in TORCH_TO_NUMPY:
+        raise TypeError(f"{name} must have dtype {_SUPPORTED}, got {name}.dtype={dtype}")
     return TORCH_TO_NUMPY[dtype]
 
 

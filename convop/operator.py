@@ -62,7 +62,8 @@ class ConvOperator(LinearOperator):
     Dtypes: the numpy face computes in ``np.result_type(op.dtype, x.dtype)`` (a float32
     operator given float32 data returns float32; given float64 data, float64; a real operator
     given complex data, complex), like a dense matrix would. The torch face uses torch's
-    promotion, ``torch.promote_types(weight.dtype, x.dtype)``.
+    promotion, ``torch.promote_types(weight.dtype, x.dtype)``, and rejects integer tensors
+    as torch's convolutions do.
 
     Examples
     --------
@@ -186,10 +187,9 @@ class ConvOperator(LinearOperator):
                 f"{name} is on {x.device} but the operator's weight is on {self.device}; "
                 f"move it with .to({str(self.device)!r})"
             )
-        if x.is_floating_point() or x.is_complex():
-            dtype = torch.promote_types(self.weight.dtype, x.dtype)
-        else:
-            dtype = self.weight.dtype
+        if not (x.is_floating_point() or x.is_complex()):
+            raise TypeError(f"{name} must be a floating-point or complex tensor, got {x.dtype}")
+        dtype = torch.promote_types(self.weight.dtype, x.dtype)
         lead = x.shape[: x.ndim - k]
         batch = x.reshape(math.prod(lead), *shape_in).to(dtype)  # (B, *shape_in)
         out = self._run(batch, self.weight.to(dtype), adjoint)
@@ -225,18 +225,22 @@ class ConvOperator(LinearOperator):
         return self._numpy_apply(np.reshape(x, (-1, 1)), adjoint=True)[:, 0]
 
     def matvec(self, x):
+        """The convolution of one flattened sample ``x`` (shape ``(n,)`` or ``(n, 1)``)."""
         self._check_vector(x, self.shape[1], "x", self.input_shape)
         return super().matvec(x)
 
     def rmatvec(self, x):
+        """The adjoint applied to one flattened output sample (shape ``(m,)`` or ``(m, 1)``)."""
         self._check_vector(x, self.shape[0], "x", self.output_shape)
         return super().rmatvec(x)
 
     def matmat(self, X):
+        """The convolution of each column of ``X`` (shape ``(n, k)``), as one batched conv."""
         self._check_matrix(X, self.shape[1], self.input_shape)
         return super().matmat(X)
 
     def rmatmat(self, X):
+        """The adjoint applied to each column of ``X`` (shape ``(m, k)``), batched."""
         self._check_matrix(X, self.shape[0], self.output_shape)
         return super().rmatmat(X)
 

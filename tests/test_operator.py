@@ -215,7 +215,7 @@ TORCH_PROMOTIONS = [
     TorchPromotion(torch.float32, torch.float32, torch.float32),
     TorchPromotion(torch.float32, torch.float64, torch.float64),
     TorchPromotion(torch.float64, torch.float32, torch.float64),
-    TorchPromotion(torch.float32, torch.int64, torch.float32),
+    TorchPromotion(torch.float32, torch.bfloat16, torch.float32),
     TorchPromotion(torch.float32, torch.complex64, torch.complex64),
     TorchPromotion(torch.float64, torch.complex64, torch.complex128),
 ]
@@ -306,6 +306,10 @@ def test_apply_rejects_wrong_trailing_shape_type_and_device():
         op.apply_adjoint(torch.ones(3, 3))
     with pytest.raises(TypeError, match=r"x must be a torch\.Tensor, got ndarray"):
         op.apply(np.ones((2, 5, 5)))
+    with pytest.raises(
+        TypeError, match=r"x must be a floating-point or complex tensor, got torch\.int64"
+    ):
+        op.apply(torch.ones(2, 5, 5, dtype=torch.int64))
     with pytest.raises(ValueError, match="x is on meta but the operator's weight is on cpu"):
         op.apply(torch.ones(2, 5, 5, device="meta"))
 
@@ -318,6 +322,10 @@ def test_constructor_checks_weight_against_geometry():
         convop.ConvOperator(torch.ones(3, 2, 3), {})
     with pytest.raises(TypeError, match=r"weight must be a torch\.Tensor, got ndarray"):
         convop.ConvOperator(np.ones((3, 2, 3)), geometry)
+    with pytest.raises(
+        TypeError, match=r"weight must have dtype .*, got weight\.dtype=torch\.float16"
+    ):
+        convop.ConvOperator(torch.ones(3, 2, 3, dtype=torch.float16), geometry)
 
 
 # ---------------------------------------------------------------- torch face
@@ -401,3 +409,34 @@ def test_svds_matches_singular_values_of_the_explicit_matrix():
     expected = np.linalg.svd(dense, compute_uv=False)[:3]
     found = spla.svds(op, k=3, return_singular_vectors=False, rng=0)
     np.testing.assert_allclose(np.sort(found)[::-1], expected, rtol=1e-10)
+
+
+# ---------------------------------------------------------------- CUDA (skipped without a GPU)
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(scope="module")
+def no_tf32():
+    """cuDNN uses TF32 for float32 by default; compare true float32 against the CPU."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@cuda
+@pytest.mark.usefixtures("no_tf32")
+@pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
+@given(data=st.data())
+def test_cuda_operator_matches_cpu_reference(combo, data):
+    case, dtype, weight, cpu_op = _draw(data, combo)
+    op = case.operator(weight.cuda())
+    assert op.device.type == "cuda"
+    assert repr(op).endswith("device=cuda:0)")
+    x = _sample(case, (op.shape[1],), dtype, 1)
+    v = _sample(case, (op.shape[0],), dtype, 2)
+    assert_close(op @ x, cpu_op @ x, dtype=dtype, terms=case.terms)
+    assert_close(op.rmatvec(v), cpu_op.rmatvec(v), dtype=dtype, terms=case.terms)
+    y = op.apply(torch.from_numpy(x).cuda().reshape(op.input_shape))
+    assert y.device.type == "cuda"
+    assert_close(y.reshape(-1), cpu_op @ x, dtype=dtype, terms=case.terms)
