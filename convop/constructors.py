@@ -259,9 +259,12 @@ def from_module(module: nn.Module, input_shape: Sequence[int]) -> ConvOperator:
             f"pass before converting it"
         )
     ndim, transposed = kind
+    padding = module.padding
+    if isinstance(padding, tuple) and padding and all(isinstance(p, str) for p in padding):
+        padding = "".join(padding)  # ConvTranspose stores padding='same' as ('s', 'a', ...)
     options = dict(
         stride=module.stride,
-        padding=module.padding,
+        padding=padding,
         dilation=module.dilation,
         groups=module.groups,
         padding_mode=module.padding_mode,

@@ -79,19 +79,28 @@ class ConvGeometry:
                 f"kernel_size must have 1, 2 or 3 entries (conv1d/2d/3d), "
                 f"got kernel_size={self.kernel_size!r}"
             )
-        as_int(self.in_channels, "in_channels", minimum=1)
-        as_int(self.out_channels, "out_channels", minimum=1)
-        as_int(self.groups, "groups", minimum=1)
-        as_int_tuple(self.kernel_size, ndim, "kernel_size", minimum=1)
-        as_int_tuple(self.input_size, ndim, "input_shape[1:]", minimum=1)
-        as_int_tuple(self.stride, ndim, "stride", minimum=1)
-        as_int_tuple(self.dilation, ndim, "dilation", minimum=1)
+        # Normalise in place (ints broadcast, numpy ints become Python ints) so that a
+        # geometry built directly is as canonical as one from ``from_torch``.
+        normalised = dict(
+            in_channels=as_int(self.in_channels, "in_channels", minimum=1),
+            out_channels=as_int(self.out_channels, "out_channels", minimum=1),
+            groups=as_int(self.groups, "groups", minimum=1),
+            kernel_size=as_int_tuple(self.kernel_size, ndim, "kernel_size", minimum=1),
+            input_size=as_int_tuple(self.input_size, ndim, "input_shape[1:]", minimum=1),
+            stride=as_int_tuple(self.stride, ndim, "stride", minimum=1),
+            dilation=as_int_tuple(self.dilation, ndim, "dilation", minimum=1),
+            output_padding=as_int_tuple(
+                0 if self.output_padding is None else self.output_padding,
+                ndim,
+                "output_padding",
+                minimum=0,
+            ),
+        )
+        for name, value in normalised.items():
+            object.__setattr__(self, name, value)
         check_choice(self.padding_mode, "padding_mode", PADDING_MODES)
         if not isinstance(self.transposed, bool):
             raise TypeError(f"transposed must be a bool, got {self.transposed!r}")
-        if self.output_padding is None:
-            object.__setattr__(self, "output_padding", (0,) * ndim)
-        as_int_tuple(self.output_padding, ndim, "output_padding", minimum=0)
         self._check_padding_pairs(ndim)
         self._check_channels()
         self._check_padding_mode()
@@ -134,6 +143,11 @@ class ConvGeometry:
         ValueError, TypeError
             For any configuration PyTorch would reject, or accept and compute nonsense for.
         """
+        if not isinstance(weight_shape, Sequence):
+            raise TypeError(
+                f"weight_shape must be a tuple of ints, got {weight_shape!r} of type "
+                f"{type(weight_shape).__name__}"
+            )
         weight_shape = tuple(weight_shape)
         ndim = len(weight_shape) - 2
         if ndim not in (1, 2, 3):
@@ -143,7 +157,8 @@ class ConvGeometry:
             )
         if not isinstance(input_shape, Sequence) or isinstance(input_shape, str):
             raise TypeError(
-                f"input_shape must be a tuple (C, *spatial), got {type(input_shape).__name__}"
+                f"input_shape must be a tuple (C, *spatial), got {input_shape!r} of type "
+                f"{type(input_shape).__name__}"
             )
         input_shape = tuple(input_shape)
         if len(input_shape) != ndim + 1:
@@ -285,8 +300,8 @@ class ConvGeometry:
                 f"padding must hold one (before, after) pair per dimension ({ndim}), "
                 f"got padding={pairs!r}"
             )
-        for pair in pairs:
-            as_int_tuple(pair, 2, "padding", minimum=0)
+        pairs = tuple(as_int_tuple(pair, 2, "padding", minimum=0) for pair in pairs)
+        object.__setattr__(self, "padding", pairs)
         if self.transposed and any(lo != hi for lo, hi in pairs):
             raise ValueError(f"a transposed convolution pads symmetrically, got padding={pairs!r}")
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings
 _SUPPRESS = [HealthCheck.too_slow, HealthCheck.differing_executors]
 
 settings.register_profile(
-    "ci", settings.get_profile("ci"), max_examples=30, suppress_health_check=_SUPPRESS
+    "ci", settings.get_profile("ci"), max_examples=60, suppress_health_check=_SUPPRESS
 )
 settings.register_profile("dev", max_examples=12, deadline=None, suppress_health_check=_SUPPRESS)
 settings.register_profile(
