@@ -8,14 +8,19 @@ convolution again and nothing is ever copied or cached.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from scipy.sparse.linalg import LinearOperator
 
-from . import functional
+from . import functional, materialize
 from ._arrays import numpy_dtype, result_dtype, to_numpy, to_tensor
+from ._checks import check_choice
 from .geometry import ConvGeometry
+
+SPARSE_FORMATS = ("csr", "csc", "coo")
 
 
 class ConvOperator(LinearOperator):
@@ -198,6 +203,144 @@ class ConvOperator(LinearOperator):
     def _run(self, batch: torch.Tensor, weight: torch.Tensor, adjoint: bool) -> torch.Tensor:
         fn = functional.adjoint if adjoint else functional.forward
         return fn(batch, weight, self.geometry)
+
+    # ------------------------------------------------------------------ explicit matrices
+    def todense(self, *, max_bytes: int | None = None, progress: bool | None = None) -> np.ndarray:
+        """The exact matrix as a dense numpy array of shape ``op.shape``.
+
+        Built by index arithmetic from the geometry and the weight (no probing), one block
+        of rows at a time, straight into the result.
+
+        Parameters
+        ----------
+        max_bytes : int, optional
+            Refuse (``MemoryError``, before allocating) results larger than this. Default:
+            half of the memory available now.
+        progress : bool, optional
+            Show a progress bar; by default only for builds that take several seconds.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``op.dtype``; ``op.H.todense()`` is ``op.todense().conj().T``.
+
+        Examples
+        --------
+        >>> import numpy as np, torch, convop
+        >>> op = convop.conv1d(torch.tensor([[[1.0, 2.0, 3.0]]]), (1, 4), padding=1)
+        >>> op.todense()
+        array([[2., 3., 0., 0.],
+               [1., 2., 3., 0.],
+               [0., 1., 2., 3.],
+               [0., 0., 1., 2.]], dtype=float32)
+        """
+        return to_numpy(self.to_dense(max_bytes=max_bytes, progress=progress))
+
+    def to_dense(
+        self, *, max_bytes: int | None = None, progress: bool | None = None
+    ) -> torch.Tensor:
+        """The exact matrix as a dense tensor on the operator's device (see :meth:`todense`)."""
+        plan = materialize.plan(self.weight, self.geometry, adjoint=self.is_adjoint)
+        itemsize = self.dtype.itemsize
+        materialize.check_memory(
+            self.shape[0] * self.shape[1] * itemsize,
+            max_bytes,
+            f"todense() of a {self.shape[0]} x {self.shape[1]} {self.dtype} matrix",
+            self.device,
+        )
+        return materialize.dense(plan, progress=progress)
+
+    def tosparse(
+        self,
+        format: str = "csr",
+        *,
+        max_bytes: int | None = None,
+        progress: bool | None = None,
+    ) -> sp.sparray:
+        """The exact matrix as a scipy sparse array, in O(nnz) time and memory.
+
+        Only structural entries are stored: every (output, input) pair some kernel tap
+        connects, taps that padding folds onto the same input sample summed into one entry.
+        The result is canonical (sorted indices, no duplicates).
+
+        Parameters
+        ----------
+        format : {'csr', 'csc', 'coo'}, default 'csr'
+        max_bytes : int, optional
+            Refuse (``MemoryError``, before allocating) builds whose peak would exceed this.
+            Default: half of the memory available now.
+        progress : bool, optional
+            Show a progress bar; by default only for builds that take several seconds.
+
+        Returns
+        -------
+        scipy.sparse.csr_array, csc_array or coo_array
+            Shape ``op.shape``, dtype ``op.dtype``; indices int32 when they fit.
+
+        Notes
+        -----
+        CSR of a convolution and CSC of its adjoint or of a transposed convolution are
+        written directly; the other format costs one scipy conversion (about twice the
+        result's memory at the peak).
+
+        Examples
+        --------
+        >>> import torch, convop
+        >>> op = convop.conv2d(torch.ones(4, 2, 3, 3), (2, 16, 16), padding=1)
+        >>> A = op.tosparse()
+        >>> A.shape, A.nnz, A.format
+        ((1024, 512), 16928, 'csr')
+        """
+        check_choice(format, "format", SPARSE_FORMATS)
+        plan = materialize.plan(self.weight, self.geometry, adjoint=self.is_adjoint)
+        count = materialize.nnz(plan)
+        index_bytes = materialize.index_dtype(plan, count).itemsize
+        native = "csc" if plan.transpose else "csr"
+        result = count * (self.dtype.itemsize + index_bytes) + (plan.rows + 1) * 8
+        peak = result if format == native else 2 * result + count * 8
+        materialize.check_memory(peak, max_bytes, f"tosparse({format!r}) with {count} nonzeros")
+        indptr, indices, data = (
+            to_numpy(t) for t in materialize.compressed(plan, progress=progress)
+        )
+        cls = sp.csc_array if plan.transpose else sp.csr_array
+        matrix = cls((data, indices, indptr), shape=self.shape)
+        matrix.has_sorted_indices = True
+        matrix.has_canonical_format = True
+        if format == native:
+            return matrix
+        converted = matrix.asformat(format)
+        if format == "coo":
+            converted.sum_duplicates()  # sorts into canonical (row-major) order; no duplicates
+        return converted
+
+    def to_sparse_csr(
+        self, *, max_bytes: int | None = None, progress: bool | None = None
+    ) -> torch.Tensor:
+        """The exact matrix as a torch sparse CSR tensor on the operator's device.
+
+        Same entries as :meth:`tosparse`; the torch counterpart of ``tensor.to_sparse_csr()``.
+
+        Examples
+        --------
+        >>> import torch, convop
+        >>> op = convop.conv1d(torch.ones(1, 1, 2), (1, 3))
+        >>> op.to_sparse_csr().to_dense()
+        tensor([[1., 1., 0.],
+                [0., 1., 1.]])
+        """
+        plan = materialize.plan(self.weight, self.geometry, adjoint=self.is_adjoint)
+        count = materialize.nnz(plan)
+        index_bytes = materialize.index_dtype(plan, count).itemsize
+        result = count * (self.dtype.itemsize + index_bytes) + (plan.rows + 1) * 8
+        peak = 2 * result if plan.transpose else result
+        materialize.check_memory(peak, max_bytes, f"to_sparse_csr() with {count} nonzeros",
+                                 self.device)  # fmt: skip
+        indptr, indices, data = materialize.compressed(plan, progress=progress)
+        build = torch.sparse_csc_tensor if plan.transpose else torch.sparse_csr_tensor
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Sparse (CSR|CSC) tensor support is in beta")
+            tensor = build(indptr, indices, data, size=self.shape, check_invariants=False)
+            return tensor.to_sparse_csr() if plan.transpose else tensor
 
     # ------------------------------------------------------------------ scipy face
     def _numpy_apply(self, X: np.ndarray, adjoint: bool) -> np.ndarray:
