@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ._arrays import zeros
 from .geometry import ConvGeometry
 from .padding import source_index
 
@@ -284,7 +285,7 @@ def _progress(p: _Plan, show: bool | None, what: str):
 
 def dense(p: _Plan, *, progress: bool | None = None) -> torch.Tensor:
     """The matrix as a dense tensor of shape ``p.shape`` on the weight's device."""
-    out = torch.zeros(p.shape, dtype=p.weight.dtype, device=p.weight.device)
+    out = zeros(p.shape, p.weight.dtype, p.weight.device)
     target = out.T if p.transpose else out  # generated rows are rows of ``target``
     bar = _progress(p, progress, "todense")
     for block in _blocks(p, _axes(p), torch.int64):
