@@ -15,6 +15,7 @@ from .constructors import (
     from_module,
 )
 from .geometry import ConvGeometry
+from .matrix_io import load_matrix, save_matrix
 from .operator import ConvOperator
 
 __version__ = "0.1.0.dev0"
@@ -31,4 +32,7 @@ __all__ = [
     # types
     "ConvGeometry",
     "ConvOperator",
+    # matrices on disk
+    "load_matrix",
+    "save_matrix",
 ]

@@ -5,7 +5,8 @@ layer?" with convop:
 
 1. ``op = convop.from_module(layer, input_shape)`` wraps the layer's weight in an exact, lazy
    ``scipy.sparse.linalg.LinearOperator`` (nothing is materialised);
-2. ``B = op @ np.eye(op.shape[1])`` gets the explicit matrix with one batched convolution;
+2. ``B = op.todense()`` builds the explicit matrix by index arithmetic (``op.tosparse()``
+   gives it as a scipy sparse array with only the structural nonzeros);
 3. ``B @ x.flatten() + op.bias`` reproduces ``layer(x)`` flattened, and ``B.T`` equals the
    operator's adjoint ``op.H`` (a transposed convolution), built independently of ``B``.
 
@@ -31,7 +32,10 @@ RTOL, ATOL = 1e-12, 1e-12  # float64 throughout: round-off only
 def show_matrix(layer: nn.Conv2d, input_shape: tuple[int, int, int]) -> None:
     """Build B for ``layer``, print it and check it against the layer and the adjoint."""
     op = convop.from_module(layer, input_shape)
-    B = op @ np.eye(op.shape[1])  # (prod(output_shape), prod(input_shape))
+    B = op.todense()  # (prod(output_shape), prod(input_shape))
+    np.testing.assert_array_equal(op.tosparse().toarray(), B)
+    probe = op @ np.eye(op.shape[1])  # the same matrix from one batched convolution
+    np.testing.assert_allclose(B, probe, rtol=RTOL, atol=ATOL)
     rows, cols = ("*".join(map(str, shape)) for shape in (op.output_shape, op.input_shape))
     print(f"layer:  {layer}")
     print(f"op:     {op}")
