@@ -15,6 +15,7 @@ from .constructors import (
     from_module,
 )
 from .geometry import ConvGeometry
+from .linear import to_linear, to_linear_model
 from .matrix_io import load_matrix, save_matrix
 from .operator import ConvOperator
 
@@ -29,6 +30,9 @@ __all__ = [
     "conv_transpose2d",
     "conv_transpose3d",
     "from_module",
+    # conversions
+    "to_linear",
+    "to_linear_model",
     # types
     "ConvGeometry",
     "ConvOperator",

@@ -203,7 +203,7 @@ def conv_transpose3d(weight: Weight, input_shape: Sequence[int], *, stride: IntO
                   output_padding=output_padding, groups=groups, dilation=dilation)  # fmt: skip
 
 
-_MODULE_KINDS = {
+MODULE_KINDS = {
     nn.Conv1d: (1, False),
     nn.Conv2d: (2, False),
     nn.Conv3d: (3, False),
@@ -233,7 +233,8 @@ def from_module(module: nn.Module, input_shape: Sequence[int]) -> ConvOperator:
     Raises
     ------
     TypeError
-        If ``module`` is not one of the supported conv layers.
+        If ``module`` is not one of the supported conv layers, or is a subclass that
+        overrides its forward (what it computes is then not its weight and configuration).
     ValueError
         If the layer's parameters are not yet initialised or do not fit ``input_shape``.
 
@@ -249,10 +250,18 @@ def from_module(module: nn.Module, input_shape: Sequence[int]) -> ConvOperator:
     >>> bool(np.allclose(y, layer(x[None]).detach().numpy().ravel(), atol=1e-5))
     True
     """
-    kind = next((v for cls, v in _MODULE_KINDS.items() if isinstance(module, cls)), None)
+    kind = next((v for cls, v in MODULE_KINDS.items() if isinstance(module, cls)), None)
     if kind is None:
-        names = ", ".join(f"nn.{cls.__name__}" for cls in _MODULE_KINDS)
+        names = ", ".join(f"nn.{cls.__name__}" for cls in MODULE_KINDS)
         raise TypeError(f"module must be one of {names}, got {type(module).__name__}")
+    base = next(cls for cls in MODULE_KINDS if isinstance(module, cls))
+    for method in ("forward", "_conv_forward"):
+        if getattr(type(module), method, None) is not getattr(base, method, None):
+            raise TypeError(
+                f"module {type(module).__name__} overrides nn.{base.__name__}.{method}; "
+                f"expected a layer that computes exactly nn.{base.__name__}'s forward, since "
+                f"only its weight and configuration are read"
+            )
     if isinstance(module.weight, nn.parameter.UninitializedParameter):
         raise ValueError(
             f"module {type(module).__name__} has uninitialised parameters; run one forward "

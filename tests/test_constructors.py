@@ -509,3 +509,15 @@ def test_invalid_weight_rejected(case: WeightError) -> None:
 def test_invalid_weight_rejected_by_transposed_constructor(case: WeightError) -> None:
     with pytest.raises(TypeError, match=case.match):
         convop.conv_transpose2d(case.weight, (4, 5, 5))
+
+
+class _Standardised(nn.Conv2d):
+    """A conv whose forward is not determined by its weight and configuration alone."""
+
+    def forward(self, x):
+        return super().forward(x) * 2
+
+
+def test_from_module_rejects_a_subclass_that_overrides_forward():
+    with pytest.raises(TypeError, match=r"_Standardised overrides nn\.Conv2d\.forward"):
+        convop.from_module(_Standardised(1, 1, 3), (1, 5, 5))
