@@ -8,7 +8,8 @@ layer?" with convop:
 2. ``B = op.todense()`` builds the explicit matrix by index arithmetic (``op.tosparse()``
    gives it as a scipy sparse array with only the structural nonzeros);
 3. ``B @ x.flatten() + op.bias`` reproduces ``layer(x)`` flattened, and ``B.T`` equals the
-   operator's adjoint ``op.H`` (a transposed convolution), built independently of ``B``.
+   operator's adjoint ``op.H`` (a transposed convolution), built independently of ``B``;
+4. ``convop.to_linear(layer, input_shape)`` is the layer as an equivalent ``nn.Linear``.
 
 Two small layers are shown: the forum's set-up (2x2 kernel on a 3x3 input, no padding) and
 one the forum answers do not cover, with stride 2, padding 1 and ``padding_mode='reflect'``,
@@ -57,6 +58,15 @@ def show_matrix(layer: nn.Conv2d, input_shape: tuple[int, int, int]) -> None:
     adjoint = op.H @ np.eye(op.shape[0])  # (prod(input_shape), prod(output_shape))
     np.testing.assert_allclose(B.T, adjoint, rtol=RTOL, atol=ATOL)
     print("ok: B.T == op.H @ eye (the exact adjoint, a transposed convolution; B not used)")
+
+    # 3. The layer as a fully-connected layer: nn.Linear with weight B.
+    linear = convop.to_linear(layer, input_shape)
+    batch = torch.randn(4, *input_shape, dtype=torch.float64)
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            linear(batch.flatten(1)).numpy(), layer(batch).flatten(1).numpy(), rtol=RTOL, atol=ATOL
+        )
+    print(f"ok: convop.to_linear(layer) == {linear} computes layer(x).flatten(1)")
 
 
 def naive_adjoint_error(layer: nn.Conv2d, input_shape: tuple[int, int, int]) -> float:
