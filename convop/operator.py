@@ -342,6 +342,42 @@ class ConvOperator(LinearOperator):
             tensor = build(indptr, indices, data, size=self.shape, check_invariants=False)
             return tensor.to_sparse_csr() if plan.transpose else tensor
 
+    # ------------------------------------------------------------------ pylops face
+    def to_pylops(self, name: str | None = None):
+        """This operator as a ``pylops.LinearOperator`` with N-d ``dims`` and ``dimsd``.
+
+        ``dims == op.input_shape`` and ``dimsd == op.output_shape``, so ``P @ x`` works on
+        N-d arrays; it composes with PyLops operators (``VStack``, ``BlockDiag``,
+        ``Laplacian``, ...) and runs in PyLops solvers. numpy arrays use the numpy face;
+        CuPy arrays cross into torch by DLPack without copies (the weight must be on the
+        same GPU). pylops is imported only here.
+
+        Parameters
+        ----------
+        name : str, optional
+            PyLops' operator name.
+
+        Returns
+        -------
+        convop.pylops_bridge.PyLopsConv
+
+        Examples
+        --------
+        >>> import numpy as np, pylops, torch, convop
+        >>> op = convop.conv2d(torch.ones(1, 1, 3, 3, dtype=torch.float64), (1, 8, 8),
+        ...                    padding="same", padding_mode="reflect")
+        >>> P = op.to_pylops()
+        >>> P.dims, P.dimsd
+        ((1, 8, 8), (1, 8, 8))
+        >>> (P @ np.ones((1, 8, 8))).shape
+        (1, 8, 8)
+        >>> bool(pylops.utils.dottest(P, *P.shape, rtol=1e-10))
+        True
+        """
+        from .pylops_bridge import PyLopsConv
+
+        return PyLopsConv(self, name=name)
+
     # ------------------------------------------------------------------ scipy face
     def _numpy_apply(self, X: np.ndarray, adjoint: bool) -> np.ndarray:
         """``X`` of shape (n, k) -> (m, k), one batched convolution for all k columns."""
@@ -350,10 +386,15 @@ class ConvOperator(LinearOperator):
         shape_in = self.output_shape if adjoint else self.input_shape
         k = X.shape[1]
         x = to_tensor(X.T, dtype, self.device).reshape(k, *shape_in)  # (k, *shape_in)
-        with torch.no_grad():
-            weight = self.weight.detach().to(x.dtype)
-            y = self._run(x, weight, adjoint != self.is_adjoint)  # (k, *shape_out)
+        y = self._torch_apply(x, adjoint)  # (k, *shape_out)
         return to_numpy(y.reshape(k, -1)).T
+
+    def _torch_apply(self, x: torch.Tensor, adjoint: bool) -> torch.Tensor:
+        """Batched product without autograd, in the promoted dtype (the array faces)."""
+        with torch.no_grad():
+            weight = self.weight.detach()
+            dtype = torch.promote_types(weight.dtype, x.dtype)
+            return self._run(x.to(dtype), weight.to(dtype), adjoint != self.is_adjoint)
 
     def _matmat(self, X: np.ndarray) -> np.ndarray:
         return self._numpy_apply(X, adjoint=False)

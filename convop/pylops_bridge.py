@@ -1,0 +1,85 @@
+"""The PyLops face of a :class:`~convop.operator.ConvOperator`.
+
+Imported only by :meth:`ConvOperator.to_pylops`, so ``import convop`` never imports pylops.
+numpy arrays go through the operator's numpy face; any other array (CuPy on a GPU, ...)
+crosses into torch and back by DLPack, without copies, on the operator's device.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pylops
+import torch
+from pylops.utils.backend import get_array_module
+
+if TYPE_CHECKING:
+    from .operator import ConvOperator
+
+
+class PyLopsConv(pylops.LinearOperator):
+    """A convolution as a ``pylops.LinearOperator`` with N-d ``dims`` and ``dimsd``.
+
+    Made by :meth:`ConvOperator.to_pylops`; ``dims == op.input_shape`` and
+    ``dimsd == op.output_shape``, so ``P @ x`` takes an array of shape ``op.input_shape``
+    (or its flattened form) and returns ``op.output_shape`` (or flat), as PyLops operators do.
+
+    Parameters
+    ----------
+    op : ConvOperator
+        The operator to wrap (shared, not copied).
+    name : str, optional
+        PyLops' operator name (default ``'C'``).
+
+    Notes
+    -----
+    ``matvec``/``rmatvec`` are the convolution and its exact adjoint; ``matmat`` and
+    ``rmatmat`` run one batched convolution for all columns. The result dtype follows the
+    numpy face of the operator (``np.result_type(op.dtype, x.dtype)``).
+    """
+
+    def __init__(self, op: ConvOperator, name: str | None = None) -> None:
+        self.conv = op
+        super().__init__(
+            dtype=op.dtype,
+            dims=op.input_shape,
+            dimsd=op.output_shape,
+            clinear=True,
+            explicit=False,
+            name="C" if name is None else name,
+        )
+
+    def _apply(self, X: Any, adjoint: bool) -> Any:
+        """``X`` of shape (n, k) -> (m, k) in X's own array library and device."""
+        if isinstance(X, np.ndarray):
+            return self.conv._numpy_apply(X, adjoint)
+        if not hasattr(X, "__dlpack__"):
+            raise TypeError(f"x must be a numpy or DLPack array, got {type(X).__name__}")
+        x = X if isinstance(X, torch.Tensor) else torch.from_dlpack(X)  # zero-copy view
+        if x.device != self.conv.device:
+            raise ValueError(
+                f"x is on {x.device} but the operator's weight is on {self.conv.device}; "
+                f"build the operator from a weight on {x.device}"
+            )
+        shape_in = self.conv.output_shape if adjoint else self.conv.input_shape
+        k = x.shape[1]
+        batch = x.T.reshape(k, *shape_in)  # (k, *shape_in)
+        y = self.conv._torch_apply(batch, adjoint)  # (k, *shape_out)
+        y = y.reshape(k, -1).T.contiguous()  # (m, k)
+        return y if isinstance(X, torch.Tensor) else get_array_module(X).from_dlpack(y)
+
+    def _matvec(self, x: Any) -> Any:
+        return self._apply(x.reshape(-1, 1), adjoint=False)[:, 0]
+
+    def _rmatvec(self, x: Any) -> Any:
+        return self._apply(x.reshape(-1, 1), adjoint=True)[:, 0]
+
+    def _matmat(self, X: Any) -> Any:
+        return self._apply(X, adjoint=False)
+
+    def _rmatmat(self, X: Any) -> Any:
+        return self._apply(X, adjoint=True)
+
+    def __repr__(self) -> str:
+        return f"<{self.shape[0]}x{self.shape[1]} PyLopsConv({self.conv!r})>"
