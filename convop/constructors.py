@@ -14,6 +14,7 @@ from torch import nn
 
 from ._arrays import as_weight_tensor
 from .geometry import ConvGeometry
+from .method import resolve
 from .operator import ConvOperator
 
 IntOrTuple = int | Sequence[int]
@@ -26,6 +27,7 @@ def _build(
     weight: Weight,
     input_shape: Sequence[int],
     bias: torch.Tensor | None = None,
+    method: str = "auto",
     **options,
 ) -> ConvOperator:
     tensor = as_weight_tensor(weight)
@@ -38,7 +40,8 @@ def _build(
     geometry = ConvGeometry.from_torch(
         tuple(tensor.shape), input_shape, transposed=transposed, **options
     )
-    return ConvOperator(tensor, geometry, bias=bias)
+    resolved = resolve(method, geometry, tensor.dtype, tensor.device)
+    return ConvOperator(tensor, geometry, bias=bias, method=resolved)
 
 
 _CONV_DOC = """{ndim}-d convolution as an exact lazy linear operator, like ``F.conv{ndim}d``.
@@ -58,6 +61,9 @@ dilation : int or tuple of int, default 1
 groups : int, default 1
 padding_mode : {{'zeros', 'reflect', 'replicate', 'circular'}}, default 'zeros'
     As in ``torch.nn.Conv{ndim}d``.
+method : {{'auto', 'direct', 'fft'}}, default 'auto'
+    Evaluate products with torch's direct convolutions or with FFTs; ``'auto'`` picks the
+    faster by a cost model of the geometry, dtype and device (large kernels: FFT).
 
 Returns
 -------
@@ -105,6 +111,9 @@ output_padding : int or tuple of int, default 0
     Extra samples on one side of the output; smaller than stride or dilation.
 groups : int, default 1
 dilation : int or tuple of int, default 1
+method : {{'auto', 'direct', 'fft'}}, default 'auto'
+    Evaluate products with torch's direct convolutions or with FFTs; ``'auto'`` picks the
+    faster by a cost model of the geometry, dtype and device.
 
 Returns
 -------
@@ -158,49 +167,55 @@ def _documented(template: str, ndim: int) -> Callable:
 @_documented(_CONV_DOC, 1)
 def conv1d(weight: Weight, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
            padding: IntOrTuple | str = 0, dilation: IntOrTuple = 1, groups: int = 1,
-           padding_mode: str = "zeros") -> ConvOperator:  # fmt: skip
+           padding_mode: str = "zeros", method: str = "auto") -> ConvOperator:  # fmt: skip
     return _build(1, False, weight, input_shape, stride=stride, padding=padding,
-                  dilation=dilation, groups=groups, padding_mode=padding_mode)  # fmt: skip
+                  dilation=dilation, groups=groups, padding_mode=padding_mode,
+                  method=method)  # fmt: skip
 
 
 @_documented(_CONV_DOC, 2)
 def conv2d(weight: Weight, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
            padding: IntOrTuple | str = 0, dilation: IntOrTuple = 1, groups: int = 1,
-           padding_mode: str = "zeros") -> ConvOperator:  # fmt: skip
+           padding_mode: str = "zeros", method: str = "auto") -> ConvOperator:  # fmt: skip
     return _build(2, False, weight, input_shape, stride=stride, padding=padding,
-                  dilation=dilation, groups=groups, padding_mode=padding_mode)  # fmt: skip
+                  dilation=dilation, groups=groups, padding_mode=padding_mode,
+                  method=method)  # fmt: skip
 
 
 @_documented(_CONV_DOC, 3)
 def conv3d(weight: Weight, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
            padding: IntOrTuple | str = 0, dilation: IntOrTuple = 1, groups: int = 1,
-           padding_mode: str = "zeros") -> ConvOperator:  # fmt: skip
+           padding_mode: str = "zeros", method: str = "auto") -> ConvOperator:  # fmt: skip
     return _build(3, False, weight, input_shape, stride=stride, padding=padding,
-                  dilation=dilation, groups=groups, padding_mode=padding_mode)  # fmt: skip
+                  dilation=dilation, groups=groups, padding_mode=padding_mode,
+                  method=method)  # fmt: skip
 
 
 @_documented(_CONV_T_DOC, 1)
 def conv_transpose1d(weight: Weight, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
                      padding: IntOrTuple = 0, output_padding: IntOrTuple = 0, groups: int = 1,
-                     dilation: IntOrTuple = 1) -> ConvOperator:  # fmt: skip
+                     dilation: IntOrTuple = 1, method: str = "auto") -> ConvOperator:  # fmt: skip
     return _build(1, True, weight, input_shape, stride=stride, padding=padding,
-                  output_padding=output_padding, groups=groups, dilation=dilation)  # fmt: skip
+                  output_padding=output_padding, groups=groups, dilation=dilation,
+                  method=method)  # fmt: skip
 
 
 @_documented(_CONV_T_DOC, 2)
 def conv_transpose2d(weight: Weight, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
                      padding: IntOrTuple = 0, output_padding: IntOrTuple = 0, groups: int = 1,
-                     dilation: IntOrTuple = 1) -> ConvOperator:  # fmt: skip
+                     dilation: IntOrTuple = 1, method: str = "auto") -> ConvOperator:  # fmt: skip
     return _build(2, True, weight, input_shape, stride=stride, padding=padding,
-                  output_padding=output_padding, groups=groups, dilation=dilation)  # fmt: skip
+                  output_padding=output_padding, groups=groups, dilation=dilation,
+                  method=method)  # fmt: skip
 
 
 @_documented(_CONV_T_DOC, 3)
 def conv_transpose3d(weight: Weight, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
                      padding: IntOrTuple = 0, output_padding: IntOrTuple = 0, groups: int = 1,
-                     dilation: IntOrTuple = 1) -> ConvOperator:  # fmt: skip
+                     dilation: IntOrTuple = 1, method: str = "auto") -> ConvOperator:  # fmt: skip
     return _build(3, True, weight, input_shape, stride=stride, padding=padding,
-                  output_padding=output_padding, groups=groups, dilation=dilation)  # fmt: skip
+                  output_padding=output_padding, groups=groups, dilation=dilation,
+                  method=method)  # fmt: skip
 
 
 MODULE_KINDS = {
@@ -213,7 +228,9 @@ MODULE_KINDS = {
 }
 
 
-def from_module(module: nn.Module, input_shape: Sequence[int]) -> ConvOperator:
+def from_module(
+    module: nn.Module, input_shape: Sequence[int], *, method: str = "auto"
+) -> ConvOperator:
     """The linear part of a PyTorch conv layer as an exact lazy operator.
 
     Parameters
@@ -224,6 +241,8 @@ def from_module(module: nn.Module, input_shape: Sequence[int]) -> ConvOperator:
         dilation, groups, padding_mode and output_padding are read from it.
     input_shape : tuple of int
         ``(C_in, *spatial)`` of one sample, without a batch dimension.
+    method : {'auto', 'direct', 'fft'}, default 'auto'
+        How products are evaluated (see :func:`conv2d`).
 
     Returns
     -------
@@ -255,10 +274,10 @@ def from_module(module: nn.Module, input_shape: Sequence[int]) -> ConvOperator:
         names = ", ".join(f"nn.{cls.__name__}" for cls in MODULE_KINDS)
         raise TypeError(f"module must be one of {names}, got {type(module).__name__}")
     base = next(cls for cls in MODULE_KINDS if isinstance(module, cls))
-    for method in ("forward", "_conv_forward"):
-        if getattr(type(module), method, None) is not getattr(base, method, None):
+    for name in ("forward", "_conv_forward"):
+        if getattr(type(module), name, None) is not getattr(base, name, None):
             raise TypeError(
-                f"module {type(module).__name__} overrides nn.{base.__name__}.{method}; "
+                f"module {type(module).__name__} overrides nn.{base.__name__}.{name}; "
                 f"expected a layer that computes exactly nn.{base.__name__}'s forward, since "
                 f"only its weight and configuration are read"
             )
@@ -280,4 +299,6 @@ def from_module(module: nn.Module, input_shape: Sequence[int]) -> ConvOperator:
     )
     if transposed:
         options["output_padding"] = module.output_padding
-    return _build(ndim, transposed, module.weight, input_shape, bias=module.bias, **options)
+    return _build(
+        ndim, transposed, module.weight, input_shape, bias=module.bias, method=method, **options
+    )

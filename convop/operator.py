@@ -15,12 +15,13 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.linalg import LinearOperator
 
-from . import functional, materialize
+from . import fft, functional, materialize
 from ._arrays import numpy_dtype, result_dtype, to_numpy, to_tensor
 from ._checks import check_choice
 from .geometry import ConvGeometry
 
 SPARSE_FORMATS = ("csr", "csc", "coo")
+METHODS = ("direct", "fft")
 
 
 class ConvOperator(LinearOperator):
@@ -42,12 +43,19 @@ class ConvOperator(LinearOperator):
         (linear) operator; :attr:`bias` exposes it as a flat vector.
     adjoint : bool, default False
         Represent the adjoint (conjugate transpose) of the convolution instead.
+    method : {'direct', 'fft'}, default 'direct'
+        How products are evaluated: torch's direct convolutions, or FFTs with the kernel
+        spectrum computed here once (:mod:`convop.fft`). The constructors choose by cost.
+    spectrum : convop.fft.Spectrum, optional
+        A spectrum of this weight and geometry to share (``op.H`` shares its operator's).
 
     Attributes
     ----------
     geometry : ConvGeometry
     weight : torch.Tensor
     is_adjoint : bool
+    method : str
+        ``'direct'`` or ``'fft'``, the evaluation in use.
     input_shape, output_shape : tuple of int
         Shapes of one sample in and out (swapped for an adjoint).
     shape : (int, int)
@@ -76,7 +84,7 @@ class ConvOperator(LinearOperator):
     >>> op = convop.conv2d(torch.ones(1, 1, 2, 2), (1, 3, 3))
     >>> op
     ConvOperator(conv2d, input_shape=(1, 3, 3), output_shape=(1, 2, 2), kernel_size=(2, 2),
-                 dtype=float32, device=cpu)
+                 method='direct', dtype=float32, device=cpu)
     >>> op @ np.arange(9.0, dtype=np.float32)
     array([ 8., 12., 20., 24.], dtype=float32)
     >>> op.H
@@ -90,7 +98,10 @@ class ConvOperator(LinearOperator):
         *,
         bias: torch.Tensor | None = None,
         adjoint: bool = False,
+        method: str = "direct",
+        spectrum: fft.Spectrum | None = None,
     ) -> None:
+        check_choice(method, "method", METHODS)
         if not isinstance(geometry, ConvGeometry):
             raise TypeError(f"geometry must be a ConvGeometry, got {type(geometry).__name__}")
         if not isinstance(weight, torch.Tensor):
@@ -103,7 +114,12 @@ class ConvOperator(LinearOperator):
         self.geometry = geometry
         self.weight = weight
         self.is_adjoint = bool(adjoint)
+        self.method = method
         self._bias = bias
+        if method == "fft" and spectrum is None:
+            with torch.no_grad():  # computed once; recomputed differentiably when needed
+                spectrum = fft.spectrum(weight.detach(), geometry)
+        self._spectrum = spectrum if method == "fft" else None
         if adjoint:
             self.input_shape, self.output_shape = geometry.output_shape, geometry.input_shape
         else:
@@ -137,7 +153,7 @@ class ConvOperator(LinearOperator):
         return (
             f"{type(self).__name__}({self.name}, input_shape={self.input_shape}, "
             f"output_shape={self.output_shape}, {self.geometry.describe()}, "
-            f"dtype={self.dtype}, device={self.device})"
+            f"method={self.method!r}, dtype={self.dtype}, device={self.device})"
         )
 
     # ------------------------------------------------------------------ torch face
@@ -201,8 +217,18 @@ class ConvOperator(LinearOperator):
         return out.reshape(*lead, *out.shape[1:])
 
     def _run(self, batch: torch.Tensor, weight: torch.Tensor, adjoint: bool) -> torch.Tensor:
-        fn = functional.adjoint if adjoint else functional.forward
-        return fn(batch, weight, self.geometry)
+        """The forward map (or its adjoint) of ``batch`` with ``weight`` (self.weight, cast)."""
+        if self.method == "direct":
+            fn = functional.adjoint if adjoint else functional.forward
+            return fn(batch, weight, self.geometry)
+        # The cached spectrum serves any data of the weight's precision; a gradient with
+        # respect to the weight, or a higher precision, needs it recomputed from ``weight``.
+        cached = weight.real.dtype == self.weight.real.dtype and not (
+            torch.is_grad_enabled() and weight.requires_grad
+        )
+        spectrum = self._spectrum if cached else fft.spectrum(weight, self.geometry)
+        fn = fft.adjoint if adjoint else fft.forward
+        return fn(batch, spectrum, self.geometry)
 
     # ------------------------------------------------------------------ explicit matrices
     def todense(self, *, max_bytes: int | None = None, progress: bool | None = None) -> np.ndarray:
@@ -448,10 +474,22 @@ class ConvOperator(LinearOperator):
 
     def _adjoint(self) -> ConvOperator:
         return ConvOperator(
-            self.weight, self.geometry, bias=self._bias, adjoint=not self.is_adjoint
+            self.weight,
+            self.geometry,
+            bias=self._bias,
+            adjoint=not self.is_adjoint,
+            method=self.method,
+            spectrum=self._spectrum,
         )
 
     def _transpose(self) -> ConvOperator:
         # A^T = conj(A^H): the adjoint structure with the weight conjugated once more.
         conj = self.weight.conj().resolve_conj()
-        return ConvOperator(conj, self.geometry, bias=self._bias, adjoint=not self.is_adjoint)
+        return ConvOperator(
+            conj,
+            self.geometry,
+            bias=self._bias,
+            adjoint=not self.is_adjoint,
+            method=self.method,
+            spectrum=None if conj.is_complex() else self._spectrum,
+        )

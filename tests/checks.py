@@ -26,14 +26,20 @@ def eps(dtype) -> float:
     return float(_EPS[np.dtype(dtype)])
 
 
-def assert_close(actual, expected, *, dtype, terms: int, factor: float = 8.0) -> None:
-    """``|actual - expected| <= factor * eps * sqrt(terms) * max|expected|`` elementwise.
+def assert_close(
+    actual, expected, *, dtype, terms: int, factor: float = 8.0, scale: float | None = None
+) -> None:
+    """``|actual - expected| <= factor * eps * sqrt(terms) * scale`` elementwise.
 
-    Round-off of a sum of ``terms`` products grows like ``sqrt(terms)``.
+    Round-off of a sum of ``terms`` products grows like ``sqrt(terms)``. ``scale`` defaults
+    to ``max|expected|``; FFT results need the size of the inputs instead (their round-off
+    does not shrink with the result).
     """
     actual, expected = _as_numpy(actual), _as_numpy(expected)
     assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
-    scale = max(float(np.max(np.abs(expected), initial=0.0)), np.finfo(np.float64).tiny)
+    if scale is None:
+        scale = float(np.max(np.abs(expected), initial=0.0))
+    scale = max(scale, np.finfo(np.float64).tiny)
     tol = factor * eps(dtype) * np.sqrt(terms) * scale
     err = float(np.max(np.abs(actual - expected), initial=0.0))
     assert err <= tol, f"max abs error {err:.3g} > tolerance {tol:.3g} (scale {scale:.3g})"

@@ -74,8 +74,9 @@ class ConvCase(NamedTuple):
     def random(self, shape: tuple[int, ...], dtype: torch.dtype, offset: int) -> torch.Tensor:
         return torch.randn(shape, dtype=dtype, generator=self.generator(offset))
 
-    def operator(self, weight: Any) -> convop.ConvOperator:
-        return _CONSTRUCTORS[self.ndim, self.transposed](weight, self.input_shape, **self.options)
+    def operator(self, weight: Any, method: str = "direct") -> convop.ConvOperator:
+        build = _CONSTRUCTORS[self.ndim, self.transposed]
+        return build(weight, self.input_shape, method=method, **self.options)
 
     def module(self, weight: torch.Tensor) -> nn.Module:
         """The torch layer (no bias) that is the oracle for this case."""

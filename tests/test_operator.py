@@ -156,7 +156,8 @@ def test_repr_names_kind_shapes_geometry_dtype_and_device():
     )
     assert repr(op) == (
         "ConvOperator(conv_transpose3d, input_shape=(4, 3, 3, 3), output_shape=(2, 6, 6, 6), "
-        "kernel_size=(2, 2, 2), stride=(2, 2, 2), groups=2, dtype=float64, device=cpu)"
+        "kernel_size=(2, 2, 2), stride=(2, 2, 2), groups=2, method='direct', dtype=float64, "
+        "device=cpu)"
     )
 
 

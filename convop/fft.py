@@ -1,0 +1,198 @@
+"""The FFT algorithm behind the same forward and adjoint maps as :mod:`convop.functional`.
+
+Every convolution convop supports is one circulant product framed by cheap index maps:
+
+- convolution: ``y = subsample_s( window_[0, Np-D) ( circ_K ( pad(x) ) ) )`` where ``K`` is
+  the per-frequency channel-mixing matrix of the *correlation* with the dilated kernel;
+- transposed convolution: ``y = window_[p, p+N) ( circ_K ( upsample_s(x) ) )`` with ``K``
+  the spectrum of the *convolution* with the dilated kernel.
+
+Here ``Np`` is the padded length, ``D = d (k - 1)`` the dilated span, and the FFT length per
+dimension is a fast length (only factors 2, 3, 5) at least as long as the linear result, so
+the circulant product never wraps into the samples kept. The adjoint runs the same frame
+backwards: place the output samples into zeros, multiply by ``K^H`` (conjugate transpose per
+frequency), take the input window, and apply ``pad_adjoint`` (convolution) — exact, since it
+is the adjoint of each step.
+
+Real data and weights use ``rfftn``; complex ones ``fftn``. A real weight applied to complex
+data runs the real and imaginary parts as one batch of real data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import scipy.fft
+import torch
+
+from .geometry import ConvGeometry
+from .padding import pad, pad_adjoint
+
+
+def fast_length(n: int) -> int:
+    """Smallest length ``>= n`` whose only prime factors are 2, 3 and 5.
+
+    Examples
+    --------
+    >>> fast_length(1038), fast_length(512)
+    (1080, 512)
+    """
+    return int(scipy.fft.next_fast_len(int(n), real=True))
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Where the FFT-based product reads and writes, per spatial dimension."""
+
+    sizes: tuple[int, ...]  # FFT length L per dimension
+    inner: tuple[slice, ...]  # input-side samples within the length-L grid
+    outer: tuple[slice, ...]  # output-side samples within the length-L grid
+    inner_shape: tuple[int, ...]  # spatial shape the inner slices hold
+    outer_shape: tuple[int, ...]
+
+
+def frame(geom: ConvGeometry) -> Frame:
+    """The FFT frame of a geometry (see the module docstring)."""
+    sizes, inner, outer = [], [], []
+    for i in range(geom.ndim):
+        n, (lo, hi) = geom.input_size[i], geom.padding[i]
+        k, s, d = geom.kernel_size[i], geom.stride[i], geom.dilation[i]
+        span = d * (k - 1)
+        if geom.transposed:
+            upsampled = (n - 1) * s + 1
+            out = geom.output_size[i]
+            sizes.append(fast_length(max(upsampled + span, lo + out)))
+            inner.append(slice(0, upsampled, s))
+            outer.append(slice(lo, lo + out))
+        else:
+            padded = n + lo + hi
+            sizes.append(fast_length(padded))
+            inner.append(slice(0, padded))
+            outer.append(slice(0, padded - span, s))
+    inner_shape = (
+        geom.input_size if geom.transposed else tuple(n + lo + hi for n, (lo, hi) in
+                                                      zip(geom.input_size, geom.padding))
+    )  # fmt: skip
+    return Frame(tuple(sizes), tuple(inner), tuple(outer), inner_shape, geom.output_size)
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """Everything the FFT method precomputes for one weight: frame and mixing matrices."""
+
+    frame: Frame
+    k: torch.Tensor  # (G, O/G, C/G, *F) per-frequency channel mixing
+    half: bool  # rfft half spectrum (real weight)
+
+
+def spectrum(weight: torch.Tensor, geom: ConvGeometry) -> Spectrum:
+    """The per-frequency mixing matrices ``K`` of ``weight``, shape ``(G, O/G, C/G, *F)``.
+
+    Real weights get the half spectrum of ``rfftn``. Differentiable with respect to the
+    weight.
+    """
+    fr = frame(geom)
+    ndim, g = geom.ndim, geom.groups
+    half = not weight.is_complex()
+    # dilated kernel on the full FFT grid: taps at kappa * d
+    dilated = weight.new_zeros((*weight.shape[:2], *fr.sizes))
+    taps = tuple(slice(0, d * (k - 1) + 1, d) for k, d in zip(geom.kernel_size, geom.dilation))
+    dilated[(..., *taps)] = weight
+    dims = tuple(range(2, 2 + ndim))
+    if geom.transposed:
+        # convolution: K = FFT(w); weight (C_in, C_out/G, *k) -> (G, C_out/G, C_in/G, *F)
+        k = torch.fft.rfftn(dilated, dim=dims) if half else torch.fft.fftn(dilated, dim=dims)
+        k = k.reshape(g, -1, *k.shape[1:]).transpose(1, 2)
+    else:
+        # correlation: K = conj(FFT(conj(w))); weight (C_out, C_in/G, *k) -> (G, O/G, C/G, *F)
+        if half:
+            k = torch.fft.rfftn(dilated, dim=dims).conj()
+        else:
+            k = torch.fft.fftn(dilated.conj(), dim=dims).conj()
+        k = k.reshape(g, -1, *k.shape[1:])
+    return Spectrum(fr, k.resolve_conj().contiguous(), half)
+
+
+def _mix(k: torch.Tensor, x: torch.Tensor, adjoint: bool) -> torch.Tensor:
+    """``y[b, g, o] = sum_c K[g, o, c] x[b, g, c]`` per frequency (``K^H`` for the adjoint)."""
+    if adjoint:
+        k = k.transpose(1, 2).conj()
+    if k.shape[1] == 1 and k.shape[2] == 1:  # one channel per group: a pointwise product
+        return x * k.transpose(0, 1)  # (B, G, 1, *F) * (1, G, 1, *F)
+    return torch.einsum("goc...,bgc...->bgo...", k, x)
+
+
+def _place(x: torch.Tensor, where: tuple[slice, ...], sizes: tuple[int, ...]) -> torch.Tensor:
+    """Put ``x`` (B, C, *shape) at ``where`` in a zero (B, C, *sizes) grid."""
+    if all(s.start == 0 and (s.step or 1) == 1 for s in where):
+        return x  # rfftn/fftn with s=sizes zero-pads at the end by itself
+    grid = x.new_zeros((*x.shape[:2], *sizes))
+    grid[(..., *where)] = x
+    return grid
+
+
+def _circulant(x: torch.Tensor, k: torch.Tensor, fr: Frame, place: tuple[slice, ...],
+               take: tuple[slice, ...], groups: int, adjoint: bool,
+               half: bool) -> torch.Tensor:  # fmt: skip
+    """``take(IFFT(K @ FFT(place(x))))`` with ``x`` (B, C, *shape); ``half``: rfft, real x."""
+    dims = tuple(range(-len(fr.sizes), 0))
+    grid = _place(x, place, fr.sizes)  # (B, C, *L) or implicitly zero-padded to it
+    transform, inverse = (torch.fft.rfftn, torch.fft.irfftn) if half else (
+        torch.fft.fftn, torch.fft.ifftn)  # fmt: skip
+    spec = transform(grid, s=fr.sizes, dim=dims)
+    spec = spec.reshape(spec.shape[0], groups, -1, *spec.shape[2:])  # (B, G, C/G, *F)
+    mixed = _mix(k.to(spec.dtype), spec, adjoint).flatten(1, 2)  # (B, C_out, *F)
+    return inverse(mixed, s=fr.sizes, dim=dims)[(..., *take)]
+
+
+def _real_batches(x: torch.Tensor, half: bool) -> tuple[torch.Tensor, bool]:
+    """Complex data through a half (real-weight) spectrum: stack real and imaginary parts."""
+    if half and x.is_complex():
+        return torch.cat([x.real, x.imag]), True
+    return x, False
+
+
+def _join(out: torch.Tensor, split: bool) -> torch.Tensor:
+    return torch.complex(*out.chunk(2)) if split else out
+
+
+def forward(x: torch.Tensor, spec: Spectrum, geom: ConvGeometry) -> torch.Tensor:
+    """FFT evaluation of :func:`convop.functional.forward`, with ``spec`` from :func:`spectrum`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from convop import functional
+    >>> g = ConvGeometry.from_torch((2, 1, 5, 5), (1, 16, 16), padding="same",
+    ...                             padding_mode="reflect")
+    >>> w, x = torch.randn(2, 1, 5, 5, dtype=torch.float64), torch.randn(3, 1, 16, 16,
+    ...                                                                  dtype=torch.float64)
+    >>> torch.allclose(forward(x, spectrum(w, g), g), functional.forward(x, w, g))
+    True
+    """
+    fr = spec.frame
+    x, split = _real_batches(x, spec.half)
+    if not geom.transposed:
+        x = pad(x, geom.padding, geom.padding_mode)  # (B, C_in, *padded)
+    out = _circulant(x, spec.k, fr, fr.inner, fr.outer, geom.groups, False, spec.half)
+    return _join(out, split)
+
+
+def adjoint(y: torch.Tensor, spec: Spectrum, geom: ConvGeometry) -> torch.Tensor:
+    """FFT evaluation of :func:`convop.functional.adjoint`, with ``spec`` from :func:`spectrum`."""
+    fr = spec.frame
+    y, split = _real_batches(y, spec.half)
+    x = _circulant(y, spec.k, fr, fr.outer, fr.inner, geom.groups, True, spec.half)
+    if not geom.transposed:
+        x = pad_adjoint(x, geom.padding, geom.padding_mode)
+    return _join(x, split)
+
+
+def cost(geom: ConvGeometry, fr: Frame) -> float:
+    """Rough count of real floating-point operations per sample of the FFT method."""
+    total = math.prod(fr.sizes)
+    freqs = total // fr.sizes[-1] * (fr.sizes[-1] // 2 + 1)
+    transforms = (geom.in_channels + geom.out_channels) * 2.5 * total * math.log2(max(total, 2))
+    mixing = 8 * freqs * geom.out_channels * geom.in_channels // geom.groups
+    return transforms + mixing

@@ -1,0 +1,126 @@
+"""convop.fft: the FFT algorithm equals the direct one, forward and adjoint, everywhere."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from checks import assert_close
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import COMBO_IDS, COMBOS, conv_cases
+
+import convop
+from convop import fft, functional
+
+DTYPE_PAIRS = st.sampled_from(
+    [
+        (torch.float64, torch.float64),  # rfft
+        (torch.complex128, torch.complex128),  # fft
+        (torch.float64, torch.complex128),  # real weight, complex data: split real/imag
+        (torch.complex128, torch.float64),  # complex weight, real data
+    ]
+)
+
+
+def _setup(data, combo):
+    case = data.draw(conv_cases(*combo), label="case")
+    weight_dtype, data_dtype = data.draw(DTYPE_PAIRS, label="dtypes")
+    weight = case.weight(weight_dtype)
+    geometry = case.operator(weight).geometry
+    spectrum = fft.spectrum(weight, geometry)
+    compute = torch.promote_types(weight_dtype, data_dtype)
+    return case, geometry, spectrum, weight.to(compute), data_dtype
+
+
+def _bound(weight: torch.Tensor, x) -> float:
+    """Bound on any output sample, the scale of an FFT product's round-off."""
+    return float(weight.abs().sum()) * float(np.abs(np.asarray(x)).max())
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
+@given(data=st.data())
+def test_fft_forward_equals_direct(combo, data):
+    case, geometry, spectrum, weight, dtype = _setup(data, combo)
+    x = case.random((2, *geometry.input_shape), dtype, offset=1)
+    expected = functional.forward(x.to(weight.dtype), weight, geometry)
+    actual = fft.forward(x, spectrum, geometry)
+    assert actual.dtype == expected.dtype
+    assert_close(actual, expected, dtype=torch.float64, terms=case.terms * 64,
+                 scale=_bound(weight, x))  # fmt: skip
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
+@given(data=st.data())
+def test_fft_adjoint_equals_direct(combo, data):
+    case, geometry, spectrum, weight, dtype = _setup(data, combo)
+    y = case.random((2, *geometry.output_shape), dtype, offset=2)
+    expected = functional.adjoint(y.to(weight.dtype), weight, geometry)
+    actual = fft.adjoint(y, spectrum, geometry)
+    assert actual.dtype == expected.dtype
+    assert_close(actual, expected, dtype=torch.float64, terms=case.terms * 64,
+                 scale=_bound(weight, y))  # fmt: skip
+
+
+# ---------------------------------------------------------------- through the operator
+@pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
+@given(data=st.data())
+def test_fft_operator_equals_direct_operator(combo, data):
+    case = data.draw(conv_cases(*combo), label="case")
+    dtype = data.draw(st.sampled_from([torch.float64, torch.complex128]), label="dtype")
+    weight = case.weight(dtype)
+    direct, fourier = case.operator(weight), case.operator(weight, method="fft")
+    assert (direct.method, fourier.method) == ("direct", "fft")
+    x = case.random((fourier.shape[1],), dtype, offset=1).numpy()
+    v = case.random((fourier.shape[0],), dtype, offset=2).numpy()
+    terms = case.terms * 64
+    assert_close(fourier @ x, direct @ x, dtype=dtype, terms=terms, scale=_bound(weight, x))
+    assert_close(fourier.rmatvec(v), direct.rmatvec(v), dtype=dtype, terms=terms,
+                 scale=_bound(weight, v))  # fmt: skip
+    assert_close(fourier.H @ v, direct.H @ v, dtype=dtype, terms=terms, scale=_bound(weight, v))
+    assert_close(fourier.T @ v, direct.T @ v, dtype=dtype, terms=terms, scale=_bound(weight, v))
+    X = np.stack([x, 2 * x, -x], axis=1)
+    assert_close(fourier.matmat(X), direct.matmat(X), dtype=dtype, terms=terms,
+                 scale=2 * _bound(weight, x))  # fmt: skip
+
+
+def test_fft_gradients_flow_to_the_weight():
+    weight = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    op = convop.conv2d(weight, (3, 9, 8), padding="same", padding_mode="reflect", method="fft")
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, *op.output_shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w: op.apply(x), (x, weight))
+    assert torch.autograd.gradcheck(lambda y, w: op.apply_adjoint(y), (y, weight))
+
+
+def test_float32_fft_operator_promotes_to_float64_exactly_as_direct():
+    weight = torch.randn(1, 1, 7, 7)
+    direct = convop.conv2d(weight, (1, 20, 20), padding=3, method="direct")
+    fourier = convop.conv2d(weight, (1, 20, 20), padding=3, method="fft")
+    x = np.random.default_rng(0).standard_normal(400)  # float64 data: float64 products
+    np.testing.assert_allclose(fourier @ x, direct @ x, rtol=0, atol=1e-12)
+    x32 = x.astype(np.float32)
+    assert (fourier @ x32).dtype == np.float32
+    np.testing.assert_allclose(fourier @ x32, direct @ x32, rtol=0, atol=1e-5)
+
+
+def test_method_is_named_and_validated():
+    weight = torch.ones(1, 1, 31, 31, dtype=torch.float64)
+    op = convop.conv2d(weight, (1, 256, 256), padding="same")
+    assert op.method == "fft"  # a deblurring-sized kernel
+    assert "method='fft'" in repr(op)
+    assert op.H.method == "fft"
+    layer = convop.conv2d(torch.ones(64, 64, 3, 3), (64, 56, 56), padding=1)
+    assert layer.method == "direct"
+    with pytest.raises(ValueError, match=r"method must be one of 'auto', 'direct', 'fft', got"):
+        convop.conv2d(weight, (1, 64, 64), method="winograd")
+
+
+def test_fast_lengths_have_only_small_prime_factors():
+    for n in (1, 7, 173, 1038, 4097):
+        length = fft.fast_length(n)
+        assert length >= n
+        for p in (2, 3, 5):
+            while length % p == 0:
+                length //= p
+        assert length == 1
