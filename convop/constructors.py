@@ -72,8 +72,10 @@ ConvOperator
 
 Raises
 ------
-ValueError, TypeError
+ValueError
     At construction, for any invalid configuration, naming the parameter.
+TypeError
+    For arguments of the wrong type (a float or bool where an int is required).
 
 Notes
 -----
@@ -121,8 +123,10 @@ ConvOperator
 
 Raises
 ------
-ValueError, TypeError
+ValueError
     At construction, for any invalid configuration, naming the parameter.
+TypeError
+    For arguments of the wrong type (a float or bool where an int is required).
 
 Notes
 -----

@@ -82,15 +82,16 @@ class Spectrum:
     """Everything the FFT method precomputes for one weight: frame and mixing matrices."""
 
     frame: Frame
-    k: torch.Tensor  # (G, O/G, C/G, *F) per-frequency channel mixing
+    k: torch.Tensor  # (G, F, O/G, C/G): one channel-mixing matrix per frequency
     half: bool  # rfft half spectrum (real weight)
 
 
 def spectrum(weight: torch.Tensor, geom: ConvGeometry) -> Spectrum:
-    """The per-frequency mixing matrices ``K`` of ``weight``, shape ``(G, O/G, C/G, *F)``.
+    """The per-frequency mixing matrices ``K`` of ``weight``, shape ``(G, F, O/G, C/G)``.
 
-    Real weights get the half spectrum of ``rfftn``. Differentiable with respect to the
-    weight.
+    ``F`` counts the frequencies (flattened); real weights get the half spectrum of
+    ``rfftn``. Stored frequency-major so that mixing is one batched matmul. Differentiable
+    with respect to the weight.
     """
     fr = frame(geom)
     ndim, g = geom.ndim, geom.groups
@@ -111,16 +112,23 @@ def spectrum(weight: torch.Tensor, geom: ConvGeometry) -> Spectrum:
         else:
             k = torch.fft.fftn(dilated.conj(), dim=dims).conj()
         k = k.reshape(g, -1, *k.shape[1:])
+    k = k.flatten(3).permute(0, 3, 1, 2)  # (G, O/G, C/G, *F) -> (G, F, O/G, C/G)
     return Spectrum(fr, k.resolve_conj().contiguous(), half)
 
 
 def _mix(k: torch.Tensor, x: torch.Tensor, adjoint: bool) -> torch.Tensor:
-    """``y[b, g, o] = sum_c K[g, o, c] x[b, g, c]`` per frequency (``K^H`` for the adjoint)."""
+    """``y[b, g, o] = sum_c K[g, f, o, c] x[b, g, c]`` per frequency ``f`` (``K^H``: adjoint).
+
+    ``x`` is ``(B, G, C/G, *F)``; one batched matmul over (group, frequency).
+    """
     if adjoint:
-        k = k.transpose(1, 2).conj()
-    if k.shape[1] == 1 and k.shape[2] == 1:  # one channel per group: a pointwise product
-        return x * k.transpose(0, 1)  # (B, G, 1, *F) * (1, G, 1, *F)
-    return torch.einsum("goc...,bgc...->bgo...", k, x)
+        k = k.transpose(-1, -2).conj()
+    batch, groups, _, *freqs = x.shape
+    if k.shape[-1] == 1 and k.shape[-2] == 1:  # one channel per group: a pointwise product
+        return x * k.reshape(1, groups, 1, *freqs)
+    xf = x.reshape(batch, groups, x.shape[2], -1).permute(1, 3, 2, 0)  # (G, F, C/G, B)
+    y = torch.matmul(k, xf)  # (G, F, O/G, B)
+    return y.permute(3, 0, 2, 1).reshape(batch, groups, k.shape[-2], *freqs)
 
 
 def _place(x: torch.Tensor, where: tuple[slice, ...], sizes: tuple[int, ...]) -> torch.Tensor:

@@ -131,17 +131,26 @@ class ConvGeometry:
             for a transposed convolution (PyTorch's layouts).
         input_shape : sequence of int
             ``(C_in, *spatial)`` of one sample, without a batch dimension.
-        stride, padding, dilation, groups, padding_mode, output_padding
-            As in ``torch.nn.functional.convNd`` / ``conv_transposeNd`` and the modules.
-            ``padding`` may be an int, a per-dimension tuple, ``'same'`` or ``'valid'``
-            (strings only for convolutions, as in PyTorch).
-        transposed : bool
+        stride : int or sequence of int, default 1
+            As in ``torch.nn.functional.convNd`` / ``conv_transposeNd``.
+        padding : int, sequence of int or str, default 0
+            An int, a per-dimension tuple, ``'same'`` or ``'valid'`` (strings only for
+            convolutions, as in PyTorch).
+        dilation : int or sequence of int, default 1
+        groups : int, default 1
+        padding_mode : str, default 'zeros'
+            ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'`` (convolutions only).
+        output_padding : int or sequence of int, default 0
+            Transposed convolutions only; smaller than the stride or the dilation.
+        transposed : bool, default False
             Describe ``conv_transposeNd`` instead of ``convNd``.
 
         Raises
         ------
-        ValueError, TypeError
+        ValueError
             For any configuration PyTorch would reject, or accept and compute nonsense for.
+        TypeError
+            For arguments of the wrong type (a float or bool where an int is required).
         """
         if not isinstance(weight_shape, Sequence):
             raise TypeError(

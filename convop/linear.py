@@ -235,10 +235,10 @@ def to_linear_model(
     MemoryError
         If a weight matrix would exceed ``max_bytes``.
 
-    Every error about one layer names it by its qualified name, e.g. ``'features.0'``.
-
     Notes
     -----
+    Every error about one layer names it by its qualified name, e.g. ``'features.0'``.
+
     Input shapes are found by one forward pass of the copy on
     ``torch.zeros(1, *input_shape)`` (dtype and device of the model's first parameter)
     under ``torch.no_grad()``, with forward pre-hooks on the conv layers that are removed

@@ -28,8 +28,9 @@ def source_index(
         Input length along the dimension.
     before, after : int
         Padding on each side.
-    mode : {'zeros', 'reflect', 'replicate', 'circular'}
-        Padding mode. For ``'zeros'`` halo positions copy nothing and get index ``-1``.
+    mode : str
+        ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``. For ``'zeros'``
+        halo positions copy nothing and get index ``-1``.
     device : torch.device, optional
         Where to build the index.
 
@@ -69,7 +70,8 @@ def pad(x: torch.Tensor, padding: Pairs, mode: str) -> torch.Tensor:
         Shape ``(..., *spatial)``.
     padding : sequence of (int, int)
         ``(before, after)`` per spatial dimension.
-    mode : {'zeros', 'reflect', 'replicate', 'circular'}
+    mode : str
+        ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``.
 
     Returns
     -------
@@ -93,7 +95,8 @@ def pad_adjoint(z: torch.Tensor, padding: Pairs, mode: str) -> torch.Tensor:
         Shape ``(..., *(n + before + after))``.
     padding : sequence of (int, int)
         ``(before, after)`` per spatial dimension.
-    mode : {'zeros', 'reflect', 'replicate', 'circular'}
+    mode : str
+        ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``.
 
     Returns
     -------

@@ -18,8 +18,23 @@ whose adjoint is *not* a plain ``conv_transpose2d`` with the same padding.
 Flattening is C order of one sample ``(C, H, W)``, i.e. ``x.reshape(-1)``, so B has
 ``C_out * H_out * W_out`` rows and ``C_in * H * W`` columns. The script checks everything it
 prints and exits non-zero if a check fails.
+
+The figure (``conv_as_matrix.png`` in ``--out``) shows, for each layer, B with its structural
+zeros left blank and the channel blocks outlined, and the layer's output against the output
+of the ``nn.Linear`` from ``convop.to_linear`` (the points lie on the diagonal).
+
+Usage::
+
+    python examples/conv_as_matrix.py [--out DIR] [--quick]
 """
 
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import NamedTuple
+
+import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -27,10 +42,24 @@ from torch import nn
 
 import convop
 
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt
+
 RTOL, ATOL = 1e-12, 1e-12  # float64 throughout: round-off only
+FIGURES = Path(__file__).resolve().parent / "figures"
 
 
-def show_matrix(layer: nn.Conv2d, input_shape: tuple[int, int, int]) -> None:
+class Shown(NamedTuple):
+    """What the figure needs from one layer."""
+
+    title: str
+    op: convop.ConvOperator
+    B: np.ndarray  # (prod(output_shape), prod(input_shape))
+    layer_out: np.ndarray  # (batch, prod(output_shape)), layer(x).flatten(1)
+    linear_out: np.ndarray  # (batch, prod(output_shape)), to_linear(layer)(x.flatten(1))
+
+
+def show_matrix(title: str, layer: nn.Conv2d, input_shape: tuple[int, int, int]) -> Shown:
     """Build B for ``layer``, print it and check it against the layer and the adjoint."""
     op = convop.from_module(layer, input_shape)
     B = op.todense()  # (prod(output_shape), prod(input_shape))
@@ -61,12 +90,13 @@ def show_matrix(layer: nn.Conv2d, input_shape: tuple[int, int, int]) -> None:
 
     # 3. The layer as a fully-connected layer: nn.Linear with weight B.
     linear = convop.to_linear(layer, input_shape)
-    batch = torch.randn(4, *input_shape, dtype=torch.float64)
+    batch = torch.randn(4, *input_shape, dtype=torch.float64)  # (4, C_in, H, W)
     with torch.no_grad():
-        np.testing.assert_allclose(
-            linear(batch.flatten(1)).numpy(), layer(batch).flatten(1).numpy(), rtol=RTOL, atol=ATOL
-        )
+        layer_out = layer(batch).flatten(1).numpy()  # (4, C_out*H_out*W_out)
+        linear_out = linear(batch.flatten(1)).numpy()
+    np.testing.assert_allclose(linear_out, layer_out, rtol=RTOL, atol=ATOL)
     print(f"ok: convop.to_linear(layer) == {linear} computes layer(x).flatten(1)")
+    return Shown(title, op, B, layer_out, linear_out)
 
 
 def naive_adjoint_error(layer: nn.Conv2d, input_shape: tuple[int, int, int]) -> float:
@@ -86,19 +116,70 @@ def naive_adjoint_error(layer: nn.Conv2d, input_shape: tuple[int, int, int]) -> 
     return float(np.linalg.norm(naive - exact) / np.linalg.norm(exact))
 
 
-def main() -> None:
+def plot(shown: list[Shown], path: Path) -> None:
+    """B of each layer (zeros blank, channel blocks outlined) and layer vs nn.Linear."""
+    fig, axes = plt.subplots(
+        len(shown), 2, figsize=(11, 3.6 * len(shown)), gridspec_kw={"width_ratios": (2.2, 1)}
+    )
+    for (ax_b, ax_out), item in zip(axes, shown):
+        op, B = item.op, item.B
+        limit = np.abs(B).max()
+        image = ax_b.imshow(
+            np.ma.masked_equal(B, 0.0),  # structural zeros stay blank
+            cmap="RdBu_r",
+            vmin=-limit,
+            vmax=limit,
+            interpolation="nearest",
+        )
+        per_out, per_in = np.prod(op.output_shape[1:]), np.prod(op.input_shape[1:])
+        for row in range(1, op.output_shape[0]):
+            ax_b.axhline(row * per_out - 0.5, color="0.3", lw=0.8)
+        for col in range(1, op.input_shape[0]):
+            ax_b.axvline(col * per_in - 0.5, color="0.3", lw=0.8)
+        nnz = np.count_nonzero(B)
+        ax_b.set_title(f"{item.title}\nB: {B.shape[0]} x {B.shape[1]}, {nnz} nonzeros")
+        ax_b.set_xlabel("column = (c_in, i, j) of x.flatten()")
+        ax_b.set_ylabel("row = (c_out, p, q) of y.flatten()")
+        fig.colorbar(image, ax=ax_b, shrink=0.8)
+
+        ax_out.plot(item.layer_out.ravel(), item.linear_out.ravel(), "o", ms=4, alpha=0.7)
+        lo, hi = item.layer_out.min(), item.layer_out.max()
+        ax_out.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="y = x")
+        error = np.abs(item.linear_out - item.layer_out).max()
+        ax_out.set_title(f"layer(x) vs convop.to_linear(layer)(x)\nmax |difference| = {error:.1e}")
+        ax_out.set_xlabel("layer(x).flatten(1)")
+        ax_out.set_ylabel("nn.Linear output")
+        ax_out.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--out", type=Path, default=FIGURES, help="directory for the figure (examples/figures/)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small, fast run (this example is always small)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     torch.manual_seed(0)  # the layers' initial weights
 
     print("== 1. The forum's case: 2 -> 2 channels, 2x2 kernel, 3x3 input ==")
     plain = nn.Conv2d(2, 2, kernel_size=2, dtype=torch.float64)
-    show_matrix(plain, (2, 3, 3))
+    shown = [show_matrix("2x2 kernel, 3x3 input", plain, (2, 3, 3))]
 
     print()
     print("== 2. Beyond the forum answers: stride 2, padding 1, padding_mode='reflect' ==")
     reflect = nn.Conv2d(
         2, 2, kernel_size=2, stride=2, padding=1, padding_mode="reflect", dtype=torch.float64
     )
-    show_matrix(reflect, (2, 3, 3))
+    shown.append(show_matrix("stride 2, padding 1, reflect", reflect, (2, 3, 3)))
     error = naive_adjoint_error(reflect, (2, 3, 3))
     if not error > 0.01:
         raise SystemExit(f"expected the naive adjoint to be wrong here, got error {error:.1e}")
@@ -107,7 +188,11 @@ def main() -> None:
         "the reflected halo must be folded back onto its source pixels"
     )
 
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "conv_as_matrix.png"
+    plot(shown, path)
     print()
+    print(f"figure: {path}")
     print("All checks passed.")
 
 

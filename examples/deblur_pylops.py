@@ -1,0 +1,232 @@
+"""Deblurring with PyLops solvers on ``op.to_pylops()``: Laplacian Tikhonov against TV.
+
+The problem of ``deblur_lsqr.py``: the Shepp-Logan phantom (256x256) blurred by a 9x9
+Gaussian (sigma 1.5 pixels) with ``'same'`` reflect padding, plus Gaussian noise of standard
+deviation 0.002 (fixed seed). ``op.to_pylops()`` turns the convop operator into a
+``pylops.LinearOperator`` with ``dims = dimsd = (1, n, n)``, so it composes with PyLops'
+regularisers, which act on the same N-d model:
+
+* smooth (L2) regularisation: ``pylops.optimization.leastsquares.regularized_inversion``
+  with a ``pylops.Laplacian`` on the image axes, i.e. ``min ||A x - b||^2 + eps^2 ||L x||^2``
+  solved by scipy's ``lsqr`` on the stacked operator;
+* sparsity-promoting (L1) regularisation: anisotropic total variation with
+  ``pylops.optimization.sparsity.splitbregman``, ``min mu/2 ||A x - b||^2 +
+  eps (||D_y x||_1 + ||D_x x||_1)`` with ``pylops.FirstDerivative`` along each image axis. TV
+  suits the piecewise-constant phantom: it keeps the edges sharp where the Laplacian smears
+  them and leaves ringing.
+
+Each method runs for a small sweep of its regularisation weight ``eps`` (the best value is
+picked against the true image, an oracle a real problem does not have). The script prints a
+table (method, eps, PSNR, iterations, time) and writes ``deblur_pylops.png`` to ``--out``: the
+true, blurred and best reconstructed images side by side with PSNRs and times, a line profile
+through all of them and the PSNRs as bars. Checks: both methods beat the blurred image's
+PSNR, and TV beats the Laplacian. ``--quick`` runs a 96x96 phantom with fewer TV iterations.
+
+Usage::
+
+    python examples/deblur_pylops.py [--out DIR] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import matplotlib
+import numpy as np
+import pylops
+from pylops.optimization.leastsquares import regularized_inversion
+from pylops.optimization.sparsity import splitbregman
+
+import convop
+from convop.data import gaussian_kernel, phantom
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt
+
+FIGURES = Path(__file__).resolve().parent / "figures"
+SIZE, QUICK_SIZE = 256, 96
+KERNEL_SIZE, SIGMA = 9, 1.5  # Gaussian blur, as in deblur_lsqr.py
+NOISE, SEED = 0.002, 0  # noise standard deviation (image range [0, 1]) and its seed
+LAPLACIAN_EPS = (0.003, 0.01, 0.03)  # weight of ||L x||_2
+TOL = 1e-6  # lsqr's atol = btol for the Laplacian
+TV_EPS = (0.1, 0.2, 0.4)  # weight of the TV term
+TV_MU = 100.0  # weight of the data term
+TV_OUTER, QUICK_TV_OUTER = 100, 50  # split-Bregman iterations
+TV_INNER_LSQR = 5  # lsqr iterations per split-Bregman step
+
+
+class Result(NamedTuple):
+    method: str
+    eps: float
+    x: np.ndarray  # (n*n,) reconstruction
+    iterations: str  # how many, in the method's own terms
+    seconds: float
+
+
+def psnr(estimate: np.ndarray, truth: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB for images with values in [0, 1]."""
+    return float(10 * np.log10(1.0 / np.mean((estimate.ravel() - truth.ravel()) ** 2)))
+
+
+def check(condition: bool, message: str) -> None:
+    """Print ``ok: message`` or exit non-zero with ``FAILED: message``."""
+    if not condition:
+        raise SystemExit(f"FAILED: {message}")
+    print(f"ok: {message}")
+
+
+def blur_problem(n: int) -> tuple[convop.ConvOperator, np.ndarray, np.ndarray]:
+    """The blur operator, the true image (n, n) and the blurred noisy data (n*n,)."""
+    truth = phantom(n)  # (n, n), values in [0, 1]
+    kernel = gaussian_kernel(KERNEL_SIZE, SIGMA)  # (9, 9), sums to 1
+    A = convop.conv2d(kernel[None, None], (1, n, n), padding="same", padding_mode="reflect")
+    rng = np.random.default_rng(SEED)
+    b = A @ truth.ravel() + NOISE * rng.standard_normal(A.shape[0])  # (n*n,)
+    return A, truth, b
+
+
+def laplacian(P: pylops.LinearOperator, b: np.ndarray, eps: float) -> Result:
+    """Tikhonov with a Laplacian: regularized_inversion (lsqr on [A; eps L])."""
+    L = pylops.Laplacian(P.dims, axes=(-2, -1), dtype=P.dtype)  # on the (1, n, n) model
+    start = time.perf_counter()
+    x, _, itn, _, _ = regularized_inversion(P, b, [L], epsRs=[eps], atol=TOL, btol=TOL)
+    return Result("Laplacian", eps, x, f"{itn} lsqr", time.perf_counter() - start)
+
+
+def total_variation(P: pylops.LinearOperator, b: np.ndarray, eps: float, outer: int) -> Result:
+    """Anisotropic TV by split Bregman, one FirstDerivative per image axis."""
+    D = [
+        pylops.FirstDerivative(P.dims, axis=axis, kind="forward", dtype=P.dtype)
+        for axis in (-2, -1)
+    ]
+    start = time.perf_counter()
+    x, itn, _ = splitbregman(
+        P,
+        b,
+        D,
+        niter_outer=outer,
+        niter_inner=1,
+        mu=TV_MU,
+        epsRL1s=[eps, eps],
+        tol=1e-4,
+        tau=1.0,
+        iter_lim=TV_INNER_LSQR,  # passed on to lsqr
+        damp=1e-4,
+    )
+    return Result("TV", eps, x, f"{itn}x{TV_INNER_LSQR} lsqr", time.perf_counter() - start)
+
+
+def plot(path: Path, truth: np.ndarray, b: np.ndarray, best: list[Result]) -> None:
+    n = truth.shape[0]
+    row = round(0.45 * (n - 1))  # through the dark ellipses and a small bright one
+    fig, axes = plt.subplot_mosaic(
+        [["truth", "blurred", "Laplacian", "TV"], ["profile", "profile", "profile", "bars"]],
+        figsize=(14, 7.5),
+        height_ratios=(1.15, 1),
+    )
+    curves = [("true image", truth.ravel(), None), ("blurred + noise", b, None)]
+    curves += [(f"{r.method}, eps={r.eps:g}", r.x, r) for r in best]
+    for key, (title, image, result) in zip(("truth", "blurred", "Laplacian", "TV"), curves):
+        ax = axes[key]
+        ax.imshow(image.reshape(n, n), cmap="gray", vmin=0, vmax=1)
+        ax.axhline(row, color="tab:red", lw=0.6, alpha=0.6)
+        if key != "truth":
+            title += f"\nPSNR {psnr(image, truth):.2f} dB"
+        if result is not None:
+            title += f", {result.seconds:.1f} s"
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+
+    ax = axes["profile"]
+    styles = (
+        dict(color="k", ls="--", lw=1.0, zorder=5),  # the truth on top, dashed
+        dict(color="0.6", lw=1.2),
+        dict(color="tab:blue", lw=1.2),
+        dict(color="tab:orange", lw=1.2),
+    )
+    for (title, image, _), style in zip(curves, styles):
+        ax.plot(image.reshape(n, n)[row], **style, label=title)
+    ax.set_xlim(0, n - 1)
+    ax.set_xlabel("column")
+    ax.set_ylabel("intensity")
+    ax.set_title(f"profile along row {row} (red line)", fontsize=10)
+    ax.legend(fontsize=9, ncol=2, loc="upper center")
+
+    ax = axes["bars"]
+    labels = ["blurred", *(r.method for r in best)]
+    values = [psnr(b, truth), *(psnr(r.x, truth) for r in best)]
+    bars = ax.bar(labels, values, color=["0.6", "tab:blue", "tab:orange"])
+    ax.bar_label(bars, fmt="%.1f dB")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_ylim(0, max(values) * 1.15)
+    ax.set_title("PSNR", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--out", type=Path, default=FIGURES, help="directory for the figure (examples/figures/)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_SIZE}x{QUICK_SIZE} instead of {SIZE}x{SIZE}, {QUICK_TV_OUTER} TV steps",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    n = QUICK_SIZE if args.quick else SIZE
+    outer = QUICK_TV_OUTER if args.quick else TV_OUTER
+    A, truth, b = blur_problem(n)
+    P = A.to_pylops()  # dims = dimsd = (1, n, n)
+    blurred = psnr(b, truth)
+    print(f"P: {P}")
+    print(
+        f"phantom {n}x{n}, {KERNEL_SIZE}x{KERNEL_SIZE} Gaussian blur (sigma {SIGMA}), "
+        f"noise sigma {NOISE}: blurred PSNR {blurred:.2f} dB"
+    )
+    print()
+    sweeps = {
+        "Laplacian": [laplacian(P, b, eps) for eps in LAPLACIAN_EPS],
+        "TV": [total_variation(P, b, eps, outer) for eps in TV_EPS],
+    }
+    best = [max(results, key=lambda r: psnr(r.x, truth)) for results in sweeps.values()]
+    print("  method     eps      PSNR       iterations     time")
+    print("  ---------  -------  ---------  -------------  -------")
+    print(f"  {'blurred':9}  {'':7}  {blurred:6.2f} dB")
+    for results in sweeps.values():
+        for r in results:
+            mark = "  <- best" if any(r is chosen for chosen in best) else ""
+            print(
+                f"  {r.method:9}  {r.eps:<7g}  {psnr(r.x, truth):6.2f} dB  {r.iterations:>13}"
+                f"  {r.seconds:5.2f} s{mark}"
+            )
+    print()
+
+    lap, tv = (psnr(r.x, truth) for r in best)
+    check(
+        lap > blurred, f"Laplacian Tikhonov beats the blurred image: {lap:.2f} > {blurred:.2f} dB"
+    )
+    check(tv > blurred, f"TV beats the blurred image: {tv:.2f} > {blurred:.2f} dB")
+    check(
+        tv > lap,
+        f"TV beats Laplacian Tikhonov on the piecewise-constant phantom by {tv - lap:.2f} dB",
+    )
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "deblur_pylops.png"
+    plot(path, truth, b, best)
+    print(f"figure: {path}")
+    print("All checks passed.")
+
+
+if __name__ == "__main__":
+    main()
