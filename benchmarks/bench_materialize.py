@@ -36,6 +36,10 @@ pylops
     ``.tosparse()`` probes with one unit vector per column in Python: it is run on small
     images only and its time is extrapolated to the large one (clearly marked). With the
     default ``method='fft'`` it also stores round-off noise as entries (see the nnz column).
+memory floor
+    Not a matrix: a lower bound for any method on this machine. Fresh memory of the result's
+    size, written as little as the result needs (dense: one write per 4 KiB page of zeroed
+    memory; sparse: the CSR-sized arrays written in full).
 
 Measurements
 ------------
@@ -47,6 +51,11 @@ budget) and reports their median. *Peak* is ``ru_maxrss`` after all calls minus 
 memory before the first one, i.e. the most memory the method ever held beyond its inputs,
 result included; *result* is the size of the result (dense array bytes, or CSR
 data + indices + indptr bytes). Results are verified only after the peak has been read.
+
+On a 2-core machine another busy process ruins torch timings (an OpenMP thread that loses
+its core stalls every parallel region, 10-40x slower here), so the script measures the share
+of the CPUs other processes used during each measurement, repeats a disturbed measurement
+once (within a total of 2 extra minutes) and otherwise marks it UNRELIABLE.
 
 The ratio column is the anchor's median time divided by the method's median time (> 1: faster
 than the anchor). Anchors: the forum construction for the dense cases; for the 32 -> 64 sparse
@@ -71,7 +80,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import pylops
 import scipy
 import scipy.linalg
 import scipy.sparse as sp
@@ -85,8 +93,8 @@ GIB = 1 << 30
 PROBE_LIMIT = 8 * GIB  # skip the identity probe above this estimated memory
 BUDGET_S = 20.0  # warm repeats of one method stop after about this long
 SUBPROCESS_TIMEOUT_S = 300
-BUSY_WARNING = 0.1  # warn when other processes use more than this share of the CPUs
-BUSY: list[float] = []  # CPU share other processes used just before each measurement
+RETRY_BUDGET_S = 120.0  # at most this much extra time is spent re-measuring disturbed methods
+BUSY = 0.1  # flag a measurement when other processes used more than this share of the CPUs
 GOAL_RATE = 1e8  # tosparse() goal: nonzeros per second
 GOAL_DENSE_SPEEDUP, GOAL_DENSE_PEAK, GOAL_SPARSE_PEAK = 5.0, 1.3, 1.5
 
@@ -127,17 +135,17 @@ class Case:
         return convop.conv2d(self.weight(), self.input_shape, padding=self.padding)
 
 
-DENSE_METHODS = ("convop", "forum Toeplitz", "identity probe", "jacrev")
+FORUM, PYFFT, FLOOR = "forum Toeplitz", "pylops fft", "memory floor"
+DENSE_METHODS = ("convop", FORUM, "identity probe", "jacrev")
 PYLOPS_SPARSE = ("pylops fft", "pylops direct")
-FORUM, PYFFT = "forum Toeplitz", "pylops fft"  # the anchors
 SPARSE_ONE = ("convop", *PYLOPS_SPARSE)
 # fmt: off
 CASES = (
     #    key               kind      C_in C_out k  size padding  methods                anchor
-    Case("dense-3to16",    "dense",  3,   16,   3, 32,  "valid", DENSE_METHODS,         FORUM),
-    Case("dense-9x9",      "dense",  1,   1,    9, 128, "valid", (*DENSE_METHODS, "pylops"),
+    Case("dense-3to16",    "dense",  3,   16,   3, 32,  "valid", (*DENSE_METHODS, FLOOR), FORUM),
+    Case("dense-9x9",      "dense",  1,   1,    9, 128, "valid", (*DENSE_METHODS, "pylops", FLOOR),
          FORUM),
-    Case("sparse-32to64",  "sparse", 32,  64,   3, 64,  1,       ("convop",),           "goal"),
+    Case("sparse-32to64",  "sparse", 32,  64,   3, 64,  1,       ("convop", FLOOR),     "goal"),
     Case("sparse-9x9-32",  "sparse", 1,   1,    9, 32,  "same",  SPARSE_ONE,            PYFFT),
     Case("sparse-9x9-48",  "sparse", 1,   1,    9, 48,  "same",  SPARSE_ONE,            PYFFT,
          quick=False),
@@ -201,8 +209,10 @@ def jacobian(weight: torch.Tensor, input_shape: tuple[int, ...], padding) -> np.
     return jac.reshape(-1, math.prod(input_shape)).numpy()
 
 
-def pylops_operator(case: Case, method: str) -> pylops.LinearOperator:
+def pylops_operator(case: Case, method: str):
     """PyLops' Convolve2D computing exactly convop's map for ``case`` (see the module doc)."""
+    import pylops  # only where used: it adds ~0.6 s to every measuring subprocess
+
     kernel = case.weight()[0, 0].flip((0, 1)).numpy().copy()  # convolution flips the kernel
     centre = case.kernel // 2
     dims = (case.size, case.size)
@@ -214,6 +224,33 @@ def pylops_operator(case: Case, method: str) -> pylops.LinearOperator:
     rows = pylops.Restriction(dims, keep, axis=0)
     cols = pylops.Restriction((len(keep), case.size), keep, axis=1)
     return cols @ rows @ op
+
+
+def structural_nnz(case: Case) -> int:
+    """Entries of the matrix, counted from the geometry: per dimension, the taps of each output
+    position that land inside the image (stride 1, zero padding), squared for 2-d."""
+    k, n = case.kernel, case.size
+    pad = {"valid": 0, "same": (k - 1) // 2}.get(case.padding, case.padding)  # odd k only
+    taps = sum(0 <= p + j - pad < n for p in range(n + 2 * pad - k + 1) for j in range(k))
+    return case.c_out * case.c_in * taps**2
+
+
+def memory_floor(case: Case) -> Callable[[], np.ndarray]:
+    """A lower bound, not a matrix: take fresh memory of the result's size and write what any
+    method must write, with torch's threads like convop. Dense: calloc'd (zeroed) pages, one
+    write per 4 KiB page (the kernel zeroes each page on first touch). Sparse: CSR-sized
+    memory (float64 data, int32 indices and indptr) written in full."""
+    rows, cols = case.op().shape
+    if case.kind == "dense":
+
+        def touch() -> np.ndarray:
+            out = np.zeros((rows, cols))  # calloc: pages are zeroed when first touched
+            torch.from_numpy(out).view(-1)[::512].fill_(1.0)
+            return out
+
+        return touch
+    words = (structural_nnz(case) * 12 + (rows + 1) * 4) // 8
+    return lambda: torch.empty(words, dtype=torch.float64).fill_(1.0).numpy()
 
 
 def builder(case: Case, method: str) -> Callable[[], object]:
@@ -229,6 +266,8 @@ def builder(case: Case, method: str) -> Callable[[], object]:
         return lambda: identity_probe(weight, shape, case.padding)
     if method == "jacrev":
         return lambda: jacobian(weight, shape, case.padding)
+    if method == FLOOR:
+        return memory_floor(case)
     if method == "pylops":
         return pylops_operator(case, "fft").todense
     if method in PYLOPS_SPARSE:
@@ -260,6 +299,8 @@ def check_against_torch(case: Case, result) -> float:
     got = result @ x.reshape(4, -1).numpy().T  # (m, 4)
     scale = np.abs(expected).max()
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12 * scale)
+    if sp.issparse(result):
+        np.testing.assert_equal(result.nnz, structural_nnz(case))
     return float(np.abs(got - expected).max() / scale)
 
 
@@ -314,22 +355,29 @@ def measure(case: Case, method: str, repeats: int, budget: float) -> dict:
         start = time.perf_counter()
         result = build()
         times.append(time.perf_counter() - start)
-    peak = peak_bytes() - before
+    high_water = peak_bytes()
     record = {
         "cold_s": cold,
         "median_s": statistics.median(times),
         "repeats": repeats,
-        "peak_bytes": peak,
-        "hidden_bytes": high_water_before - before,  # high-water mark already above `before`
+        "times_s": times,
+        "peak_bytes": high_water - before,
+        # The high-water mark never moved: the true peak is below the one reported.
+        "peak_is_bound": high_water == high_water_before,
         "result_bytes": result_bytes(result),
-        "nnz": count_nonzeros(result),
+        "nnz": structural_nnz(case) if method == FLOOR else count_nonzeros(result),
         "shape": list(result.shape),
     }
-    if method == "convop":
-        record["check"] = f"= F.conv2d, rel err {check_against_torch(case, result):.0e}"
+    if method == FLOOR:
+        checks = ["lower bound: fresh memory of the result's size, written (no matrix)"]
+    elif method == "convop":
+        checks = [f"= F.conv2d, rel err {check_against_torch(case, result):.0e}"]
     else:
         tol = 1e-10 * float(case.weight().abs().max())
-        record["check"] = f"= convop, max|diff| {check_against_convop(case, result, tol):.0e}"
+        checks = [f"= convop, max abs diff {check_against_convop(case, result, tol):.0e}"]
+    if record["peak_is_bound"]:
+        checks.append("peak is an upper bound (below the high-water mark of the imports)")
+    record["check"] = "; ".join(checks)
     return record
 
 
@@ -341,98 +389,138 @@ class Row:
     record: dict | None = None
     note: str = ""
     extrapolated: bool = False
+    other_load: float = 0.0  # share of the CPUs other processes used during the measurement
 
     @property
     def median(self) -> float | None:
         return None if self.record is None else self.record["median_s"]
 
 
-def cpu_busy(seconds: float = 0.3) -> float:
-    """Fraction of all cores' time spent outside the idle task over ``seconds`` (0..1).
+def cpu_times() -> tuple[float, float]:
+    """(busy, total) seconds of all cores since boot, from ``/proc/stat``."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - ticks[3] - ticks[4]) / hz, sum(ticks) / hz  # idle, iowait excluded
 
-    Sampled while this script waits, so it is other processes' load: torch's OpenMP threads
-    stall when a core they run on is taken, and every timing then becomes unreliable.
-    """
 
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
-    total0, idle0 = sample()
-    time.sleep(seconds)
-    total1, idle1 = sample()
-    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+def wait_for_quiet(longest: float = 60.0) -> None:
+    """Wait (at most ``longest`` seconds) for a second in which other processes leave the CPUs
+    idle enough for a reliable measurement."""
+    deadline = time.monotonic() + longest
+    while time.monotonic() < deadline:
+        busy0, total0 = cpu_times()
+        time.sleep(1.0)
+        busy1, total1 = cpu_times()
+        if busy1 - busy0 <= BUSY * (total1 - total0):
+            return
 
 
 def run_one(case: Case, method: str, repeats: int) -> Row:
-    """Measure in a fresh subprocess; a crash (e.g. out of memory) becomes a note."""
-    busy = cpu_busy()
-    if busy > BUSY_WARNING:
-        print(f"  warning: CPU {busy:.0%} busy before this measurement", file=sys.stderr)
-    BUSY.append(busy)
+    """Measure in a fresh subprocess; a crash (e.g. out of memory) becomes a note.
+
+    Also measures the share of the cores that *other* processes used meanwhile (busy time
+    minus the subprocess's own CPU time): torch's OpenMP threads stall when a core they run on
+    is taken, so a measurement made under such load is flagged as unreliable.
+    """
     command = [sys.executable, __file__, "--one", case.key, method, "--repeats", str(repeats)]
+    busy0, total0 = cpu_times()
+    child0 = children_cpu()
     try:
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S, check=False
         )
     except subprocess.TimeoutExpired:
         return Row(case, method, note=f"skipped: over {SUBPROCESS_TIMEOUT_S} s")
+    busy1, total1 = cpu_times()
+    other = max(0.0, busy1 - busy0 - (children_cpu() - child0)) / max(1e-9, total1 - total0)
+    note = f"UNRELIABLE: other processes used {other:.0%} of the CPUs" if other > BUSY else ""
     for line in done.stdout.splitlines():
         if line.startswith(MARKER):
-            return Row(case, method, json.loads(line[len(MARKER) :]))
+            return Row(case, method, json.loads(line[len(MARKER) :]), note, other_load=other)
     tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-    return Row(case, method, note=f"FAILED (exit {done.returncode}): {tail}")
+    return Row(case, method, note=f"FAILED (exit {done.returncode}): {tail}", other_load=other)
 
 
 def plan_rows(quick: bool, repeats: int) -> list[Row]:
     rows = []
+    retry_until = time.monotonic() + RETRY_BUDGET_S  # extended by each measurement's own time
     for case in CASES:
         if quick and not case.quick:
             continue
         for method in case.methods:
             if quick and (case.key, method) in QUICK_SKIP:
                 rows.append(Row(case, method, note="skipped in --quick"))
-            elif method == "identity probe" and probe_bytes(case) > PROBE_LIMIT:
+                continue
+            if method == "identity probe" and probe_bytes(case) > PROBE_LIMIT:
                 need = probe_bytes(case) / GIB
                 rows.append(Row(case, method, note=f"skipped: needs ~{need:.0f} GiB (> 8)"))
-            else:
-                print(f"  {case.key:15s} {method} ...", file=sys.stderr, flush=True)
-                rows.append(run_one(case, method, repeats))
+                continue
+            print(f"  {case.key:15s} {method} ...", file=sys.stderr, flush=True)
+            start = time.monotonic()
+            row = run_one(case, method, repeats)
+            retry_until += time.monotonic() - start
+            if row.note.startswith("UNRELIABLE") and time.monotonic() < retry_until:
+                print(f"    retry: {row.note}", file=sys.stderr, flush=True)
+                wait_for_quiet(min(30.0, retry_until - time.monotonic()))
+                row = run_one(case, method, repeats)
+            rows.append(row)
     return rows
 
 
 def extrapolate(rows: list[Row]) -> list[Row]:
-    """PyLops' tosparse() on the large single-channel image, fitted as t ~ n**b on the small."""
+    """PyLops' tosparse() on the large single-channel image, from the small ones.
+
+    Time: ``t ~ n**b`` (n pixels), ``b`` fitted on the two smallest-to-largest measured sizes
+    (assumed 2 with one size: n probes of O(n) each). Entries: with 'fft' (almost) every
+    entry is stored, ``nnz ~ n**2`` at the measured fill ratio; with 'direct' exactly convop's
+    structural nonzeros (checked at the measured sizes). Peak memory: its measured bytes per
+    stored entry (Python lists of index pairs and values) times the extrapolated entries.
+    """
     target_key, small_keys = EXTRAPOLATED
     target = next(case for case in CASES if case.key == target_key)
     n_target = target.size**2
+    convop_rows = {row.case.key: row for row in rows if row.method == "convop" and row.record}
     extra = []
     for method in PYLOPS_SPARSE:
-        points = [
-            (row.case.size**2, row.median, row.record["nnz"])
+        measured = [
+            row
             for row in rows
-            if row.case.key in small_keys and row.method == method and row.median
+            if row.case.key in small_keys and row.method == method and row.record is not None
         ]
-        if not points:
+        if not measured or target_key not in convop_rows:
             continue
-        if len(points) >= 2:
-            (n0, t0, _), (n1, t1, _) = points[0], points[-1]
-            exponent, how = math.log(t1 / t0) / math.log(n1 / n0), "fitted"
+        first, last = measured[0], measured[-1]
+        n0, n1 = first.case.size**2, last.case.size**2
+        if len(measured) >= 2:
+            exponent, how = math.log(last.median / first.median) / math.log(n1 / n0), "fitted"
         else:
             exponent, how = 2.0, "assumed"
-        n1, t1, nnz1 = points[-1]
-        # 'fft' stores (almost) every entry: nnz ~ n**2; 'direct' stores the true ~81 per column
-        nnz_power = 2 if method == "pylops fft" else 1
+        nnz1 = last.record["nnz"]
+        if method == "pylops fft":
+            nnz = int(nnz1 / n1**2 * n_target**2)
+        else:
+            exact = all(
+                row.record["nnz"] == convop_rows[row.case.key].record["nnz"] for row in measured
+            )
+            nnz = convop_rows[target_key].record["nnz"] if exact else int(nnz1 * n_target / n1)
         record = {
             "cold_s": None,
-            "median_s": t1 * (n_target / n1) ** exponent,
+            "median_s": last.median * (n_target / n1) ** exponent,
             "repeats": 0,
-            "nnz": int(nnz1 * (n_target / n1) ** nnz_power),
+            "nnz": nnz,
+            "peak_bytes": last.record["peak_bytes"] / nnz1 * nnz,
             "check": "",
         }
-        sizes = ", ".join(f"{math.isqrt(n)}^2" for n, _, _ in points)
-        note = f"EXTRAPOLATED: t ~ n^{exponent:.2f} ({how}; measured on {sizes})"
+        sizes = ", ".join(f"{row.case.size}^2" for row in measured)
+        note = f"EXTRAPOLATED from {sizes}: t ~ n^{exponent:.2f} ({how}), peak ~ nnz"
+        if any(row.note.startswith("UNRELIABLE") for row in measured):
+            note = "UNRELIABLE (from disturbed measurements); " + note
         extra.append(Row(target, method, record, note, extrapolated=True))
     return extra
 
@@ -470,9 +558,9 @@ def table(rows: list[Row], markdown: bool) -> str:
             row.method + (" (anchor)" if anchor else ""),
             "" if rec.get("cold_s") is None else f"{rec['cold_s']:.3f}",
             "" if median is None else f"{prefix}{median:.3f} ({rec['repeats']})",
-            mib(peak),
+            ("~" if row.extrapolated and peak else "") + mib(peak),
             mib(size),
-            "" if peak is None else f"{peak / size:.2f}",
+            "" if peak is None or size is None else f"{peak / size:.2f}",
             "" if "nnz" not in rec else f"{prefix}{rec['nnz']:,}",
             "" if rate is None else f"{prefix}{rate:,.1f}",
             "" if speed is None else f"{prefix}{speed:.2f}x",
@@ -480,7 +568,7 @@ def table(rows: list[Row], markdown: bool) -> str:
         ])  # fmt: skip
     if markdown:
         out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        out += ["| " + " | ".join(line) + " |" for line in lines]
+        out += ["| " + " | ".join(x.replace("|", r"\|") for x in line) + " |" for line in lines]
         return "\n".join(out)
     widths = [max(len(x) for x in col) for col in zip(header, *lines)]
     fmt = "  ".join(f"{{:{'<' if i < 2 or i == 10 else '>'}{w}}}" for i, w in enumerate(widths))
@@ -495,6 +583,7 @@ def goals(rows: list[Row]) -> str:
             continue
         rec, case = row.record, row.case
         peak = rec["peak_bytes"] / rec["result_bytes"]
+        flag = " [under CPU load: unreliable]" if row.note.startswith("UNRELIABLE") else ""
         if case.kind == "dense":
             anchor = next(r for r in rows if r.case is case and r.method == case.anchor)
             if anchor.record is None:
@@ -506,7 +595,7 @@ def goals(rows: list[Row]) -> str:
                 f"todense() {case.label}: {warm:.1f}x faster than the forum construction "
                 f"(cold calls: {cold:.1f}x; goal >= {GOAL_DENSE_SPEEDUP:.0f}x), peak "
                 f"{peak:.2f}x the result (goal <= {GOAL_DENSE_PEAK}): "
-                f"{'MET' if met else 'NOT MET'}"
+                f"{'MET' if met else 'NOT MET'}{flag}"
             )
         elif case.anchor == "goal":
             rate, cold_rate = rec["nnz"] / rec["median_s"], rec["nnz"] / rec["cold_s"]
@@ -514,12 +603,14 @@ def goals(rows: list[Row]) -> str:
             out.append(
                 f"tosparse() {case.label}: {rate / 1e6:.0f} M nonzeros/s (cold call: "
                 f"{cold_rate / 1e6:.0f}; goal >= {GOAL_RATE / 1e6:.0f}), peak {peak:.2f}x "
-                f"the CSR result (goal <= {GOAL_SPARSE_PEAK}): {'MET' if met else 'NOT MET'}"
+                f"the CSR result (goal <= {GOAL_SPARSE_PEAK}): {'MET' if met else 'NOT MET'}{flag}"
             )
     return "\n".join(out)
 
 
 def machine() -> str:
+    import pylops
+
     cpu = "unknown CPU"
     with open("/proc/cpuinfo") as f:
         for line in f:
@@ -568,9 +659,9 @@ def main(argv: list[str] | None = None) -> None:
     print(table(rows, args.markdown))
     print()
     print(goals(rows))
-    worst = max(BUSY, default=0.0)
-    quiet = "quiet" if worst <= BUSY_WARNING else "NOT QUIET: timings unreliable"
-    print(f"\nother processes' CPU use before each measurement: max {worst:.0%} ({quiet})")
+    worst = max((row.other_load for row in rows), default=0.0)
+    quiet = "quiet" if worst <= BUSY else "NOT QUIET: flagged timings are unreliable"
+    print(f"\nother processes' share of the CPUs during a measurement: max {worst:.0%} ({quiet})")
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 
