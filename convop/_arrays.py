@@ -71,12 +71,18 @@ def to_tensor(array: np.ndarray, dtype: np.dtype, device: torch.device) -> torch
     Handles non-contiguous, negative-strided, Fortran-ordered, big-endian and read-only input.
     Read-only arrays are copied so that the tensor never aliases memory torch may not own.
     """
-    array = np.require(array, dtype=dtype, requirements=("C", "A", "W"))
-    return torch.from_numpy(array).to(device)
+    flags = array.flags
+    ready = array.dtype == dtype and flags.c_contiguous and flags.aligned and flags.writeable
+    tensor = torch.from_numpy(
+        array if ready else np.require(array, dtype=dtype, requirements=("C", "A", "W"))
+    )
+    return tensor if device.type == "cpu" else tensor.to(device)
 
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     """numpy array of a (detached) tensor, moved to host memory if needed."""
+    if tensor.device.type == "cpu" and not tensor.requires_grad and not tensor.is_conj():
+        return tensor.numpy()  # the common case, without three no-op calls
     return tensor.detach().resolve_conj().cpu().numpy()
 
 

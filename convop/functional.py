@@ -6,6 +6,8 @@ weight, and never write into their arguments.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -16,6 +18,7 @@ _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
+@functools.lru_cache(maxsize=256)
 def _split_padding(geom: ConvGeometry) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
     """Padding the conv kernel can do itself (symmetric zeros) and the rest, done explicitly."""
     if geom.padding_mode != "zeros":

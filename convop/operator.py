@@ -417,10 +417,14 @@ class ConvOperator(LinearOperator):
 
     def _torch_apply(self, x: torch.Tensor, adjoint: bool) -> torch.Tensor:
         """Batched product without autograd, in the promoted dtype (the array faces)."""
-        with torch.no_grad():
-            weight = self.weight.detach()
+        weight = self.weight
+        if weight.dtype != x.dtype:
             dtype = torch.promote_types(weight.dtype, x.dtype)
-            return self._run(x.to(dtype), weight.to(dtype), adjoint != self.is_adjoint)
+            x, weight = x.to(dtype), weight.to(dtype)
+        if not weight.requires_grad:  # data from arrays never requires grad
+            return self._run(x, weight, adjoint != self.is_adjoint)
+        with torch.no_grad():
+            return self._run(x, weight.detach(), adjoint != self.is_adjoint)
 
     def _matmat(self, X: np.ndarray) -> np.ndarray:
         return self._numpy_apply(X, adjoint=False)
@@ -436,13 +440,15 @@ class ConvOperator(LinearOperator):
 
     def matvec(self, x):
         """The convolution of one flattened sample ``x`` (shape ``(n,)`` or ``(n, 1)``)."""
+        x = np.asanyarray(x)
         self._check_vector(x, self.shape[1], "x", self.input_shape)
-        return super().matvec(x)
+        return self._matvec(x).reshape(self.shape[0], *x.shape[1:])
 
     def rmatvec(self, x):
         """The adjoint applied to one flattened output sample (shape ``(m,)`` or ``(m, 1)``)."""
+        x = np.asanyarray(x)
         self._check_vector(x, self.shape[0], "x", self.output_shape)
-        return super().rmatvec(x)
+        return self._rmatvec(x).reshape(self.shape[1], *x.shape[1:])
 
     def matmat(self, X):
         """The convolution of each column of ``X`` (shape ``(n, k)``), as one batched conv."""
