@@ -20,7 +20,6 @@ data runs the real and imaginary parts as one batch of real data.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import scipy.fft
@@ -195,12 +194,3 @@ def adjoint(y: torch.Tensor, spec: Spectrum, geom: ConvGeometry) -> torch.Tensor
     if not geom.transposed:
         x = pad_adjoint(x, geom.padding, geom.padding_mode)
     return _join(x, split)
-
-
-def cost(geom: ConvGeometry, fr: Frame) -> float:
-    """Rough count of real floating-point operations per sample of the FFT method."""
-    total = math.prod(fr.sizes)
-    freqs = total // fr.sizes[-1] * (fr.sizes[-1] // 2 + 1)
-    transforms = (geom.in_channels + geom.out_channels) * 2.5 * total * math.log2(max(total, 2))
-    mixing = 8 * freqs * geom.out_channels * geom.in_channels // geom.groups
-    return transforms + mixing
