@@ -47,8 +47,6 @@ class Frame:
     sizes: tuple[int, ...]  # FFT length L per dimension
     inner: tuple[slice, ...]  # input-side samples within the length-L grid
     outer: tuple[slice, ...]  # output-side samples within the length-L grid
-    inner_shape: tuple[int, ...]  # spatial shape the inner slices hold
-    outer_shape: tuple[int, ...]
 
 
 def frame(geom: ConvGeometry) -> Frame:
@@ -69,11 +67,7 @@ def frame(geom: ConvGeometry) -> Frame:
             sizes.append(fast_length(padded))
             inner.append(slice(0, padded))
             outer.append(slice(0, padded - span, s))
-    inner_shape = (
-        geom.input_size if geom.transposed else tuple(n + lo + hi for n, (lo, hi) in
-                                                      zip(geom.input_size, geom.padding))
-    )  # fmt: skip
-    return Frame(tuple(sizes), tuple(inner), tuple(outer), inner_shape, geom.output_size)
+    return Frame(tuple(sizes), tuple(inner), tuple(outer))
 
 
 @dataclass(frozen=True)
