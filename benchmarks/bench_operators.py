@@ -109,6 +109,9 @@ def deblurring(n: int, k: int, repeats: int, slow_limit: float) -> None:
     ):
         seconds = timeit(lambda operator=operator: operator @ x, repeats)
         record("deblur", case, f"{name} [{operator.method}]", seconds, f"{seconds / anchor:.2f}x")
+    seconds = timeit(lambda: op.apply(tx), repeats)
+    record("deblur", case, f"convop auto, torch face [{op.method}]", seconds,
+           f"{seconds / anchor:.2f}x")  # fmt: skip
     seconds = timeit(lambda: F.conv2d(tx, tw, padding="same"), repeats)
     record("deblur", case, "torch F.conv2d", seconds, f"{seconds / anchor:.2f}x")
     seconds = timeit(lambda: scipy.signal.fftconvolve(image, kernel, mode="same"), repeats)
@@ -153,18 +156,25 @@ def conv_layer(c_in: int, c_out: int, k: int, n: int, dtype: torch.dtype, repeat
     check(op.rmatvec(v), raw_adjoint().numpy().ravel(), "conv layer adjoint", 1e-5)
     anchor = timeit(raw_forward, repeats)
     record("layer", case, "raw F.conv2d (anchor)", anchor)
+    seconds = timeit(lambda: raw_forward().numpy().ravel(), repeats)
+    record("layer", case, "raw F.conv2d + .numpy() (floor)", seconds, f"{seconds / anchor:.2f}x")
     seconds = timeit(lambda: op @ x, repeats)
     record("layer", case, f"convop matvec [{op.method}]", seconds, f"{seconds / anchor:.2f}x")
+    seconds = timeit(lambda: op.apply(tx), repeats)
+    record("layer", case, f"convop apply, torch face [{op.method}]", seconds,
+           f"{seconds / anchor:.2f}x")  # fmt: skip
     anchor_t = timeit(raw_adjoint, repeats)
     record("layer", case, "raw F.conv_transpose2d (anchor)", anchor_t)
     seconds = timeit(lambda: op.rmatvec(v), repeats)
     record("layer", case, f"convop rmatvec [{op.method}]", seconds, f"{seconds / anchor_t:.2f}x")
+    seconds = timeit(lambda: op.apply_adjoint(tv), repeats)
+    record("layer", case, f"convop apply_adjoint, torch face [{op.method}]", seconds,
+           f"{seconds / anchor_t:.2f}x")  # fmt: skip
     matrix = op.tosparse()
     seconds = timeit(lambda: matrix @ x, repeats)
     record("layer", case, "explicit CSR @ x", seconds, f"{seconds / anchor:.2f}x")
     seconds = timeit(lambda: matrix.T @ v, repeats)
     record("layer", case, "explicit CSR.T @ v", seconds, f"{seconds / anchor_t:.2f}x")
-    del tx, tv
 
 
 # ---------------------------------------------------------------------- 3. lsqr deblur
@@ -186,13 +196,16 @@ def lsqr_deblur(n: int, k: int, iterations: int, label: str = "") -> None:
     x_pylops = solve(P)
     anchor = time.perf_counter() - start
     record("lsqr", case, "scipy lsqr on PyLops Convolve2D fft (anchor)", anchor)
-    start = time.perf_counter()
-    x_convop = solve(op)
-    seconds = time.perf_counter() - start
-    record(
-        "lsqr", case, f"scipy lsqr on convop [{op.method}]", seconds, f"{seconds / anchor:.2f}x"
-    )
-    check(x_convop, x_pylops, "lsqr solutions agree", 1e-6)
+    # default: float64 products on numpy arrays run torch single-threaded (convop.threads);
+    # None: torch's own thread count, which fights numpy's spinning BLAS threads.
+    for setting, name in (("auto", "default"), (None, "array_threads(None)")):
+        with convop.array_threads(setting):
+            start = time.perf_counter()
+            x_convop = solve(op)
+            seconds = time.perf_counter() - start
+        record("lsqr", case, f"scipy lsqr on convop [{op.method}], {name}", seconds,
+               f"{seconds / anchor:.2f}x")  # fmt: skip
+        check(x_convop, x_pylops, "lsqr solutions agree", 1e-6)
 
 
 # ---------------------------------------------------------------------- 4. 3-D
@@ -248,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     lsqr_size = (256, 15, 20) if args.quick else (512, 15, 50)
     if args.lsqr_only:  # the child run below, with one OpenBLAS thread
-        lsqr_deblur(*lsqr_size, label=", 1 BLAS thread")
+        lsqr_deblur(*lsqr_size, label=", OPENBLAS_NUM_THREADS=1")
         for row in ROWS:
             print("ROW\t" + "\t".join(map(str, row)))
         return
@@ -264,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     conv_layer(3, 16, 3, 32, torch.float64, repeats)
     lsqr_deblur(*lsqr_size)
     # numpy's OpenBLAS threads spin after each BLAS call of the solver and starve torch's
-    # threads; the same solve with one OpenBLAS thread, in a fresh process:
+    # threads; the same solves with one OpenBLAS thread, in a fresh process:
     child = subprocess.run(
         [sys.executable, __file__, "--lsqr-only", *(["--quick"] if args.quick else [])],
         env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}, capture_output=True, text=True,

@@ -81,7 +81,7 @@ def to_tensor(array: np.ndarray, dtype: np.dtype, device: torch.device) -> torch
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     """numpy array of a (detached) tensor, moved to host memory if needed."""
-    if tensor.device.type == "cpu" and not tensor.requires_grad and not tensor.is_conj():
+    if tensor.is_cpu and not tensor.requires_grad and not tensor.is_conj():
         return tensor.numpy()  # the common case, without three no-op calls
     return tensor.detach().resolve_conj().cpu().numpy()
 

@@ -17,7 +17,6 @@ guard) end in one line ``convop: error: ...`` on stderr and exit status 2, never
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
 from collections.abc import Sequence
@@ -300,22 +299,6 @@ def _counted(op: ConvOperator, bar):
     return Counted()
 
 
-@contextlib.contextmanager
-def _one_torch_thread():
-    """Run torch single-threaded while a scipy solver alternates numpy and torch calls.
-
-    On a small CPU, numpy's OpenBLAS threads keep spinning after each vector operation of
-    the solver and torch's OpenMP threads after each product; two pools fighting over the
-    cores made lsqr 10x slower here (see docs/benchmarks.md). One torch thread avoids it.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _solve(
     name: str,
     op: ConvOperator,
@@ -333,7 +316,8 @@ def _solve(
     from scipy.sparse.linalg import lsmr, lsqr
 
     tol = dict(atol=0.0, btol=0.0) if exact_count else {}
-    with _progress(iterations, name, quiet) as bar, _one_torch_thread():
+    # Products on float64 arrays run torch single-threaded (convop.threads): no pool fight.
+    with _progress(iterations, name, quiet) as bar:
         A = _counted(op, bar)
         start = time.perf_counter()
         if name == "lsqr":

@@ -262,6 +262,30 @@ def test_matvec_accepts_any_layout_and_leaves_it_alone(layout):
     np.testing.assert_array_equal(vs, saved_v)
 
 
+def test_matmul_dispatches_like_scipy():
+    op = convop.conv1d(torch.randn(2, 1, 3, dtype=torch.float64), (1, 8), padding=1)
+    x = np.random.default_rng(0).standard_normal(op.shape[1])
+    X = np.random.default_rng(1).standard_normal((op.shape[1], 3))
+    dense = op.todense()
+    np.testing.assert_allclose(op @ x, dense @ x, rtol=1e-12)
+    np.testing.assert_array_equal(op @ x.reshape(-1, 1), (op @ x).reshape(-1, 1))
+    np.testing.assert_array_equal(op @ list(x), op @ x)
+    np.testing.assert_array_equal(op @ X, op.matmat(X))
+    product = op @ op.H
+    assert isinstance(product, spla.LinearOperator)
+    np.testing.assert_allclose(product @ np.ones(op.shape[0]), dense @ dense.T @ np.ones(16))
+    np.testing.assert_allclose(op.dot(2.0) @ x, 2 * (op @ x), rtol=1e-12)
+
+
+def test_matvec_result_is_fresh_memory():
+    op = convop.conv1d(torch.ones(1, 1, 1, dtype=torch.float64), (1, 5))  # the identity
+    x = np.arange(5.0)
+    y = op @ x
+    y[:] = -1
+    np.testing.assert_array_equal(x, np.arange(5.0))
+    np.testing.assert_array_equal(op @ x, np.arange(5.0))
+
+
 def test_matmat_accepts_fortran_and_transposed_views():
     op = convop.conv1d(torch.randn(2, 1, 3, dtype=torch.float64), (1, 8), stride=2)
     X = np.random.default_rng(0).standard_normal((op.shape[1], 4))
