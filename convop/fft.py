@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import scipy.fft
 import torch
+import torch.nn.functional as F
 
 from .geometry import ConvGeometry
 from .padding import pad, pad_adjoint
@@ -124,10 +125,23 @@ def _mix(k: torch.Tensor, x: torch.Tensor, adjoint: bool) -> torch.Tensor:
     return y.permute(3, 0, 2, 1).reshape(batch, groups, k.shape[-2], *freqs)
 
 
+def _zero_pad(x: torch.Tensor, before: tuple[int, ...], sizes: tuple[int, ...]) -> torch.Tensor:
+    """``x`` (B, C, *shape) at offset ``before`` in a zero (B, C, *sizes) grid, by one F.pad.
+
+    Padding explicitly is faster than letting ``rfftn(x, s=sizes)`` do it (9.6 vs 16 ms
+    for 1038² -> 1080² here); nothing is copied when ``x`` already fills the grid.
+    """
+    shape = x.shape[2:]
+    if tuple(shape) == tuple(sizes):
+        return x
+    pairs = [(lo, size - n - lo) for lo, n, size in zip(before, shape, sizes)]
+    return F.pad(x, [p for pair in reversed(pairs) for p in pair])
+
+
 def _place(x: torch.Tensor, where: tuple[slice, ...], sizes: tuple[int, ...]) -> torch.Tensor:
     """Put ``x`` (B, C, *shape) at ``where`` in a zero (B, C, *sizes) grid."""
-    if all(s.start == 0 and (s.step or 1) == 1 for s in where):
-        return x  # rfftn/fftn with s=sizes zero-pads at the end by itself
+    if all((s.step or 1) == 1 for s in where):
+        return _zero_pad(x, tuple(s.start for s in where), sizes)
     grid = x.new_zeros((*x.shape[:2], *sizes))
     grid[(..., *where)] = x
     return grid
@@ -174,7 +188,9 @@ def forward(x: torch.Tensor, spec: Spectrum, geom: ConvGeometry) -> torch.Tensor
     """
     fr = spec.frame
     x, split = _real_batches(x, spec.half)
-    if not geom.transposed:
+    if not geom.transposed and geom.padding_mode == "zeros":  # the padding and the grid at once
+        x = _zero_pad(x, tuple(lo for lo, _ in geom.padding), fr.sizes)  # (B, C_in, *L)
+    elif not geom.transposed:
         x = pad(x, geom.padding, geom.padding_mode)  # (B, C_in, *padded)
     out = _circulant(x, spec.k, fr, fr.inner, fr.outer, geom.groups, False, spec.half)
     return _join(out, split)
