@@ -17,7 +17,10 @@ Groups:
    ``scipy.signal.fftconvolve``; forward and adjoint; anchor PyLops fft;
 2. conv-layer operators: convop ``matvec``/``rmatvec`` vs raw ``F.conv2d`` /
    ``F.conv_transpose2d`` on the same arrays and the explicit CSR matrix's products;
-3. an end-to-end ``lsqr`` deblur (512², 15×15 kernel, fixed iterations): convop vs PyLops;
+3. an end-to-end ``lsqr`` deblur (512², 15×15 kernel, fixed iterations): convop vs PyLops,
+   and ``lsqr`` through a small float64 conv layer: convop vs its explicit CSR matrix; each
+   with convop's default thread policy and with torch's threads (``array_threads(None)``),
+   and again in a child process with ``OPENBLAS_NUM_THREADS=1``;
 4. 3-D: a 128³ volume with a 9³ kernel: convop (auto, direct, fft) vs ``F.conv3d``;
 5. "auto" against the faster of direct and FFT on every case above.
 """
@@ -48,22 +51,38 @@ ROWS: list[tuple[str, str, str, float, str]] = []  # group, case, method, second
 
 
 def timeit(fn: Callable[[], object], repeats: int, budget: float = 20.0) -> float:
-    """Median seconds of ``repeats`` calls after one warm-up (fewer if a call is slow)."""
+    """Median over ``repeats`` of the mean time per call of a loop of calls.
+
+    Each loop runs long enough (>= 10 ms) for the clock, so microsecond products are timed
+    as reliably as second-long ones; fewer repeats if a call is slow. One warm-up call first.
+    """
     start = time.perf_counter()
     fn()
     first = time.perf_counter() - start
-    runs = max(1, min(repeats, int(budget / max(first, 1e-9))))
+    number = max(1, int(0.01 / max(first, 1e-9)))
+    runs = max(1, min(repeats, int(budget / max(first * number, 1e-9))))
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - start) / number)
     return statistics.median(times)
+
+
+def shown(seconds: float) -> str:
+    """``'41.2 us'``, ``'3.05 ms'``, ``'1.55 s'``: three significant digits; ``'—'`` for NaN."""
+    if seconds != seconds:
+        return "—"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-6:.3g} us"
 
 
 def record(group: str, case: str, method: str, seconds: float, note: str = "") -> None:
     ROWS.append((group, case, method, seconds, note))
-    print(f"  {group:8s} {case:28s} {method:34s} {seconds * 1e3:10.2f} ms  {note}")
+    print(f"  {group:8s} {case:28s} {method:34s} {shown(seconds):>10s}  {note}")
 
 
 def check(actual: np.ndarray, expected: np.ndarray, what: str, rtol: float = 1e-9) -> None:
@@ -159,14 +178,28 @@ def conv_layer(c_in: int, c_out: int, k: int, n: int, dtype: torch.dtype, repeat
     seconds = timeit(lambda: raw_forward().numpy().ravel(), repeats)
     record("layer", case, "raw F.conv2d + .numpy() (floor)", seconds, f"{seconds / anchor:.2f}x")
     seconds = timeit(lambda: op @ x, repeats)
-    record("layer", case, f"convop matvec [{op.method}]", seconds, f"{seconds / anchor:.2f}x")
+    record("layer", case, f"convop auto [{op.method}] matvec", seconds, f"{seconds / anchor:.2f}x")
+    for method in ("direct", "fft"):
+        other = convop.conv2d(weight, (c_in, n, n), padding=k // 2, method=method)
+        seconds = timeit(lambda other=other: other @ x, repeats)
+        record("layer", case, f"convop {method} [{method}] matvec", seconds,
+               f"{seconds / anchor:.2f}x")  # fmt: skip
+    with convop.array_threads(None):  # torch's threads: no single-thread switch for float64
+        seconds = timeit(lambda: op @ x, repeats)
+    record("layer", case, "convop matvec, array_threads(None)", seconds,
+           f"{seconds / anchor:.2f}x")  # fmt: skip
     seconds = timeit(lambda: op.apply(tx), repeats)
     record("layer", case, f"convop apply, torch face [{op.method}]", seconds,
            f"{seconds / anchor:.2f}x")  # fmt: skip
     anchor_t = timeit(raw_adjoint, repeats)
     record("layer", case, "raw F.conv_transpose2d (anchor)", anchor_t)
     seconds = timeit(lambda: op.rmatvec(v), repeats)
-    record("layer", case, f"convop rmatvec [{op.method}]", seconds, f"{seconds / anchor_t:.2f}x")
+    record("layer", case, f"convop auto [{op.method}] rmatvec", seconds,
+           f"{seconds / anchor_t:.2f}x")  # fmt: skip
+    with convop.array_threads(None):
+        seconds = timeit(lambda: op.rmatvec(v), repeats)
+    record("layer", case, "convop rmatvec, array_threads(None)", seconds,
+           f"{seconds / anchor_t:.2f}x")  # fmt: skip
     seconds = timeit(lambda: op.apply_adjoint(tv), repeats)
     record("layer", case, f"convop apply_adjoint, torch face [{op.method}]", seconds,
            f"{seconds / anchor_t:.2f}x")  # fmt: skip
@@ -208,6 +241,27 @@ def lsqr_deblur(n: int, k: int, iterations: int, label: str = "") -> None:
         check(x_convop, x_pylops, "lsqr solutions agree", 1e-6)
 
 
+def lsqr_layer(iterations: int, label: str = "") -> None:
+    """A solve through a small float64 conv layer: where the thread policy matters most."""
+    torch.manual_seed(0)
+    op = convop.conv2d(torch.randn(16, 3, 3, 3, dtype=torch.float64), (3, 32, 32), padding=1)
+    y = np.random.default_rng(0).standard_normal(op.shape[0])
+    case = f"3->16, 3x3, 32x32, float64, {iterations} it{label}"
+    matrix = op.tosparse()
+
+    def solve(A):
+        return spla.lsqr(A, y, damp=1e-2, iter_lim=iterations, atol=0, btol=0, conlim=0)[0]
+
+    anchor = timeit(lambda: solve(matrix), 3)
+    record("lsqr", case, "scipy lsqr on the explicit CSR (anchor)", anchor)
+    for setting, name in (("auto", "default"), (None, "array_threads(None)")):
+        with convop.array_threads(setting):
+            seconds = timeit(lambda: solve(op), 3)
+            check(solve(op), solve(matrix), "lsqr layer solutions agree", 1e-8)
+        record("lsqr", case, f"scipy lsqr on convop [{op.method}], {name}", seconds,
+               f"{seconds / anchor:.2f}x")  # fmt: skip
+
+
 # ---------------------------------------------------------------------- 4. 3-D
 def volume(n: int, k: int, repeats: int) -> None:
     rng = np.random.default_rng(0)
@@ -229,27 +283,40 @@ def volume(n: int, k: int, repeats: int) -> None:
 
 # ---------------------------------------------------------------------- report
 def auto_summary() -> list[str]:
-    """For every case timed with auto, direct and fft: auto / min(direct, fft)."""
+    """For every case timed with auto, direct and fft: did auto pick the faster method?
+
+    auto runs exactly the code of the method it picked, so its cost is that method's time:
+    ``time(picked) / min(time(direct), time(fft))`` (1.00 when it picked the faster one).
+    The separately timed auto row differs from its method's row only by timing noise.
+    """
     lines = []
-    by_case: dict[tuple[str, str, str], dict[str, float]] = {}
+    by_case: dict[tuple[str, str, str], dict[str, tuple[float, str]]] = {}
     for group, case, method, seconds, _ in ROWS:
         prefix = "adjoint: " if method.startswith("adjoint: ") else ""
         name = method.removeprefix("adjoint: ")
         for kind in ("auto", "direct", "fft"):
-            if name.startswith(f"convop {kind} "):
-                by_case.setdefault((group, case, prefix), {})[kind] = seconds
+            if name.startswith(f"convop {kind} ["):
+                picked, product = name[name.index("[") + 1 :].split("]")  # "fft", " matvec"
+                key = (group, case, (prefix + product).strip())
+                by_case.setdefault(key, {})[kind] = (seconds, picked)
     for (group, case, prefix), times in by_case.items():
         if len(times) == 3:
-            best = min(times["direct"], times["fft"])
-            lines.append(f"{group} {case} {prefix}auto/best = {times['auto'] / best:.2f}")
+            picked = times["auto"][1]
+            best = min(("direct", "fft"), key=lambda kind: times[kind][0])
+            ratio = times[picked][0] / times[best][0]
+            noise = times["auto"][0] / times[picked][0]
+            lines.append(
+                f"{group} {case} {f'{prefix} ' if prefix else ''}auto picked {picked}, "
+                f"fastest {best}: "
+                f"{ratio:.2f}x the best (auto row / {picked} row: {noise:.2f}, noise)"
+            )
     return lines
 
 
 def markdown() -> str:
     out = ["| group | case | method | median | vs anchor |", "|---|---|---|---:|---|"]
     for group, case, method, seconds, note in ROWS:
-        shown = "—" if seconds != seconds else f"{seconds * 1e3:.2f} ms"
-        out.append(f"| {group} | {case} | {method} | {shown} | {note} |")
+        out.append(f"| {group} | {case} | {method} | {shown(seconds)} | {note} |")
     return "\n".join(out)
 
 
@@ -261,7 +328,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     lsqr_size = (256, 15, 20) if args.quick else (512, 15, 50)
     if args.lsqr_only:  # the child run below, with one OpenBLAS thread
-        lsqr_deblur(*lsqr_size, label=", OPENBLAS_NUM_THREADS=1")
+        label = ", OPENBLAS_NUM_THREADS=1"
+        lsqr_deblur(*lsqr_size, label=label)
+        lsqr_layer(30, label=label)
         for row in ROWS:
             print("ROW\t" + "\t".join(map(str, row)))
         return
@@ -276,6 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     conv_layer(64, 64, 3, 56, torch.float32, repeats)
     conv_layer(3, 16, 3, 32, torch.float64, repeats)
     lsqr_deblur(*lsqr_size)
+    lsqr_layer(30)
     # numpy's OpenBLAS threads spin after each BLAS call of the solver and starve torch's
     # threads; the same solves with one OpenBLAS thread, in a fresh process:
     child = subprocess.run(
