@@ -444,8 +444,8 @@ class ConvOperator(LinearOperator):
             return y.resolve_conj().numpy().reshape(-1)
         x = np.asanyarray(x)
         self._check_vector(x, n, "x", sample)
-        m = self.shape[1] if adjoint else self.shape[0]
-        return self._numpy_apply(np.reshape(x, (-1, 1)), adjoint)[:, 0].reshape(m, *x.shape[1:])
+        y = self._rmatvec(x) if adjoint else self._matvec(x)
+        return y.reshape(self.shape[1] if adjoint else self.shape[0], *x.shape[1:])
 
     def _torch_apply(self, x: torch.Tensor, adjoint: bool) -> torch.Tensor:
         """Batched product without autograd, in the promoted dtype (the array faces)."""
