@@ -10,7 +10,7 @@ machine: a 512x512 deblurring product takes 3 ms alone and 31 ms right after one
 single-threaded numpy FFTs. One torch thread avoids the fight and still leaves convop ahead.
 OpenBLAS does not thread single-precision level-1 BLAS, so float32 solves do not suffer.
 
-The setting is per thread of Python execution (a :class:`contextvars.ContextVar`, like
+The setting is per thread of Python execution (a ``contextvars.ContextVar``, like
 numpy's ``errstate``): new threads start from ``'auto'``. The torch face
 (:meth:`~convop.ConvOperator.apply`) always uses torch's own setting, and so does anything
 on a GPU.
