@@ -6,8 +6,9 @@ level-1 BLAS (``dot``, ``norm``) on vectors longer than 10 000 on all cores, and
 threads then keep spinning for about 0.1 s. A multi-threaded torch product started in that
 window waits on threads that have lost their core. Measured on the 2-core development
 machine: a 512x512 deblurring product takes 3 ms alone and 31 ms right after one
-``np.dot`` of a float64 vector of that size, and ``lsqr`` ran 2.5x slower than PyLops'
-single-threaded numpy FFTs. One torch thread avoids the fight and still leaves convop ahead.
+``np.dot`` of a float64 vector of that size; ``lsqr`` ran 1.7x slower than with PyLops'
+single-threaded numpy FFTs, and 40x slower through a small float64 conv layer. One torch
+thread avoids the fight and leaves convop ahead (docs/benchmarks.md).
 OpenBLAS does not thread single-precision level-1 BLAS, so float32 solves do not suffer.
 
 The setting is per thread of Python execution (a ``contextvars.ContextVar``, like
