@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import NamedTuple
 
 import pytest
@@ -11,12 +10,12 @@ import torch
 from checks import assert_close
 from hypothesis import given
 from hypothesis import strategies as st
+from modules import F64, MODULE_CASES, NO_BIAS_CASES, ModuleCase
 from strategies import COMBO_IDS, COMBOS, conv_cases
 from torch import nn
 
 import convop
 
-F64 = dict(dtype=torch.float64)
 CONV_TYPES = (
     nn.Conv1d,
     nn.Conv2d,
@@ -28,99 +27,8 @@ CONV_TYPES = (
 
 
 # ---------------------------------------------------------------------- to_linear
-class ModuleCase(NamedTuple):
-    id: str
-    make: Callable[[], nn.Module]
-    input_shape: tuple[int, ...]
-
-
-MODULE_CASES = [
-    ModuleCase(
-        "conv1d-stride2-pad1", lambda: nn.Conv1d(3, 4, 3, stride=2, padding=1, **F64), (3, 9)
-    ),
-    ModuleCase(
-        "conv1d-dilation-groups-reflect-nobias",
-        lambda: nn.Conv1d(
-            4, 6, 3, padding=2, dilation=2, groups=2, padding_mode="reflect", bias=False, **F64
-        ),
-        (4, 9),
-    ),
-    ModuleCase(
-        "conv1d-same-even-kernel-circular",
-        lambda: nn.Conv1d(2, 3, 4, padding="same", padding_mode="circular", **F64),
-        (2, 7),
-    ),
-    ModuleCase(
-        "conv2d-stride-dilation-groups",
-        lambda: nn.Conv2d(
-            4, 6, (3, 2), stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2, **F64
-        ),
-        (4, 7, 6),
-    ),
-    ModuleCase(
-        "conv2d-reflect-stride2",
-        lambda: nn.Conv2d(3, 4, 3, stride=2, padding=2, padding_mode="reflect", **F64),
-        (3, 7, 6),
-    ),
-    ModuleCase(
-        "conv2d-replicate-nobias",
-        lambda: nn.Conv2d(2, 2, 3, padding=(3, 1), padding_mode="replicate", bias=False, **F64),
-        (2, 4, 5),
-    ),
-    ModuleCase(
-        "conv2d-same-reflect",
-        lambda: nn.Conv2d(2, 3, (4, 3), padding="same", padding_mode="reflect", **F64),
-        (2, 5, 6),
-    ),
-    ModuleCase(
-        "conv2d-valid-stride2",
-        lambda: nn.Conv2d(2, 3, 3, stride=2, padding="valid", **F64),
-        (2, 7, 8),
-    ),
-    ModuleCase(
-        "conv3d-stride-groups",
-        lambda: nn.Conv3d(2, 4, (3, 2, 3), stride=(2, 1, 2), padding=(1, 0, 1), groups=2, **F64),
-        (2, 4, 3, 5),
-    ),
-    ModuleCase(
-        "conv3d-same-circular-nobias",
-        lambda: nn.Conv3d(
-            1, 2, (2, 3, 2), padding="same", padding_mode="circular", bias=False, **F64
-        ),
-        (1, 3, 4, 3),
-    ),
-    ModuleCase(
-        "conv_transpose1d-stride-output-padding-groups",
-        lambda: nn.ConvTranspose1d(
-            4, 6, 3, stride=3, padding=1, output_padding=2, groups=2, **F64
-        ),
-        (4, 5),
-    ),
-    ModuleCase(
-        "conv_transpose2d-full-nobias",
-        lambda: nn.ConvTranspose2d(
-            4,
-            2,
-            (3, 4),
-            stride=(2, 3),
-            padding=(1, 2),
-            output_padding=(1, 0),
-            dilation=(1, 2),
-            groups=2,
-            bias=False,
-            **F64,
-        ),
-        (4, 4, 3),
-    ),
-    ModuleCase(
-        "conv_transpose3d-stride-output-padding",
-        lambda: nn.ConvTranspose3d(
-            2, 4, (2, 3, 2), stride=2, padding=(0, 1, 1), output_padding=(1, 0, 1), **F64
-        ),
-        (2, 3, 2, 3),
-    ),
-]
-MODULE_IDS = [case.id for case in MODULE_CASES]
+CASES = MODULE_CASES + NO_BIAS_CASES
+CASE_IDS = [case.id for case in CASES]
 
 
 def _build(case: ModuleCase) -> tuple[nn.Module, nn.Linear, torch.Tensor]:
@@ -134,26 +42,26 @@ def _terms(module: nn.Module) -> int:
     return math.prod(module.weight.shape[1:]) * module.weight.shape[0]
 
 
-@pytest.mark.parametrize("case", MODULE_CASES, ids=MODULE_IDS)
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_to_linear_equals_module(case: ModuleCase) -> None:
     module, linear, x = _build(case)
     expected = module(x).flatten(1)
     assert_close(linear(x.flatten(1)), expected, dtype=torch.float64, terms=_terms(module))
 
 
-@pytest.mark.parametrize("case", MODULE_CASES, ids=MODULE_IDS)
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_to_linear_keeps_dtype_and_device(case: ModuleCase) -> None:
     module, linear, _ = _build(case)
     assert (linear.weight.dtype, linear.weight.device) == (torch.float64, module.weight.device)
 
 
-@pytest.mark.parametrize("case", MODULE_CASES, ids=MODULE_IDS)
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_to_linear_has_bias_exactly_when_module_has(case: ModuleCase) -> None:
     module, linear, _ = _build(case)
     assert (linear.bias is None) == (module.bias is None)
 
 
-@pytest.mark.parametrize("case", MODULE_CASES, ids=MODULE_IDS)
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_to_linear_weight_is_the_dense_matrix(case: ModuleCase) -> None:
     module, linear, _ = _build(case)
     expected = convop.from_module(module, case.input_shape).to_dense()
