@@ -23,13 +23,39 @@ def numpy_dtype(dtype: torch.dtype, name: str = "weight") -> np.dtype:
     return TORCH_TO_NUMPY[dtype]
 
 
+def check_weight_tensor(weight: torch.Tensor, name: str = "weight") -> torch.Tensor:
+    """A tensor products can use: dense (strided), with data, of a supported dtype.
+
+    Raises
+    ------
+    TypeError
+        For sparse (or other non-strided) layouts and unsupported dtypes.
+    ValueError
+        For a tensor on the meta device (shapes only, no values).
+    """
+    if weight.layout != torch.strided:
+        raise TypeError(
+            f"{name} must be a dense (strided) tensor, got layout {weight.layout}; "
+            f"pass {name}.to_dense()"
+        )
+    if weight.is_meta:
+        raise ValueError(
+            f"{name} is on the meta device, which holds no values; materialise it first "
+            f"(e.g. module.to_empty(device='cpu'), then initialise or load its parameters)"
+        )
+    numpy_dtype(weight.dtype, name)
+    return weight
+
+
 def as_weight_tensor(weight: object, name: str = "weight") -> torch.Tensor:
     """A torch weight is used as given (autograd and device kept); a numpy one is copied.
 
     Raises
     ------
     TypeError
-        If ``weight`` is not a tensor or ndarray, or its dtype is unsupported.
+        If ``weight`` is not a tensor or ndarray, or its dtype or layout is unsupported.
+    ValueError
+        If it is a tensor on the meta device.
     """
     if isinstance(weight, np.ndarray):
         dtype = weight.dtype.newbyteorder("=")
@@ -40,11 +66,7 @@ def as_weight_tensor(weight: object, name: str = "weight") -> torch.Tensor:
         # A private, native-endian, contiguous, writable copy: the caller keeps their array.
         return torch.from_numpy(np.array(weight, dtype=dtype, order="C", copy=True))
     if isinstance(weight, torch.Tensor):
-        if weight.dtype not in TORCH_TO_NUMPY:
-            raise TypeError(
-                f"{name} must have dtype {_SUPPORTED}, got {name}.dtype={weight.dtype}"
-            )
-        return weight
+        return check_weight_tensor(weight, name)
     raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(weight).__name__}")
 
 

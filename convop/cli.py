@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from ._memory import format_bytes
 from .constructors import (
     conv1d,
     conv2d,
@@ -458,7 +459,7 @@ def _run_matrix(args: argparse.Namespace) -> int:
     print(f"  shape    {m} x {n}")
     print(f"  nnz      {nnz}")
     print(f"  density  {nnz / (m * n):.3g}")
-    print(f"  file     {materialize.format_bytes(output.stat().st_size)}")
+    print(f"  file     {format_bytes(output.stat().st_size)}")
     if op.bias is not None:
         print(
             "note: the layer's bias is not part of the (linear) matrix and is not saved: "

@@ -14,7 +14,6 @@ from torch import nn
 
 from ._arrays import as_weight_tensor
 from .geometry import ConvGeometry
-from .method import resolve
 from .operator import ConvOperator
 
 IntOrTuple = int | Sequence[int]
@@ -40,8 +39,7 @@ def _build(
     geometry = ConvGeometry.from_torch(
         tuple(tensor.shape), input_shape, transposed=transposed, **options
     )
-    resolved = resolve(method, geometry, tensor.dtype, tensor.device)
-    return ConvOperator(tensor, geometry, bias=bias, method=resolved)
+    return ConvOperator(tensor, geometry, bias=bias, method=method)
 
 
 _CONV_DOC = """{ndim}-d convolution as an exact lazy linear operator, like ``F.conv{ndim}d``.
@@ -50,7 +48,8 @@ Parameters
 ----------
 weight : torch.Tensor or numpy.ndarray
     Shape ``(C_out, C_in/groups, {kernel})``, dtype float32, float64, complex64 or
-    complex128. A tensor is used as given (device and autograd kept); an array is copied.
+    complex128, dense. A tensor is held as given (device and autograd kept) and read at
+    every use, so later in-place changes to it show in every product; an array is copied.
 input_shape : tuple of int
     ``(C_in, {spatial})`` of one sample, without a batch dimension.
 stride : int or tuple of int, default 1
@@ -63,7 +62,10 @@ padding_mode : {{'zeros', 'reflect', 'replicate', 'circular'}}, default 'zeros'
     As in ``torch.nn.Conv{ndim}d``.
 method : {{'auto', 'direct', 'fft'}}, default 'auto'
     Evaluate products with torch's direct convolutions or with FFTs; ``'auto'`` picks the
-    faster by a cost model of the geometry, dtype and device (large kernels: FFT).
+    faster by a cost model of the geometry and the weight's dtype and device (large kernels:
+    FFT), at each use. FFT round-off is relative to ``||w||_1 * max|x|``, not to each output
+    sample; NaN or Inf in the data or weight make that product run directly, so results
+    always have the direct convolution's exact non-finite pattern.
 
 Returns
 -------
@@ -103,7 +105,8 @@ _CONV_T_DOC = """{ndim}-d transposed convolution as an exact lazy linear operato
 Parameters
 ----------
 weight : torch.Tensor or numpy.ndarray
-    Shape ``(C_in, C_out/groups, {kernel})`` (PyTorch's transposed layout).
+    Shape ``(C_in, C_out/groups, {kernel})`` (PyTorch's transposed layout); held and read
+    at every use like :func:`conv{ndim}d`'s.
 input_shape : tuple of int
     ``(C_in, {spatial})`` of one sample, without a batch dimension.
 stride : int or tuple of int, default 1
@@ -115,7 +118,8 @@ groups : int, default 1
 dilation : int or tuple of int, default 1
 method : {{'auto', 'direct', 'fft'}}, default 'auto'
     Evaluate products with torch's direct convolutions or with FFTs; ``'auto'`` picks the
-    faster by a cost model of the geometry, dtype and device.
+    faster by a cost model of the geometry and the weight's dtype and device, at each use
+    (FFT accuracy and non-finite data: see :func:`conv{ndim}d`).
 
 Returns
 -------
@@ -240,9 +244,11 @@ def from_module(
     Parameters
     ----------
     module : torch.nn.Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d or ConvTranspose3d
-        Its weight is used as is (same device and dtype, gradients flow to it through
-        :meth:`ConvOperator.apply`); stride, padding (including ``'same'``/``'valid'``),
-        dilation, groups, padding_mode and output_padding are read from it.
+        Its weight tensor is held, not copied, and read at every use (same device and
+        dtype; gradients flow to it through :meth:`ConvOperator.apply`): optimizer steps,
+        ``load_state_dict`` and ``module.to(dtype)`` show in the operator. Stride, padding
+        (including ``'same'``/``'valid'``), dilation, groups, padding_mode and
+        output_padding are read from it once.
     input_shape : tuple of int
         ``(C_in, *spatial)`` of one sample, without a batch dimension.
     method : {'auto', 'direct', 'fft'}, default 'auto'

@@ -16,16 +16,26 @@ is the adjoint of each step.
 
 Real data and weights use ``rfftn``; complex ones ``fftn``. A real weight applied to complex
 data runs the real and imaginary parts as one batch of real data.
+
+Accuracy and non-finite data. The round-off of an FFT product is relative to
+``||w||_1 * max|x|`` (the bound on any output sample), not to each output sample: samples much
+smaller than that bound carry that absolute error. One NaN or Inf anywhere in the data or the
+weight would spread to *every* output sample through the transforms, and huge finite values
+could overflow where the direct sum does not; :func:`representable` tells when neither can
+happen, and the operators fall back to the direct evaluation otherwise, so the non-finite
+pattern of a result is always exactly the direct convolution's.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import scipy.fft
 import torch
 import torch.nn.functional as F
 
+from ._memory import check_memory
 from .geometry import ConvGeometry
 from .padding import pad, pad_adjoint
 
@@ -38,7 +48,10 @@ def fast_length(n: int) -> int:
     >>> fast_length(1038), fast_length(512)
     (1080, 512)
     """
-    return int(scipy.fft.next_fast_len(int(n), real=True))
+    try:
+        return int(scipy.fft.next_fast_len(int(n), real=True))
+    except ValueError:  # beyond any FFT scipy can plan; such sizes never fit in memory anyway
+        return int(n)
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,124 @@ def spectrum(weight: torch.Tensor, geom: ConvGeometry) -> Spectrum:
         k = k.reshape(g, -1, *k.shape[1:])
     k = k.flatten(3).permute(0, 3, 1, 2)  # (G, O/G, C/G, *F) -> (G, F, O/G, C/G)
     return Spectrum(fr, k.resolve_conj().contiguous(), half)
+
+
+def _frequencies(fr: Frame, half: bool) -> int:
+    """Number of frequencies of one transform on the frame's grid."""
+    total = math.prod(fr.sizes)
+    return total // fr.sizes[-1] * (fr.sizes[-1] // 2 + 1) if half else total
+
+
+def _complex_itemsize(dtype: torch.dtype) -> int:
+    return 2 * torch.empty((), dtype=dtype).real.element_size()
+
+
+def spectrum_bytes(geom: ConvGeometry, dtype: torch.dtype) -> int:
+    """Peak memory of :func:`spectrum` for a weight of ``dtype``."""
+    fr = frame(geom)
+    pairs = geom.out_channels * geom.in_channels // geom.groups
+    grid = pairs * math.prod(fr.sizes) * torch.empty((), dtype=dtype).element_size()
+    result = pairs * _frequencies(fr, not dtype.is_complex) * _complex_itemsize(dtype)
+    return grid + 2 * result  # the dilated kernel on the grid, its transform, the reordering
+
+
+def workspace_bytes(spec: Spectrum, channels: int, batch: int, dtype: torch.dtype) -> int:
+    """Peak memory of one FFT product of ``batch`` samples in ``dtype`` (beyond its input);
+    ``channels`` counts the input and output channels together."""
+    fr = spec.frame
+    itemsize = _complex_itemsize(dtype)
+    spectra = batch * channels * _frequencies(fr, not dtype.is_complex) * itemsize
+    grids = batch * channels * math.prod(fr.sizes) * itemsize // 2
+    return 2 * (spectra + grids)
+
+
+def representable(x: torch.Tensor, norm1: float, spec: Spectrum) -> bool:
+    """Whether an FFT product of ``x`` keeps the direct product's exact non-finite pattern.
+
+    True when ``x`` is finite and no intermediate value of the transforms can overflow:
+    every one is bounded by ``L**2 * ||w||_1 * max|x|`` for an FFT grid of ``L`` samples
+    (``norm1`` is ``||w||_1``), and then so is every sample of the direct sum. One pass over
+    ``x`` (NaN and Inf show in its minimum and maximum).
+    """
+    x = x.detach()
+    values = torch.view_as_real(x.resolve_conj()) if x.is_complex() else x
+    low, high = torch.aminmax(values)
+    peak = max(abs(float(low)), abs(float(high)))  # NaN or Inf if x holds any
+    grid = float(math.prod(spec.frame.sizes))
+    largest = torch.finfo(values.dtype).max
+    return peak * norm1 * grid * grid * 64 < largest  # False for NaN and Inf
+
+
+@dataclass(frozen=True)
+class _Entry:
+    weight: torch.Tensor  # a private copy of the values the spectrum was computed from
+    spectrum: Spectrum
+    norm1: float  # ||w||_1
+
+
+class SpectrumCache:
+    """The spectrum of a weight tensor *as it is now*, computed on first use.
+
+    Every lookup compares the weight's current values (and dtype, device and shape) with
+    the copy the cached spectrum was computed from, so any change to the weight, in place or
+    not, through autograd or through ``.data``, is followed; the comparison costs one pass
+    over the weight (on a GPU, one synchronisation). Shared by an operator and its adjoint.
+
+    Parameters
+    ----------
+    geometry : ConvGeometry
+    conj : bool, default False
+        Hold the spectrum of the conjugated weight.
+    """
+
+    def __init__(self, geometry: ConvGeometry, *, conj: bool = False) -> None:
+        self.geometry = geometry
+        self.conj = conj
+        self._entry: _Entry | None = None
+
+    def lookup(self, weight: torch.Tensor) -> tuple[Spectrum, float] | None:
+        """``(spectrum, ||w||_1)`` of ``weight`` (conjugated if ``conj``) as it is now.
+
+        ``None`` when the weight holds NaN or Inf, or its spectrum overflows: then only the
+        direct evaluation gives the exact result. Raises ``MemoryError`` (before allocating)
+        when the spectrum would take more than half the memory available.
+        """
+        entry = self._entry
+        if entry is not None and _same_values(entry.weight, weight):
+            return entry.spectrum, entry.norm1
+        with torch.no_grad():
+            w = weight.detach()
+            found = spectrum_of(w.conj() if self.conj else w, self.geometry)
+            if found is not None:  # one assignment: concurrent lookups see old or new entry
+                self._entry = _Entry(w.clone(), *found)
+        return found
+
+
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    same_kind = a.dtype == b.dtype and a.device == b.device and a.shape == b.shape
+    return same_kind and torch.equal(a, b)
+
+
+def spectrum_of(weight: torch.Tensor, geom: ConvGeometry) -> tuple[Spectrum, float] | None:
+    """``(spectrum(weight), ||weight||_1)``, or ``None`` if either is not finite.
+
+    Guarded: ``MemoryError`` before allocating a spectrum larger than half the memory
+    available on the weight's device. Differentiable with respect to the weight.
+    """
+    norm1 = float(weight.detach().abs().sum())
+    if not math.isfinite(norm1):
+        return None
+    check_memory(
+        spectrum_bytes(geom, weight.dtype),
+        None,
+        f"the FFT spectrum of a {geom.name} with input {geom.input_shape}",
+        weight.device,
+        hint="use method='direct'",
+    )
+    result = spectrum(weight, geom)
+    if not bool(torch.isfinite(torch.view_as_real(result.k.detach())).all()):
+        return None
+    return result, norm1
 
 
 def _mix(k: torch.Tensor, x: torch.Tensor, adjoint: bool) -> torch.Tensor:

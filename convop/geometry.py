@@ -6,12 +6,15 @@ reads the convolution from a :class:`ConvGeometry`, so the rules live here once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ._checks import as_int, as_int_tuple, check_choice
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+#: torch indexes tensors with int64: every size and count must stay below this.
+INT64_LIMIT = 2**63
 PADDING_STRINGS = ("same", "valid")
 
 
@@ -105,6 +108,7 @@ class ConvGeometry:
         self._check_channels()
         self._check_padding_mode()
         self._check_output_padding()
+        self._check_int64()
         self._check_output_size()
 
     # ------------------------------------------------------------------ construction
@@ -351,6 +355,42 @@ class ConvGeometry:
                     f"output_padding must be smaller than either stride or dilation, got "
                     f"output_padding={self.output_padding}, stride={self.stride}, "
                     f"dilation={self.dilation}"
+                )
+
+    def _check_int64(self) -> None:
+        """Refuse what torch could never index: every size, step and count below 2**63."""
+        fields = ("in_channels", "out_channels", "groups", "kernel_size", "input_size",
+                  "stride", "dilation", "padding", "output_padding")  # fmt: skip
+        for name in fields:
+            value = getattr(self, name)
+            flat = value if isinstance(value, tuple) else (value,)
+            flat = [v for item in flat for v in (item if isinstance(item, tuple) else (item,))]
+            if max(flat) >= INT64_LIMIT:
+                raise ValueError(
+                    f"{name}={value} is too large: torch indexes with int64, so every size "
+                    f"must be below 2**63"
+                )
+        for i in range(self.ndim):
+            n, (lo, hi) = self.input_size[i], self.padding[i]
+            k, s, d = self.kernel_size[i], self.stride[i], self.dilation[i]
+            extents = {
+                "padded input size": n + lo + hi,
+                "dilated kernel span": d * (k - 1) + 1,
+                "upsampled input size": (n - 1) * s + 1 + d * (k - 1) + self.output_padding[i],
+            }
+            for what, size in extents.items():
+                if size >= INT64_LIMIT:
+                    raise ValueError(
+                        f"the {what} {size} in spatial dimension {i} is too large: torch "
+                        f"indexes with int64, so it must be below 2**63"
+                    )
+        shapes = {"input": self.input_shape, "output": self.output_shape,
+                  "weight": self.weight_shape}  # fmt: skip
+        for what, shape in shapes.items():
+            if math.prod(shape) >= INT64_LIMIT:
+                raise ValueError(
+                    f"the {what} shape {shape} has {math.prod(shape)} elements, too many for "
+                    f"torch's int64 indexing (below 2**63)"
                 )
 
     def _check_output_size(self) -> None:

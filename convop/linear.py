@@ -15,18 +15,20 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from . import materialize
 from ._checks import as_int
+from ._memory import check_memory
 from .constructors import MODULE_KINDS, from_module
+from .operator import ConvOperator
 
 #: The conv layers :func:`convop.from_module` (and so this module) converts.
 CONV_TYPES = tuple(MODULE_KINDS)
 
 
 def _convert(
-    module: nn.Module, input_shape: Sequence[int], max_bytes: int | None
+    module: nn.Module, op: ConvOperator, max_bytes: int | None
 ) -> tuple[nn.Linear, tuple[int, ...]]:
-    """``(linear, output_shape)`` of one conv layer applied to samples of ``input_shape``."""
-    op = from_module(module, input_shape)  # TypeError for unsupported or overridden modules
+    """``(linear, output_shape)`` of one conv layer whose operator is ``op``."""
     with torch.no_grad():
         weight = op.to_dense(max_bytes=max_bytes)  # (prod(S_out), prod(S_in)), fresh
         bias = module.bias
@@ -42,6 +44,12 @@ def _convert(
         linear.bias = nn.Parameter(bias, requires_grad=module.bias.requires_grad)
     linear.train(module.training)
     return linear, op.output_shape
+
+
+def _linear_bytes(op: ConvOperator) -> int:
+    """Peak memory of :func:`_convert`: the dense weight, its planning, and the bias."""
+    plan = materialize.plan(op.weight, op.geometry, adjoint=False)
+    return materialize.dense_bytes(plan) + op.shape[0] * op.dtype.itemsize
 
 
 def to_linear(
@@ -104,7 +112,8 @@ def to_linear(
     >>> torch.allclose(linear(x.flatten(1)), conv(x).flatten(1))
     True
     """
-    linear, _ = _convert(module, input_shape, max_bytes)
+    op = from_module(module, input_shape)  # TypeError for unsupported or overridden modules
+    linear, _ = _convert(module, op, max_bytes)
     return linear
 
 
@@ -135,8 +144,9 @@ def _trace(
 ) -> dict[int, tuple[int, ...]]:
     """Per-sample input shape of every conv layer ``model`` calls, by ``id`` of the layer.
 
-    Runs ``model`` once in eval mode without gradients; hooks and training flags are
-    restored afterwards, even on error.
+    Runs ``model`` once in eval mode without gradients on the meta device (shapes only,
+    nothing allocated); a model that cannot run there runs on one real sample of zeros.
+    Hooks and training flags are restored afterwards, even on error.
     """
     calls: dict[int, list[tuple[int, ...]]] = {}  # full input shapes, in call order
     output_size: set[int] = set()
@@ -159,7 +169,15 @@ def _trace(
                 handles.append(m.register_forward_pre_hook(record, with_kwargs=True))
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape, dtype=dtype, device=device))  # (1, *input_shape)
+            try:
+                _run_on_meta(model, input_shape, dtype)
+            except Exception:  # an operation without a meta kernel, data-dependent control flow
+                calls.clear()
+                output_size.clear()
+                x_bytes = math.prod(input_shape) * torch.empty((), dtype=dtype).element_size()
+                check_memory(x_bytes, None, "the forward pass that finds the layers' inputs",
+                             device)  # fmt: skip
+                model(torch.zeros(1, *input_shape, dtype=dtype, device=device))  # (1, *shape)
     finally:
         for handle in handles:
             handle.remove()
@@ -196,6 +214,17 @@ def _trace(
     return shapes
 
 
+def _run_on_meta(model: nn.Module, input_shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    """``model`` on one sample with every parameter and buffer on the meta device."""
+    tensors = {
+        name: torch.empty_like(t, device="meta")
+        for named in (model.named_parameters, model.named_buffers)
+        for name, t in named(remove_duplicate=False)
+    }
+    x = torch.empty(1, *input_shape, dtype=dtype, device="meta")  # (1, *input_shape)
+    torch.func.functional_call(model, tensors, (x,), strict=True)
+
+
 def to_linear_model(
     model: nn.Module, input_shape: Sequence[int], *, max_bytes: int | None = None
 ) -> nn.Module:
@@ -209,8 +238,8 @@ def to_linear_model(
     input_shape : tuple of int
         Shape of one sample of the model's input, without the batch dimension.
     max_bytes : int, optional
-        Passed to :func:`to_linear` for each layer: refuse any one weight matrix larger than
-        this (``MemoryError``). Default: half of the memory available now.
+        Refuse (``MemoryError``) when the weight matrices of all replacements together would
+        take more than this, before any is built. Default: half of the memory available now.
 
     Returns
     -------
@@ -239,10 +268,13 @@ def to_linear_model(
     -----
     Every error about one layer names it by its qualified name, e.g. ``'features.0'``.
 
-    Input shapes are found by one forward pass of the copy on
-    ``torch.zeros(1, *input_shape)`` (dtype and device of the model's first parameter)
-    under ``torch.no_grad()``, with forward pre-hooks on the conv layers that are removed
-    afterwards, even if the pass fails. The pass runs in **eval mode** and every module's
+    Input shapes are found by one forward pass of the copy on one sample of shape
+    ``(1, *input_shape)`` under ``torch.no_grad()``, with forward pre-hooks on the conv
+    layers that are removed afterwards, even if the pass fails. The pass runs on the **meta
+    device** (shapes only: nothing is computed or allocated, so the memory guard comes
+    first); a model that cannot run there (an operation without a meta kernel,
+    data-dependent control flow) runs on ``torch.zeros(1, *input_shape)`` with the dtype
+    and device of its first parameter instead. The pass runs in **eval mode** and every module's
     training flag is restored afterwards: in train mode it would update BatchNorm running
     statistics and draw dropout masks, and BatchNorm rejects a training batch with one value
     per channel. Consequences:
@@ -292,11 +324,22 @@ def to_linear_model(
     shapes = _trace(converted, input_shape, names)
 
     modules = {id(m): m for m in converted.modules()}
-    replacements = {}
+    ops = {}
     for key, shape in shapes.items():
-        conv = modules[key]
         try:
-            linear, output_shape = _convert(conv, shape, max_bytes)
+            ops[key] = from_module(modules[key], shape)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{_describe(names[key])}: {error}") from error
+    check_memory(
+        sum(_linear_bytes(op) for op in ops.values()),
+        max_bytes,
+        f"replacing {len(ops)} conv layer{'s' * (len(ops) != 1)} by fully-connected ones",
+    )
+    replacements = {}
+    for key, op in ops.items():
+        conv = modules[key]
+        try:  # guarded above, all together; each layer still meets the default guard
+            linear, output_shape = _convert(conv, op, None)
         except (TypeError, ValueError, MemoryError) as error:
             raise type(error)(f"{_describe(names[key])}: {error}") from error
         replacement = nn.Sequential(nn.Flatten(1), linear, nn.Unflatten(1, output_shape))

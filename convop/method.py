@@ -128,8 +128,8 @@ def choose(geom: ConvGeometry, dtype: torch.dtype, device: torch.device) -> str:
     return "fft" if fft_seconds(geom, dtype, device) < direct else "direct"
 
 
-def resolve(method: object, geom: ConvGeometry, dtype: torch.dtype, device: torch.device) -> str:
-    """Validate a user's ``method`` and resolve ``'auto'``."""
+def check(method: object) -> str:
+    """Validate a user's ``method`` (``'auto'`` is resolved on use, by :func:`choose`)."""
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be one of 'auto', 'direct', 'fft', got method={method!r}")
-    return choose(geom, dtype, device) if method == "auto" else method
+    return method

@@ -2,7 +2,9 @@
 
 One class, :class:`ConvOperator`, describes a convolution (or transposed convolution) *or*
 its adjoint: ``op.H`` flips between the two and shares the weight, so ``op.H.H`` is the
-convolution again and nothing is ever copied or cached.
+convolution again. The operator holds the weight tensor itself and reads it at every use;
+the one thing it keeps, the FFT spectrum, is keyed on the weight's current values
+(:class:`convop.fft.SpectrumCache`).
 """
 
 from __future__ import annotations
@@ -16,14 +18,25 @@ import torch
 from scipy.sparse.linalg import LinearOperator
 
 from . import fft, functional, materialize
-from ._arrays import numpy_dtype, result_dtype, to_numpy, to_tensor
+from ._arrays import (
+    TORCH_TO_NUMPY,
+    check_weight_tensor,
+    numpy_dtype,
+    result_dtype,
+    to_numpy,
+    to_tensor,
+)
 from ._checks import check_choice
+from ._memory import check_memory
 from .geometry import ConvGeometry
+from .method import check as check_method
+from .method import choose
 from .threads import product_threads, run_with_threads
 
 SPARSE_FORMATS = ("csr", "csc", "coo")
 _CPU = torch.device("cpu")
-METHODS = ("direct", "fft")
+#: Products whose estimated memory exceeds this check the memory available first.
+PRODUCT_GUARD_BYTES = 256 * 1024**2
 
 
 class ConvOperator(LinearOperator):
@@ -36,33 +49,35 @@ class ConvOperator(LinearOperator):
     Parameters
     ----------
     weight : torch.Tensor
-        In PyTorch's layout for ``geometry`` (``geometry.weight_shape``). Used as given:
-        the operator runs on its device and :meth:`apply` is differentiable with respect to it.
+        In PyTorch's layout for ``geometry`` (``geometry.weight_shape``), dense, with data
+        (not on the meta device). Held as given, not copied: the operator runs on its
+        device and :meth:`apply` is differentiable with respect to it.
     geometry : ConvGeometry
         The convolution.
     bias : torch.Tensor, optional
         Per-output-channel bias of the layer the operator came from. It is *not* part of the
         (linear) operator; :attr:`bias` exposes it as a flat vector.
-    adjoint : bool, default False
-        Represent the adjoint (conjugate transpose) of the convolution instead.
-    method : {'direct', 'fft'}, default 'direct'
-        How products are evaluated: torch's direct convolutions, or FFTs with the kernel
-        spectrum computed here once (:mod:`convop.fft`). The constructors choose by cost.
-    spectrum : convop.fft.Spectrum, optional
-        A spectrum of this weight and geometry to share (``op.H`` shares its operator's).
+    method : {'auto', 'direct', 'fft'}, default 'auto'
+        How products are evaluated: torch's direct convolutions, or FFTs (:mod:`convop.fft`);
+        ``'auto'`` picks the faster by a cost model of the geometry and the weight's dtype
+        and device at the time of use. FFT round-off is relative to ``||w||_1 * max|x|``
+        (the bound on any output sample), not to each output sample; data or weights
+        holding NaN or Inf (or large enough to overflow in a transform) are evaluated
+        directly, so results always have the direct convolution's non-finite pattern.
 
     Attributes
     ----------
     geometry : ConvGeometry
     weight : torch.Tensor
+        The tensor given, read at every use.
     is_adjoint : bool
     method : str
-        ``'direct'`` or ``'fft'``, the evaluation in use.
+        ``'direct'`` or ``'fft'``, the evaluation products use now.
     input_shape, output_shape : tuple of int
         Shapes of one sample in and out (swapped for an adjoint).
     shape : (int, int)
     dtype : numpy.dtype
-        The weight's dtype.
+        The weight's dtype, now.
 
     Notes
     -----
@@ -73,6 +88,15 @@ class ConvOperator(LinearOperator):
     The adjoint is ``x = pad_adjoint(conv_transpose(y, conj(w), output_padding=r))``; see
     :func:`convop.functional.adjoint`. ``matvec`` is the forward map, ``rmatvec`` the adjoint,
     ``matmat``/``rmatmat`` run one batched convolution for all columns.
+
+    State: the operator reads the weight tensor it holds at every use, so changes made to
+    it in place (an optimizer step, ``load_state_dict``, ``module.to(dtype)``, writes through
+    ``.data``) show in every face: products, ``dtype``, ``method``, explicit matrices, the
+    PyLops operator. Replacing a module's parameter by a *new* tensor
+    (``layer.weight = nn.Parameter(...)``) does not reach an operator built before. A weight
+    changed to an unsupported dtype or another shape is refused at the next use. Building an
+    operator does O(ndim) work and allocates nothing; the FFT spectrum is computed on first
+    use, under the memory guard, and recomputed whenever the weight's values change.
 
     Dtypes: the numpy face computes in ``np.result_type(op.dtype, x.dtype)`` (a float32
     operator given float32 data returns float32; given float64 data, float64; a real operator
@@ -91,6 +115,10 @@ class ConvOperator(LinearOperator):
     array([ 8., 12., 20., 24.], dtype=float32)
     >>> op.H
     ConvOperator(adjoint of conv2d, input_shape=(1, 2, 2), output_shape=(1, 3, 3), ...)
+    >>> with torch.no_grad():
+    ...     _ = op.weight.mul_(2)  # the operator follows its weight
+    >>> op @ np.arange(9.0, dtype=np.float32)
+    array([16., 24., 40., 48.], dtype=float32)
     """
 
     def __init__(
@@ -99,41 +127,109 @@ class ConvOperator(LinearOperator):
         geometry: ConvGeometry,
         *,
         bias: torch.Tensor | None = None,
-        adjoint: bool = False,
-        method: str = "direct",
-        spectrum: fft.Spectrum | None = None,
+        method: str = "auto",
     ) -> None:
-        check_choice(method, "method", METHODS)
+        check_method(method)
         if not isinstance(geometry, ConvGeometry):
             raise TypeError(f"geometry must be a ConvGeometry, got {type(geometry).__name__}")
         if not isinstance(weight, torch.Tensor):
             raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
-        if tuple(weight.shape) != geometry.weight_shape:
-            raise ValueError(
-                f"weight must have shape {geometry.weight_shape} for this geometry, "
-                f"got {tuple(weight.shape)}"
-            )
+        _check_weight(weight, geometry)
+        self._setup(weight, geometry, bias, method, adjoint=False, conj=False,
+                    spectra=fft.SpectrumCache(geometry))  # fmt: skip
+
+    def _setup(self, weight, geometry, bias, method, *, adjoint, conj, spectra) -> None:
         self.geometry = geometry
-        self.weight = weight
-        self.is_adjoint = bool(adjoint)
-        self.method = method
+        self._weight = weight
         self._bias = bias
-        if method == "fft" and spectrum is None:
-            with torch.no_grad():  # computed once; recomputed differentiably when needed
-                spectrum = fft.spectrum(weight.detach(), geometry)
-        self._spectrum = spectrum if method == "fft" else None
+        self._method = method
+        self._choice: tuple | None = None  # (dtype, device, method) 'auto' last resolved to
+        self.is_adjoint = adjoint
+        self._conj = conj  # use conj(weight): op.T
+        self._spectra = spectra
         if adjoint:
             self.input_shape, self.output_shape = geometry.output_shape, geometry.input_shape
         else:
             self.input_shape, self.output_shape = geometry.input_shape, geometry.output_shape
         shape = (math.prod(self.output_shape), math.prod(self.input_shape))
-        super().__init__(dtype=numpy_dtype(weight.dtype), shape=shape)
+        self._weight_shape = torch.Size(geometry.weight_shape)
+        self._sample_numel = sum(shape)  # one sample in and out, for the product guard
+        super().__init__(dtype=None, shape=shape)  # dtype is a property: it follows the weight
+
+    @classmethod
+    def _derived(cls, op: ConvOperator, *, adjoint: bool, conj: bool) -> ConvOperator:
+        """``op``'s weight and geometry as its adjoint (``adjoint``) and/or conjugate."""
+        new = cls.__new__(cls)
+        spectra = op._spectra if conj == op._conj else fft.SpectrumCache(op.geometry, conj=conj)
+        new._setup(op._weight, op.geometry, op._bias, op._method, adjoint=adjoint, conj=conj,
+                   spectra=spectra)  # fmt: skip
+        return new
+
+    # ------------------------------------------------------------------ the weight, now
+    @property
+    def weight(self) -> torch.Tensor:
+        """The weight tensor the operator holds (not a copy) and reads at every use."""
+        return self._weight
+
+    def _current_weight(self) -> torch.Tensor:
+        """The weight as it is now, checked to be usable; what every use reads."""
+        w = self._weight
+        if w.dtype not in TORCH_TO_NUMPY:
+            raise TypeError(
+                f"the operator's weight now has dtype {w.dtype} (changed in place after the "
+                f"operator was built, e.g. by module.half()); expected float32, float64, "
+                f"complex64 or complex128: convert it back or build a new operator"
+            )
+        if w.shape != self._weight_shape:
+            raise ValueError(
+                f"the operator's weight now has shape {tuple(w.shape)}, not the "
+                f"{self.geometry.weight_shape} it was built for; build a new operator"
+            )
+        if w.is_meta or w.layout != torch.strided:
+            where = "on the meta device" if w.is_meta else f"of layout {w.layout}"
+            raise ValueError(
+                f"the operator's weight is now {where} (changed after the operator was "
+                f"built); expected a dense tensor with data"
+            )
+        return w
+
+    def _weight_now(self) -> torch.Tensor:
+        """The current weight, conjugated (lazily) for a transpose."""
+        w = self._current_weight()
+        return w.conj() if self._conj else w
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The weight's dtype now, as a numpy dtype."""
+        return numpy_dtype(self._current_weight().dtype)
+
+    @dtype.setter
+    def dtype(self, value) -> None:
+        if value is not None:  # scipy's __init__ assigns None
+            raise AttributeError(
+                "ConvOperator.dtype follows the weight and cannot be set; cast the weight"
+            )
+
+    @property
+    def method(self) -> str:
+        """``'direct'`` or ``'fft'``: how products are evaluated now (``'auto'`` resolved
+        for the weight's current dtype and device)."""
+        return self._method_for(self._current_weight())
+
+    def _method_for(self, weight: torch.Tensor) -> str:
+        if self._method != "auto":
+            return self._method
+        choice = self._choice
+        if choice is None or choice[0] is not weight.dtype or choice[1] != weight.device:
+            method = choose(self.geometry, weight.dtype, weight.device)
+            choice = self._choice = (weight.dtype, weight.device, method)
+        return choice[2]
 
     # ------------------------------------------------------------------ descriptive
     @property
     def device(self) -> torch.device:
-        """Device of the weight; every product runs there."""
-        return self.weight.device
+        """Device of the weight, now; every product runs there."""
+        return self._weight.device
 
     @property
     def bias(self) -> np.ndarray | None:
@@ -152,10 +248,14 @@ class ConvOperator(LinearOperator):
         return f"adjoint of {self.geometry.name}" if self.is_adjoint else self.geometry.name
 
     def __repr__(self) -> str:
+        try:
+            method, dtype = repr(self.method), self.dtype
+        except (TypeError, ValueError):  # a weight changed into one no product can use
+            method, dtype = "unusable", self._weight.dtype
         return (
             f"{type(self).__name__}({self.name}, input_shape={self.input_shape}, "
             f"output_shape={self.output_shape}, {self.geometry.describe()}, "
-            f"method={self.method!r}, dtype={self.dtype}, device={self.device})"
+            f"method={method}, dtype={dtype}, device={self.device})"
         )
 
     # ------------------------------------------------------------------ torch face
@@ -205,7 +305,7 @@ class ConvOperator(LinearOperator):
                 f"{name} must have shape (..., {', '.join(map(str, shape_in))}), "
                 f"got {tuple(x.shape)}"
             )
-        weight = self.weight
+        weight = self._weight_now()
         if x.device != weight.device:
             raise ValueError(
                 f"{name} is on {x.device} but the operator's weight is on {weight.device}; "
@@ -226,18 +326,42 @@ class ConvOperator(LinearOperator):
         return out.reshape(*lead, *out.shape[1:])
 
     def _run(self, batch: torch.Tensor, weight: torch.Tensor, adjoint: bool) -> torch.Tensor:
-        """The forward map (or its adjoint) of ``batch`` with ``weight`` (self.weight, cast)."""
-        if self.method == "direct":
-            fn = functional.adjoint if adjoint else functional.forward
-            return fn(batch, weight, self.geometry)
-        # The cached spectrum serves any data of the weight's precision; a gradient with
-        # respect to the weight, or a higher precision, needs it recomputed from ``weight``.
-        cached = weight.real.dtype == self.weight.real.dtype and not (
-            torch.is_grad_enabled() and weight.requires_grad
-        )
-        spectrum = self._spectrum if cached else fft.spectrum(weight, self.geometry)
-        fn = fft.adjoint if adjoint else fft.forward
-        return fn(batch, spectrum, self.geometry)
+        """The forward map (or its adjoint) of ``batch`` (B, ...) with ``weight``, the
+        current weight cast to the batch's dtype. FFT only where it is exact (see
+        :func:`convop.fft.representable`); empty batches run directly."""
+        geom = self.geometry
+        if batch.shape[0] and self._method_for(self._weight) == "fft":
+            found = self._spectrum(weight)
+            if found is not None and fft.representable(batch, found[1], found[0]):
+                spectrum = found[0]
+                channels = geom.in_channels + geom.out_channels
+                need = fft.workspace_bytes(spectrum, channels, batch.shape[0], batch.dtype)
+                self._guard_product(batch, need)
+                return (fft.adjoint if adjoint else fft.forward)(batch, spectrum, geom)
+        self._guard_product(batch, batch.shape[0] * self._sample_numel * batch.element_size())
+        return (functional.adjoint if adjoint else functional.forward)(batch, weight, geom)
+
+    def _spectrum(self, weight: torch.Tensor) -> tuple[fft.Spectrum, float] | None:
+        """The FFT spectrum for ``weight``: the cached one for the weight's own precision;
+        a fresh, differentiable one when autograd needs it or for a promoted precision."""
+        raw = self._weight
+        if (torch.is_grad_enabled() and weight.requires_grad) or (
+            weight.real.dtype != raw.real.dtype
+        ):
+            return fft.spectrum_of(weight, self.geometry)
+        return self._spectra.lookup(raw)
+
+    def _guard_product(self, batch: torch.Tensor, needed: int) -> None:
+        """``MemoryError`` before a product whose memory cannot fit (checked when large)."""
+        if needed > PRODUCT_GUARD_BYTES:
+            check_memory(
+                needed,
+                None,
+                f"a product of the {self.name} on a batch of {batch.shape[0]} samples",
+                batch.device,
+                fraction=1.0,
+                hint="apply it to smaller batches",
+            )
 
     # ------------------------------------------------------------------ explicit matrices
     def todense(self, *, max_bytes: int | None = None, progress: bool | None = None) -> np.ndarray:
@@ -275,15 +399,8 @@ class ConvOperator(LinearOperator):
         self, *, max_bytes: int | None = None, progress: bool | None = None
     ) -> torch.Tensor:
         """The exact matrix as a dense tensor on the operator's device (see :meth:`todense`)."""
-        plan = materialize.plan(self.weight, self.geometry, adjoint=self.is_adjoint)
-        itemsize = self.dtype.itemsize
-        materialize.check_memory(
-            self.shape[0] * self.shape[1] * itemsize,
-            max_bytes,
-            f"todense() of a {self.shape[0]} x {self.shape[1]} {self.dtype} matrix",
-            self.device,
-        )
-        return materialize.dense(plan, progress=progress)
+        plan = self._plan()
+        return materialize.dense(plan, max_bytes=max_bytes, progress=progress)
 
     def tosparse(
         self,
@@ -327,16 +444,16 @@ class ConvOperator(LinearOperator):
         ((1024, 512), 16928, 'csr')
         """
         check_choice(format, "format", SPARSE_FORMATS)
-        plan = materialize.plan(self.weight, self.geometry, adjoint=self.is_adjoint)
-        count = materialize.nnz(plan)
-        index_bytes = materialize.index_dtype(plan, count).itemsize
+        plan = self._plan()
         native = "csc" if plan.transpose else "csr"
-        result = count * (self.dtype.itemsize + index_bytes) + (plan.rows + 1) * 8
-        peak = result if format == native else 2 * result + count * 8
-        materialize.check_memory(peak, max_bytes, f"tosparse({format!r}) with {count} nonzeros")
-        indptr, indices, data = (
-            to_numpy(t) for t in materialize.compressed(plan, progress=progress)
+        arrays = materialize.compressed(
+            plan,
+            max_bytes=max_bytes,
+            what=f"tosparse({format!r})",
+            convert=format != native,
+            progress=progress,
         )
+        indptr, indices, data = (to_numpy(t) for t in arrays)
         cls = sp.csc_array if plan.transpose else sp.csr_array
         matrix = cls((data, indices, indptr), shape=self.shape)
         matrix.has_sorted_indices = True
@@ -363,19 +480,23 @@ class ConvOperator(LinearOperator):
         tensor([[1., 1., 0.],
                 [0., 1., 1.]])
         """
-        plan = materialize.plan(self.weight, self.geometry, adjoint=self.is_adjoint)
-        count = materialize.nnz(plan)
-        index_bytes = materialize.index_dtype(plan, count).itemsize
-        result = count * (self.dtype.itemsize + index_bytes) + (plan.rows + 1) * 8
-        peak = 2 * result if plan.transpose else result
-        materialize.check_memory(peak, max_bytes, f"to_sparse_csr() with {count} nonzeros",
-                                 self.device)  # fmt: skip
-        indptr, indices, data = materialize.compressed(plan, progress=progress)
+        plan = self._plan()
+        indptr, indices, data = materialize.compressed(
+            plan,
+            max_bytes=max_bytes,
+            what="to_sparse_csr()",
+            convert=plan.transpose,
+            progress=progress,
+        )
         build = torch.sparse_csc_tensor if plan.transpose else torch.sparse_csr_tensor
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Sparse (CSR|CSC) tensor support is in beta")
             tensor = build(indptr, indices, data, size=self.shape, check_invariants=False)
             return tensor.to_sparse_csr() if plan.transpose else tensor
+
+    def _plan(self) -> materialize.Plan:
+        return materialize.plan(self._current_weight(), self.geometry, adjoint=self.is_adjoint,
+                                conj=self._conj)  # fmt: skip
 
     # ------------------------------------------------------------------ pylops face
     def to_pylops(self, name: str | None = None):
@@ -419,11 +540,11 @@ class ConvOperator(LinearOperator):
         X = np.asarray(X)
         dtype = result_dtype(self.dtype, X.dtype, "x")
         shape_in = self.output_shape if adjoint else self.input_shape
-        k = X.shape[1]
+        m, k = self.shape[1] if adjoint else self.shape[0], X.shape[1]
         x = to_tensor(X.T, dtype, self.device).reshape(k, *shape_in)  # (k, *shape_in)
         threads = product_threads(x.dtype, self.device)
         y = run_with_threads(threads, self._torch_apply, x, adjoint)  # (k, *shape_out)
-        return to_numpy(y.reshape(k, -1)).T
+        return to_numpy(y.reshape(k, m)).T
 
     def _vector_apply(self, x, adjoint: bool) -> np.ndarray:
         """matvec (rmatvec if ``adjoint``) of one flattened sample, validated."""
@@ -449,7 +570,7 @@ class ConvOperator(LinearOperator):
 
     def _torch_apply(self, x: torch.Tensor, adjoint: bool) -> torch.Tensor:
         """Batched product without autograd, in the promoted dtype (the array faces)."""
-        weight = self.weight
+        weight = self._weight_now()
         if weight.dtype != x.dtype:
             dtype = torch.promote_types(weight.dtype, x.dtype)
             x, weight = x.to(dtype), weight.to(dtype)
@@ -521,23 +642,18 @@ class ConvOperator(LinearOperator):
             )
 
     def _adjoint(self) -> ConvOperator:
-        return ConvOperator(
-            self.weight,
-            self.geometry,
-            bias=self._bias,
-            adjoint=not self.is_adjoint,
-            method=self.method,
-            spectrum=self._spectrum,
-        )
+        return ConvOperator._derived(self, adjoint=not self.is_adjoint, conj=self._conj)
 
     def _transpose(self) -> ConvOperator:
-        # A^T = conj(A^H): the adjoint structure with the weight conjugated once more.
-        conj = self.weight.conj().resolve_conj()
-        return ConvOperator(
-            conj,
-            self.geometry,
-            bias=self._bias,
-            adjoint=not self.is_adjoint,
-            method=self.method,
-            spectrum=None if conj.is_complex() else self._spectrum,
+        # A^T = conj(A^H): the adjoint structure with the weight conjugated once more, at use.
+        return ConvOperator._derived(self, adjoint=not self.is_adjoint, conj=not self._conj)
+
+
+def _check_weight(weight: torch.Tensor, geometry: ConvGeometry) -> None:
+    """Refuse at construction a weight no product could use."""
+    check_weight_tensor(weight)
+    if tuple(weight.shape) != geometry.weight_shape:
+        raise ValueError(
+            f"weight must have shape {geometry.weight_shape} for this geometry, "
+            f"got {tuple(weight.shape)}"
         )

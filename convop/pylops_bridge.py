@@ -42,13 +42,18 @@ class PyLopsConv(pylops.LinearOperator):
     def __init__(self, op: ConvOperator, name: str | None = None) -> None:
         self.conv = op
         super().__init__(
-            dtype=op.dtype,
+            dtype=None,  # a property: it follows the convop operator's weight
             dims=op.input_shape,
             dimsd=op.output_shape,
             clinear=True,
             explicit=False,
             name="C" if name is None else name,
         )
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The convop operator's dtype now (it follows the weight)."""
+        return self.conv.dtype
 
     def _apply(self, X: Any, adjoint: bool) -> Any:
         """``X`` of shape (n, k) -> (m, k) in X's own array library and device."""
@@ -63,10 +68,10 @@ class PyLopsConv(pylops.LinearOperator):
                 f"build the operator from a weight on {x.device}"
             )
         shape_in = self.conv.output_shape if adjoint else self.conv.input_shape
-        k = x.shape[1]
+        m, k = self.shape[1] if adjoint else self.shape[0], x.shape[1]
         batch = x.T.reshape(k, *shape_in)  # (k, *shape_in)
         y = self.conv._torch_apply(batch, adjoint)  # (k, *shape_out)
-        y = y.reshape(k, -1).T.contiguous()  # (m, k)
+        y = y.reshape(k, m).T.contiguous()  # (m, k)
         return y if isinstance(X, torch.Tensor) else get_array_module(X).from_dlpack(y)
 
     def _matvec(self, x: Any) -> Any:

@@ -124,3 +124,65 @@ def test_fast_lengths_have_only_small_prime_factors():
             while length % p == 0:
                 length //= p
         assert length == 1
+
+
+# ---------------------------------------------------------------- non-finite data and weights
+NON_FINITE = [float("nan"), float("inf"), -float("inf")]
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
+@given(data=st.data(), bad=st.sampled_from(NON_FINITE))
+def test_non_finite_data_gives_the_direct_pattern(combo, data, bad):
+    case = data.draw(conv_cases(*combo), label="case")
+    weight = case.weight(torch.float64)
+    direct, fourier = case.operator(weight), case.operator(weight, method="fft")
+    for forward in (True, False):
+        n = fourier.shape[1] if forward else fourier.shape[0]
+        x = case.random((n,), torch.float64, offset=1).numpy()
+        x[data.draw(st.integers(0, n - 1), label="where")] = bad
+        expected = direct @ x if forward else direct.rmatvec(x)
+        actual = fourier @ x if forward else fourier.rmatvec(x)
+        np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
+        np.testing.assert_array_equal(np.isposinf(actual), np.isposinf(expected))
+        np.testing.assert_array_equal(np.isneginf(actual), np.isneginf(expected))
+        finite = np.isfinite(expected)
+        assert_close(
+            actual[finite],
+            expected[finite],
+            dtype=torch.float64,
+            terms=case.terms,
+            scale=_bound(weight, np.nan_to_num(x, nan=0, posinf=0, neginf=0)),
+        )
+
+
+@pytest.mark.parametrize("bad", NON_FINITE)
+def test_non_finite_weight_gives_the_direct_pattern(bad):
+    weight = torch.randn(2, 1, 9, 9, dtype=torch.float64)
+    weight[1, 0, 4, 4] = bad
+    direct = convop.conv2d(weight, (1, 20, 18), padding=4, padding_mode="reflect",
+                           method="direct")  # fmt: skip
+    fourier = convop.conv2d(weight, (1, 20, 18), padding=4, padding_mode="reflect",
+                            method="fft")  # fmt: skip
+    x = np.random.default_rng(0).standard_normal(fourier.shape[1])
+    np.testing.assert_array_equal(fourier @ x, direct @ x)  # the direct path, bit for bit
+    v = np.random.default_rng(1).standard_normal(fourier.shape[0])
+    np.testing.assert_array_equal(fourier.rmatvec(v), direct.rmatvec(v))
+
+
+def test_one_nan_pixel_stays_one_local_patch_of_nans():
+    op = convop.conv2d(torch.ones(1, 1, 15, 15) / 225, (1, 128, 128), padding="same")
+    assert op.method == "fft"
+    x = np.ones(128 * 128, dtype=np.float32)
+    x[64 * 128 + 64] = np.nan
+    y = op @ x
+    assert np.isnan(y).sum() == 15 * 15
+    np.testing.assert_allclose(y.reshape(128, 128)[10:40, 10:40], 1.0, rtol=1e-5)
+
+
+def test_values_that_would_overflow_in_the_transforms_run_directly():
+    weight = torch.ones(1, 1, 31, 31) / 31**2
+    x = np.full(256 * 256, 3e36, dtype=np.float32)  # the direct sums stay finite
+    fourier = convop.conv2d(weight, (1, 256, 256), padding="same", method="fft")
+    direct = convop.conv2d(weight, (1, 256, 256), padding="same", method="direct")
+    np.testing.assert_array_equal(fourier @ x, direct @ x)
+    assert np.isfinite(fourier @ x).all()

@@ -812,6 +812,37 @@ CONSTRUCTOR_ERRORS = [
         TypeError,
         r"padding must be an int or a tuple of 3 ints, got None of type NoneType",
     ),
+    # sizes torch could never index (int64): refused when built, not at the first product
+    ConstructorError(
+        "conv1d-stride-beyond-int64",
+        lambda: convop.conv1d(_w(1, 1, 3), (1, 8), stride=2**63),
+        ValueError,
+        r"stride=\(9223372036854775808,\) is too large: torch indexes with int64",
+    ),
+    ConstructorError(
+        "conv2d-padding-overflows-int64",
+        lambda: convop.conv2d(_w(1, 1, 3, 3), (1, 8, 8), padding=2**62),
+        ValueError,
+        r"the padded input size 9223372036854775816 in spatial dimension 0 is too large",
+    ),
+    ConstructorError(
+        "conv1d-dilation-overflows-int64",
+        lambda: convop.conv1d(_w(1, 1, 3), (1, 8), dilation=2**62),
+        ValueError,
+        r"the dilated kernel span 9223372036854775809 in spatial dimension 0 is too large",
+    ),
+    ConstructorError(
+        "conv2d-output-beyond-int64-elements",
+        lambda: convop.conv2d(_w(1, 1, 3, 3), (1, 8, 8), padding=2**40),
+        ValueError,
+        r"the output shape \(1, 2199023255558, 2199023255558\) has .* elements, too many",
+    ),
+    ConstructorError(
+        "conv_transpose1d-stride-overflows-int64",
+        lambda: convop.conv_transpose1d(_w(1, 1, 3), (1, 8), stride=2**61),
+        ValueError,
+        r"the upsampled input size 16140901064495857667 in spatial dimension 0 is too large",
+    ),
 ]
 
 

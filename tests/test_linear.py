@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+import time
 from typing import NamedTuple
 
 import pytest
@@ -123,6 +125,14 @@ def test_to_linear_on_cuda_stays_on_cuda() -> None:
 def test_to_linear_max_bytes_guard() -> None:
     with pytest.raises(MemoryError, match=r"max_bytes"):
         convop.to_linear(nn.Conv1d(1, 1, 3, **F64), (1, 8), max_bytes=1)
+
+
+def test_to_linear_refuses_a_huge_matrix_at_once() -> None:
+    # Building the operator used to compute an 8000^2-grid FFT spectrum first (2.3 s, 4.4 GB).
+    start = time.perf_counter()
+    with pytest.raises(MemoryError, match=r"todense\(\) of a 63043600 x 64000000 float32"):
+        convop.to_linear(nn.Conv2d(4, 4, 31), (4, 4000, 4000), max_bytes=10**6)
+    assert time.perf_counter() - start < 0.5
 
 
 def test_to_linear_rejects_unsupported_module() -> None:
@@ -373,8 +383,65 @@ def test_model_with_uninitialised_lazy_conv_raises() -> None:
 
 
 def test_model_max_bytes_guard() -> None:
-    with pytest.raises(MemoryError, match=r"conv layer '0': .*max_bytes"):
+    with pytest.raises(MemoryError, match=r"replacing 5 conv layers by fully-connected ones "
+                                          r"needs .*max_bytes"):  # fmt: skip
         convop.to_linear_model(_cnn(), INPUT, max_bytes=1)
+
+
+def test_model_max_bytes_guards_all_layers_together() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, **F64), nn.ReLU(), nn.Conv2d(2, 1, 3, **F64))
+    ops = [convop.from_module(model[0], (1, 8, 8)), convop.from_module(model[2], (2, 6, 6))]
+    results = sum((op.shape[0] * op.shape[1] + op.shape[0]) * 8 for op in ops)
+    with pytest.raises(MemoryError) as refused:
+        convop.to_linear_model(model, (1, 8, 8), max_bytes=results - 1)
+    needed = int(re.search(r"pass max_bytes=(\d+) or more", str(refused.value)).group(1))
+    assert needed >= results  # both results at once, plus the planning of one
+    with pytest.raises(MemoryError):
+        convop.to_linear_model(model, (1, 8, 8), max_bytes=needed - 1)
+    assert _convs(convop.to_linear_model(model, (1, 8, 8), max_bytes=needed)) == []
+
+
+class SeesOnlyMeta(nn.Module):
+    """Records the devices its forward sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.devices: list[str] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.devices.append(x.device.type)
+        return self.conv(x)
+
+
+def test_model_guard_comes_before_any_real_forward_pass() -> None:
+    # A real forward pass on (1, 1, 40000, 40000) would allocate 12 GB; the guard is first.
+    model = SeesOnlyMeta()
+    start = time.perf_counter()
+    with pytest.raises(MemoryError, match=r"replacing 1 conv layer by fully-connected ones"):
+        convop.to_linear_model(model, (1, 40000, 40000))
+    assert time.perf_counter() - start < 1.0
+    converted = convop.to_linear_model(model, (1, 5, 5))
+    assert converted.devices == ["meta"]  # the copy traced on the meta device only
+
+
+class DataDependent(nn.Module):
+    """Control flow on values: cannot run on the meta device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, 2, 3, **F64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x if bool(x.sum() >= 0) else -x)
+
+
+def test_model_that_cannot_run_on_meta_is_traced_on_real_zeros() -> None:
+    model = DataDependent()
+    converted = convop.to_linear_model(model, (1, 7))
+    x = torch.rand(3, 1, 7, **F64)
+    torch.testing.assert_close(converted(x), model(x), rtol=0, atol=1e-12)
+    assert isinstance(converted.conv, nn.Sequential)
 
 
 def test_model_with_subclass_overriding_forward_raises() -> None:

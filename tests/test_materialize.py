@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -149,11 +150,30 @@ def test_huge_dense_matrix_fails_fast_with_the_size_needed():
     assert time.perf_counter() - start < 0.5
 
 
-def test_max_bytes_overrides_the_limit():
+def _needed(build, max_bytes: int) -> int:
+    """The ``max_bytes`` a refused build asks for."""
+    with pytest.raises(MemoryError) as refused:
+        build(max_bytes=max_bytes)
+    return int(re.search(r"pass max_bytes=(\d+) or more", str(refused.value)).group(1))
+
+
+@pytest.mark.parametrize("build", ["todense", "tosparse", "to_sparse_csr"])
+def test_max_bytes_overrides_the_limit(build):
     op = convop.conv1d(torch.ones(1, 1, 3, dtype=torch.float64), (1, 10))  # 8 x 10 float64
-    with pytest.raises(MemoryError, match=r"needs 640 B, more than the limit of 639 B"):
-        op.todense(max_bytes=639)
-    assert op.todense(max_bytes=640).shape == (8, 10)
+    method = getattr(op, build)
+    needed = _needed(method, 10)
+    result = {"todense": 640, "tosparse": 24 * (8 + 4) + 9 * 4}[
+        build.replace("to_sparse_csr", "tosparse")
+    ]
+    assert result <= needed < 100 * result  # the result, plus the planning of a small build
+    assert _needed(method, needed - 1) == needed
+    assert method(max_bytes=needed).shape == (8, 10)
+
+
+def test_memory_messages_name_the_build():
+    op = convop.conv1d(torch.ones(1, 1, 3, dtype=torch.float64), (1, 10))
+    with pytest.raises(MemoryError, match=r"todense\(\) of a 8 x 10 float64 matrix needs"):
+        op.todense(max_bytes=10)
     with pytest.raises(MemoryError, match=r"tosparse\('csr'\) with 24 nonzeros needs"):
         op.tosparse(max_bytes=10)
     with pytest.raises(MemoryError, match=r"to_sparse_csr\(\) with 24 nonzeros needs"):
@@ -173,12 +193,57 @@ def test_unknown_sparse_format_is_rejected():
         op.tosparse("dia")
 
 
-def test_memory_sizes_print_in_human_units():
-    assert [materialize.format_bytes(n) for n in (512, 1536, 3 * 2**30)] == [
-        "512 B",
-        "1.5 KiB",
-        "3.0 GiB",
-    ]
+@pytest.mark.parametrize("build", ["todense", "tosparse", "to_sparse_csr"])
+def test_huge_builds_are_refused_before_any_planning(build):
+    # 3x3 on 120000^2: one int64 per row would already take 115 GB.
+    op = convop.conv2d(torch.ones(1, 1, 3, 3), (1, 120000, 120000), padding=1)
+    start = time.perf_counter()
+    with pytest.raises(MemoryError, match=r"needs .* more than the limit of 10 B"):
+        getattr(op, build)(max_bytes=10)
+    assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
+@given(data=st.data())
+def test_planning_shortcuts_agree_with_reading_every_tap(combo, data):
+    # The interior (no padding read) is found arithmetically and its counts assumed to be k;
+    # check both against the sources of every tap of every position.
+    _case, _dtype, op = _draw(data, combo)
+    for n, before, after, k, s, d, mode, positions, device in op._plan().dims():
+        taps = torch.arange(positions)[:, None] * s + torch.arange(k) * d - before  # (P, k)
+        inside = ((taps >= 0) & (taps < n)).all(dim=1)  # every tap reads the input itself
+        interior = materialize._interior(n, before, k, s, d, positions)
+        assert inside.tolist() == [p in interior for p in range(positions)]
+        source = materialize._sources(n, before, after, k, s, d, mode, range(positions), device)
+        distinct = sum(len(set(row) - {-1}) for row in source.tolist())
+        assert materialize._axis_total(n, before, after, k, s, d, mode, positions,
+                                       device) == distinct  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+def test_long_kernels_plan_in_time_and_memory_linear_in_the_kernel(mode):
+    # Planning used to be O(positions * k^2): 58 s and 7 GB for this one at k = 401.
+    weight = torch.randn(1, 1, 401, dtype=torch.float64)
+    op = convop.conv1d(weight, (1, 20000), padding="same", padding_mode=mode)
+    plan = op._plan()
+    assert materialize._build_bytes(plan) < 200 * 2**20
+    start = time.perf_counter()
+    matrix = op.tosparse()
+    assert time.perf_counter() - start < 20
+    x = np.random.default_rng(0).standard_normal(op.shape[1])
+    assert_close(matrix @ x, op @ x, dtype=np.float64, terms=401 * 64,
+                 scale=float(weight.abs().sum()) * float(np.abs(x).max()))  # fmt: skip
+    assert matrix.nnz == materialize.nnz(plan)
+
+
+def test_planning_in_small_chunks_builds_the_same_matrix(monkeypatch):
+    op = convop.conv2d(torch.randn(2, 3, 5, 4, dtype=torch.float64), (3, 11, 9),
+                       stride=(2, 1), padding=(3, 2), padding_mode="reflect")  # fmt: skip
+    dense, sparse, count = op.todense(), op.tosparse(), materialize.nnz(op._plan())
+    monkeypatch.setattr(materialize, "COUNT_CHUNK", 1)  # one position per planning step
+    np.testing.assert_array_equal(op.todense(), dense)
+    assert (op.tosparse() != sparse).nnz == 0
+    assert materialize.nnz(op._plan()) == count == sparse.nnz
 
 
 # ---------------------------------------------------------------- progress
