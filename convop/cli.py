@@ -6,28 +6,52 @@ Three subcommands, each a thin layer over the library:
   ``lsqr`` and ``lsmr`` on a :class:`~convop.operator.ConvOperator`, print PSNR and timings,
   write a figure;
 - ``convop matrix``: the exact sparse matrix of a convolution (a kernel plus PyTorch's
-  arguments, or a saved ``nn.Conv*`` module) written with :func:`convop.save_matrix`;
-- ``convop deblur``: deblur a grayscale image file with a given or built-in kernel.
+  arguments, or a saved ``nn.Conv*`` module), built with
+  :meth:`~convop.operator.ConvOperator.tosparse` and written with :func:`convop.save_matrix`;
+- ``convop deblur``: deblur an image file, gray or colour (each channel on its own), with a
+  given or built-in kernel.
 
-matplotlib and tqdm are imported only by the subcommands that use them (pylops never).
-Errors (bad arguments, files that are not there, configurations convop rejects, the memory
-guard) end in one line ``convop: error: ...`` on stderr and exit status 2, never a traceback.
+matplotlib, Pillow and tqdm are imported only by the subcommands that use them (pylops never).
+
+Failures never end in a traceback. Bad arguments, missing, damaged or refused files,
+configurations convop rejects and the guards (memory, expected time) end in one line
+``convop: error: ...`` on stderr and exit status 2; anything unexpected (a failure inside
+torch such as an allocation that fails, or a bug) in one line ``convop: error: TYPE: ...``
+and exit status 1; an interrupt in exit status 130. Warnings are one line
+``convop: warning: ...`` each.
+
+``--module`` files are read by torch's restricted unpickler (``weights_only=True``), which
+accepts torch's six conv classes and plain data only and runs no code from the file; full
+unpickling happens only with the loudly named ``--unsafe-unpickle``.
+
+The module is longer than convop's usual ~400 lines because it holds the parser and all three
+subcommands; splitting it into a ``cli/`` package (parser and argument types, one module per
+subcommand) is planned.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import re
 import sys
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
+from torch import nn
 
 from . import __version__
-from ._memory import format_bytes
+from . import method as cost_model
+from ._files import atomic_write
+from ._memory import check_memory, format_bytes
 from .constructors import (
+    MODULE_KINDS,
     conv1d,
     conv2d,
     conv3d,
@@ -36,10 +60,16 @@ from .constructors import (
     conv_transpose3d,
     from_module,
 )
+from .fft import frame
+from .geometry import ConvGeometry
 from .operator import ConvOperator
 
-#: Exit status for bad arguments and configurations convop rejects (as argparse uses).
+#: Exit status for bad arguments, bad or refused input and the guards (as argparse uses).
 EXIT_USAGE = 2
+#: Exit status for unexpected failures (inside torch, scipy, numpy, or a bug).
+EXIT_FAILURE = 1
+#: Exit status after an interrupt (Ctrl-C), as shells report SIGINT.
+EXIT_INTERRUPTED = 130
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 KERNEL_SPECS = "KERNEL.npy, gaussian:SIZE[:SIGMA] or motion:LENGTH[:ANGLE]"
 _CONSTRUCTORS = {
@@ -50,7 +80,10 @@ _CONSTRUCTORS = {
     (2, True): conv_transpose2d,
     (3, True): conv_transpose3d,
 }
+#: The only classes a ``--module`` file may contain (besides tensors and plain data).
+_CONV_MODULES = tuple(MODULE_KINDS)
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_CPU = torch.device("cpu")
 #: Why scipy's lsqr stopped (its ``istop``), for the deblur report.
 _STOPS = {
     0: "x = 0 solves it",
@@ -58,7 +91,11 @@ _STOPS = {
     2: "converged (least squares)",
     7: "iteration limit",
 }
-_LUMINANCE = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 weights of R, G, B
+_CHANNELS = ("red", "green", "blue")
+#: Bits per sample of Pillow's gray modes ("I": how Pillow may hold a 16-bit PNG).
+_GRAY_BITS = {"1": 8, "L": 8, "LA": 8, "La": 8, "I;16": 16, "I;16L": 16, "I;16B": 16, "I": 16}
+#: How far a kernel's sum may be from 1 before deblur warns.
+_SUM_TOLERANCE = 1e-6
 
 
 class _UsageError(Exception):
@@ -150,11 +187,57 @@ def _byte_count(text: str) -> int:
 
 
 # ---------------------------------------------------------------------- kernels and files
+def _one_line(text: object) -> str:
+    """``text`` with every run of whitespace (newlines included) made one space."""
+    return " ".join(str(text).split())
+
+
+def _warn(text: str) -> None:
+    print(f"convop: warning: {_one_line(text)}", file=sys.stderr)
+
+
 def _existing(path: str | Path, what: str) -> Path:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{what} not found: {str(path)!r}")
     return path
+
+
+def _load_array(path: Path, what: str, *, real: bool) -> np.ndarray:
+    """The one numeric array of a ``.npy`` file, never unpickled; ``ValueError`` otherwise."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:  # damaged, truncated, empty, pickled
+        raise ValueError(f"cannot read {what}: {error}") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive under a .npy name
+        array.close()
+        raise ValueError(f"{what} must hold one numeric array, got an .npz archive")
+    if array.dtype.kind not in ("biuf" if real else "biufc"):
+        raise ValueError(
+            f"{what} must hold one {'real ' * real}numeric array, got dtype {array.dtype}"
+        )
+    return array
+
+
+def _require_finite(values: np.ndarray, what: str, axes: Sequence[str] | None = None) -> None:
+    """``ValueError`` saying how many values are NaN or infinite and where the first is.
+
+    ``axes`` names the dimensions (``("row", "column")``); without it the index is printed.
+    """
+    bad = ~np.isfinite(values)
+    count = int(bad.sum())
+    if count == 0:
+        return
+    first = [int(i) for i in np.argwhere(bad)[0]]
+    where = (
+        ", ".join(f"{name} {i}" for name, i in zip(axes, first))
+        if axes
+        else f"index {tuple(first)}"
+    )
+    raise ValueError(
+        f"{what} has {count} non-finite value{'s' * (count > 1)} (NaN or Inf), "
+        f"the first at {where}"
+    )
 
 
 def load_kernel(spec: str) -> np.ndarray:
@@ -171,12 +254,13 @@ def load_kernel(spec: str) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        The kernel as stored (any number of dimensions).
+        The kernel as stored (any number of dimensions, values not checked).
 
     Raises
     ------
     ValueError
-        For an unknown spec, a missing or unreadable file, or invalid kernel parameters.
+        For an unknown spec, a missing, damaged or unreadable file, or invalid kernel
+        parameters.
 
     Examples
     --------
@@ -207,57 +291,165 @@ def load_kernel(spec: str) -> np.ndarray:
             raise ValueError(f"kernel {spec!r}: {error}") from None
     if Path(spec).suffix.lower() != ".npy":
         raise ValueError(f"unknown kernel {spec!r}: expected {KERNEL_SPECS}")
-    path = _existing(spec, "kernel file")
-    try:
-        kernel = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read kernel file {spec!r}: {error}") from None
-    if not isinstance(kernel, np.ndarray) or kernel.dtype.kind not in "biufc":
-        raise ValueError(f"kernel file {spec!r} must hold one numeric array")
-    return kernel
+    return _load_array(_existing(spec, "kernel file"), f"kernel file {spec!r}", real=False)
 
 
 def _as_weight(kernel: np.ndarray, ndim: int, dtype: str | None, spec: str) -> np.ndarray:
-    """A kernel in PyTorch's weight layout ``(C_out, C_in/groups, *k)`` for ``ndim`` dims."""
-    if kernel.ndim == ndim:  # one channel in, one out
-        kernel = kernel[None, None]
-    elif kernel.ndim != ndim + 2:
+    """A finite kernel in PyTorch's weight layout ``(C_out, C_in/groups, *k)``, ``ndim`` dims."""
+    if kernel.ndim not in (ndim, ndim + 2):
         raise ValueError(
             f"kernel {spec!r} has shape {kernel.shape}, but the input has {ndim} spatial "
             f"dimension{'s' * (ndim > 1)}: expected a kernel with {ndim} dimension"
             f"{'s' * (ndim > 1)} (one channel) or {ndim + 2} (C_out, C_in/groups, *kernel)"
         )
     if dtype is not None:
-        return kernel.astype(dtype)
-    return kernel if kernel.dtype.kind in "fc" else kernel.astype(np.float64)
+        kernel = kernel.astype(dtype)
+    elif kernel.dtype.kind not in "fc":
+        kernel = kernel.astype(np.float64)
+    _require_finite(kernel, f"kernel {spec!r}")
+    return kernel[None, None] if kernel.ndim == ndim else kernel  # one channel in, one out
 
 
-def _read_image(spec: str) -> np.ndarray:
-    """A grayscale image as a 2-d float64 array (``.npy``, or PNG/JPEG via matplotlib)."""
+def _load_module(spec: str, *, unsafe: bool) -> nn.Module:
+    """A conv module saved with ``torch.save(module)``, read by torch's restricted unpickler
+    (only :data:`_CONV_MODULES`, tensors and plain data), or fully unpickled when ``unsafe``."""
+    path = _existing(spec, "module file")
+    if unsafe:
+        _warn(
+            f"--unsafe-unpickle: fully unpickling {spec!r}, which can run arbitrary code "
+            f"from the file"
+        )
+        allowed = contextlib.nullcontext()
+    elif hasattr(torch.serialization, "safe_globals"):
+        allowed = torch.serialization.safe_globals(list(_CONV_MODULES))
+    else:  # torch < 2.5
+        raise ValueError(
+            f"reading --module files safely needs torch >= 2.5, found torch "
+            f"{torch.__version__}: upgrade torch, or pass --unsafe-unpickle for a file you "
+            f"trust (full unpickling can run arbitrary code)"
+        )
+    try:
+        with allowed:
+            module = torch.load(path, weights_only=not unsafe, map_location="cpu")
+    except Exception as error:  # a damaged or foreign file can fail in any way
+        raise _module_load_error(spec, error) from None
+    if not isinstance(module, nn.Module):
+        hint = ""
+        if isinstance(module, dict):
+            hint = " (a state_dict holds no configuration; save the module itself)"
+        raise ValueError(
+            f"{spec!r} must hold a conv module saved with torch.save(module), "
+            f"got {type(module).__name__}{hint}"
+        )
+    return module
+
+
+def _module_load_error(spec: str, error: Exception) -> ValueError:
+    """What to tell about a ``--module`` file ``torch.load`` failed on: refused or damaged."""
+    text = str(error)
+    refused = re.search(r"GLOBAL ([\w.]+)", text)  # torch's restricted unpickler said no
+    if refused:
+        classes = ", ".join(f"nn.{cls.__name__}" for cls in _CONV_MODULES)
+        return ValueError(
+            f"refused to load {spec!r}: it needs {refused.group(1)}, which --module files may "
+            f"not contain. They are read with torch.load(weights_only=True), which accepts "
+            f"only {classes} (not subclasses), tensors and plain data, and runs no code from "
+            f"the file: save a plain torch conv layer with torch.save(layer), or pass "
+            f"--unsafe-unpickle for a file you trust (full unpickling can run arbitrary code)"
+        )
+    detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:Check the documentation|$)", text)
+    reason = detail.group(1) if detail else f"{type(error).__name__}: {text}"
+    return ValueError(
+        f"cannot load a torch module from {spec!r} (damaged, or not written by "
+        f"torch.save): {reason}"
+    )
+
+
+# ---------------------------------------------------------------------- images
+class _Image(NamedTuple):
+    """An image to deblur, as read."""
+
+    pixels: np.ndarray  # (H, W, C) float64; C = 1 (gray) or 3 (red, green, blue)
+    bits: int | None  # bits per sample of an image file (pixels scaled to [0, 1]); None: .npy
+    alpha: bool  # an alpha channel was dropped
+
+
+def _pillow():
+    """Pillow's ``PIL.Image``, or a ``ValueError`` saying how to install it."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ValueError(
+            "PNG and JPEG images need Pillow, which is not installed: "
+            "pip install 'convop[plot]' (or use .npy files)"
+        ) from None
+    return Image
+
+
+def _read_image(spec: str) -> _Image:
+    """A ``.npy`` array, or a PNG/JPEG/... file read with Pillow; finite pixels only."""
     path = _existing(spec, "image file")
     if path.suffix.lower() == ".npy":
-        try:
-            image = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise ValueError(f"cannot read image {spec!r}: {error}") from None
-        if not isinstance(image, np.ndarray) or image.dtype.kind not in "biuf":
-            raise ValueError(f"image {spec!r} must hold one real numeric array")
-    else:
-        import matplotlib.image
+        return _read_npy_image(path, f"image {spec!r}")
+    Image = _pillow()
+    try:
+        with Image.open(path) as picture:
+            samples, bits, alpha = _samples(picture)
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
+        raise ValueError(f"cannot read image {spec!r}: {error}") from None
+    pixels = np.atleast_3d(samples).astype(np.float64) / (2**bits - 1)  # (H, W, C) in [0, 1]
+    return _Image(pixels, bits, alpha)
 
-        try:
-            image = np.asarray(matplotlib.image.imread(path))
-        except (OSError, ValueError, SyntaxError) as error:
-            raise ValueError(f"cannot read image {spec!r}: {error}") from None
-        if image.dtype.kind in "ui":  # JPEG and friends come as integers
-            image = image / np.iinfo(image.dtype).max
-        if image.ndim == 3 and image.shape[2] in (3, 4):  # RGB(A): luminance, alpha ignored
-            image = image[..., :3] @ _LUMINANCE
-        elif image.ndim == 3 and image.shape[2] in (1, 2):  # gray (+ alpha)
-            image = image[..., 0]
-    if image.ndim != 2:
-        raise ValueError(f"image {spec!r} must be 2-d (grayscale), got shape {image.shape}")
-    return image.astype(np.float64)
+
+def _read_npy_image(path: Path, what: str) -> _Image:
+    array = _load_array(path, what, real=True)
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
+        raise ValueError(
+            f"{what} must have shape (H, W) (gray) or (H, W, 3) (colour), got {array.shape}"
+        )
+    _require_finite(array, what, ("row", "column", "channel"))
+    pixels = array[..., None] if array.ndim == 2 else array
+    return _Image(pixels.astype(np.float64), bits=None, alpha=False)
+
+
+def _samples(picture) -> tuple[np.ndarray, int, bool]:
+    """``(samples, bits, alpha)`` of a Pillow image: ``(H, W)`` gray or ``(H, W, 3)`` RGB
+    unsigned samples, their bits (8, or 16 for 16-bit gray), whether alpha was dropped."""
+    alpha = any(band in "Aa" for band in picture.getbands()) or "transparency" in picture.info
+    bits = _GRAY_BITS.get(picture.mode)
+    if bits == 16:
+        samples = np.asarray(picture)
+        if samples.size and (samples.min() < 0 or samples.max() > 2**16 - 1):
+            raise ValueError(f"mode {picture.mode} samples outside 0..65535 are not supported")
+        return samples, bits, alpha
+    if bits == 8:
+        return np.asarray(picture.convert("L")), bits, alpha
+    if picture.mode == "F":
+        raise ValueError("floating-point images are not supported: save the array as .npy")
+    return np.asarray(picture.convert("RGB")), 8, alpha  # palette, RGB(A), CMYK, ...
+
+
+def _quantised(values: np.ndarray, image: _Image) -> np.ndarray:
+    """``values`` as unsigned samples of ``image``'s depth (8 bits for ``.npy`` data): image
+    files keep their [0, 1] scale (overshoot clipped), other data map from their own range."""
+    bits = image.bits or 8
+    pixels = image.pixels
+    lo, hi = (
+        (0.0, 1.0) if pixels.min() >= 0 and pixels.max() <= 1 else (pixels.min(), pixels.max())
+    )
+    scaled = np.clip((values - lo) / (float(hi - lo) or 1.0), 0.0, 1.0)
+    return np.round(scaled * (2**bits - 1)).astype(np.uint16 if bits == 16 else np.uint8)
+
+
+def _write_image(path: Path, result: np.ndarray, image: _Image) -> None:
+    """``result`` ``(H, W, C)`` as ``.npy`` (raw, the input's shape) or PNG (gray: mode L or
+    I;16, colour: RGB)."""
+    values = result[..., 0] if result.shape[2] == 1 else result  # (H, W) or (H, W, 3)
+    if path.suffix.lower() == ".npy":
+        atomic_write(path, lambda file: np.save(file, values))
+    else:
+        picture = _pillow().fromarray(_quantised(values, image))
+        atomic_write(path, lambda file: picture.save(file, format="PNG"))
 
 
 def _output_path(text: str, suffixes: Sequence[str], what: str) -> Path:
@@ -309,16 +501,18 @@ def _solve(
     iterations: int,
     quiet: bool,
     exact_count: bool,
+    label: str | None = None,
 ) -> tuple[np.ndarray, int, int, float, float]:
     """Run scipy's ``lsqr`` or ``lsmr``; ``(x, istop, itn, residual norm, seconds)``.
 
-    ``exact_count`` runs exactly ``iterations`` (tolerances 0) instead of stopping early.
+    ``exact_count`` runs exactly ``iterations`` (tolerances 0) instead of stopping early;
+    ``label`` titles the progress bar (default ``name``).
     """
     from scipy.sparse.linalg import lsmr, lsqr
 
     tol = dict(atol=0.0, btol=0.0) if exact_count else {}
     # Products on float64 arrays run torch single-threaded (convop.threads): no pool fight.
-    with _progress(iterations, name, quiet) as bar:
+    with _progress(iterations, label or name, quiet) as bar:
         A = _counted(op, bar)
         start = time.perf_counter()
         if name == "lsqr":
@@ -329,6 +523,46 @@ def _solve(
     return x, istop, itn, float(r1norm), seconds
 
 
+# ---------------------------------------------------------------------- deblur's guards
+def _deblur_bytes(geometry: ConvGeometry, channels: int) -> int:
+    """Estimated memory of deblurring ``channels`` channels one after the other.
+
+    The image and the result (``channels`` float64 planes each), lsqr's ~6 float64 vectors
+    of one channel, and the products' workspace: ~2 complex grids of the padded size.
+    """
+    pixels = math.prod(geometry.input_size)
+    padded = math.prod(frame(geometry).sizes)
+    return 8 * pixels * (2 * channels + 6) + 2 * 16 * padded
+
+
+def _deblur_seconds(geometry: ConvGeometry, method: str, channels: int, iterations: int) -> float:
+    """Estimated time of ``iterations`` lsqr iterations per channel by convop's cost model.
+
+    Each iteration applies the blur and its adjoint: two products.
+    """
+    product = cost_model.fft_seconds if method == "fft" else cost_model.direct_seconds
+    return product(geometry, torch.float64, _CPU) * 2 * iterations * channels
+
+
+def _check_deblur(
+    geometry: ConvGeometry, method: str, channels: int, args: argparse.Namespace
+) -> None:
+    """Refuse, before anything is allocated, a deblur over the memory or the time limit."""
+    height, width = geometry.input_size
+    what = f"deblurring {channels} channel{'s' * (channels > 1)} of {height} x {width} pixels"
+    check_memory(_deblur_bytes(geometry, channels), args.max_bytes, what)
+    seconds = _deblur_seconds(geometry, method, channels, args.iterations)
+    if seconds > args.max_seconds:
+        raise ValueError(
+            f"{what} would take up to about {seconds:.3g} s by convop's cost model "
+            f"({args.iterations} lsqr iterations x 2 {method} products x {channels} "
+            f"channel{'s' * (channels > 1)}), more than --max-seconds {args.max_seconds:g}; "
+            f"pass --max-seconds {math.ceil(seconds)} or more (or fewer --iterations) to run "
+            f"it anyway"
+        )
+
+
+# ---------------------------------------------------------------------- demo helpers
 def _psnr(estimate: np.ndarray, truth: np.ndarray) -> float:
     """Peak signal-to-noise ratio in dB, the peak being the range of ``truth``."""
     peak = float(truth.max() - truth.min())
@@ -405,10 +639,14 @@ def _build_operator(args: argparse.Namespace) -> tuple[ConvOperator, str]:
             raise ValueError(
                 f"{flags} cannot be used with --module: the module's own configuration is used"
             )
-        module = _load_module(args.module)
+        module = _load_module(args.module, unsafe=args.unsafe_unpickle)
         if args.dtype is not None:
             module = module.to(_DTYPES[args.dtype])
-        return from_module(module, args.input_shape), f"module {args.module}"
+        op = from_module(module, args.input_shape)
+        _require_finite(op.weight.detach().numpy(), f"the weight of module {args.module!r}")
+        return op, f"module {args.module}"
+    if args.unsafe_unpickle:
+        raise ValueError("--unsafe-unpickle applies to --module only")
     weight = _as_weight(load_kernel(args.kernel), ndim, args.dtype, args.kernel)
     options = {o: getattr(args, o) for o in conv_options if getattr(args, o) is not None}
     if args.transposed:
@@ -424,41 +662,28 @@ def _build_operator(args: argparse.Namespace) -> tuple[ConvOperator, str]:
     return build(weight, args.input_shape, **options), f"kernel {args.kernel}"
 
 
-def _load_module(spec: str) -> torch.nn.Module:
-    path = _existing(spec, "module file")
-    try:
-        module = torch.load(path, weights_only=False, map_location="cpu")  # unpickles
-    except Exception as error:  # unpickling can fail in any way (missing classes, junk, ...)
-        raise ValueError(f"cannot load a torch module from {spec!r}: {error}") from None
-    if not isinstance(module, torch.nn.Module):
-        hint = ""
-        if isinstance(module, dict):
-            hint = " (a state_dict holds no configuration; save the module itself)"
-        raise ValueError(
-            f"{spec!r} must hold a conv module saved with torch.save(module), "
-            f"got {type(module).__name__}{hint}"
-        )
-    return module
+def _build_progress(quiet: bool) -> bool | None:
+    """``tosparse``'s ``progress``: its own choice (long builds) on a terminal, else off."""
+    terminal = sys.stderr is not None and sys.stderr.isatty()
+    return None if terminal and not quiet else False
 
 
 def _run_matrix(args: argparse.Namespace) -> int:
-    from . import materialize
     from .matrix_io import FORMATS, save_matrix
 
     output = _output_path(args.output, tuple(FORMATS), "OUTPUT")
     op, source = _build_operator(args)
-    plan = materialize.plan(op.weight, op.geometry, adjoint=op.is_adjoint)
-    nnz = materialize.nnz(plan)
-    save_matrix(output, op, max_bytes=args.max_bytes)
     m, n = op.shape
+    matrix = op.tosparse("csr", max_bytes=args.max_bytes, progress=_build_progress(args.quiet))
+    save_matrix(output, matrix, comment=repr(op))
     print(
         f"{op.name} from {source}: input {op.input_shape} -> output {op.output_shape}, "
         f"{op.geometry.describe()}, {op.dtype}"
     )
     print(f"wrote {output} ({FORMATS[output.suffix.lower()]})")
     print(f"  shape    {m} x {n}")
-    print(f"  nnz      {nnz}")
-    print(f"  density  {nnz / (m * n):.3g}")
+    print(f"  nnz      {matrix.nnz}")
+    print(f"  density  {matrix.nnz / (m * n):.3g}")
     print(f"  file     {format_bytes(output.stat().st_size)}")
     if op.bias is not None:
         print(
@@ -469,46 +694,90 @@ def _run_matrix(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_deblur(args: argparse.Namespace) -> int:
-    suffix = ".npy" if Path(args.image).suffix.lower() == ".npy" else ".png"
-    default = Path(f"{Path(args.image).stem}-deblurred{suffix}")
-    output = _output_path(args.output or str(default), (".png", ".npy"), "--output")
-    image = _read_image(args.image)  # (H, W)
-    weight = _as_weight(load_kernel(args.kernel), 2, None, args.kernel)
+def _blur_weight(spec: str) -> np.ndarray:
+    """The deblur kernel as a finite float64 ``(1, 1, kh, kw)`` weight, not all zeros."""
+    weight = _as_weight(load_kernel(spec), 2, "float64", spec)
     if weight.shape[:2] != (1, 1):
-        raise ValueError(f"kernel {args.kernel!r} must have one channel, got shape {weight.shape}")
-    op = conv2d(weight, (1, *image.shape), padding="same", padding_mode=args.padding_mode)
+        raise ValueError(f"kernel {spec!r} must have one channel, got shape {weight.shape}")
+    if not weight.any():
+        raise ValueError(
+            f"kernel {spec!r} is all zeros: it blurs every image to 0, so there is nothing "
+            f"to recover"
+        )
+    return weight
+
+
+def _warn_unless_normalised(weight: np.ndarray, spec: str) -> None:
+    """Warn when the kernel does not sum to 1: the result's brightness then scales."""
+    total = float(weight.sum())
+    if abs(total) <= _SUM_TOLERANCE * float(np.abs(weight).sum()):
+        _warn(
+            f"kernel {spec!r} sums to 0: it removes the image's mean brightness, which the "
+            f"result cannot recover (the damping pulls it towards 0)"
+        )
+    elif abs(total - 1) > _SUM_TOLERANCE:
+        _warn(
+            f"kernel {spec!r} sums to {total:.6g}, not 1: the result's brightness scales by "
+            f"its inverse ({1 / total:.6g}); divide the kernel by its sum to keep it"
+        )
+
+
+def _blur_operator(
+    weight: np.ndarray, shape: tuple[int, ...], args: argparse.Namespace
+) -> ConvOperator:
+    """The blur of one ``(H, W, C)`` image's channel, after the memory and time guards."""
+    height, width, channels = shape
+    op = conv2d(weight, (1, height, width), padding="same", padding_mode=args.padding_mode)
+    _check_deblur(op.geometry, op.method, channels, args)  # building it allocated nothing
+    return op
+
+
+def _deblur_channel(
+    op: ConvOperator, b: np.ndarray, label: str, args: argparse.Namespace
+) -> tuple[np.ndarray, str]:
+    """lsqr on one channel ``b`` (flattened): the solution and its report line."""
     x, istop, itn, r1norm, seconds = _solve(
         "lsqr",
         op,
-        image.ravel(),
+        b,
         damp=args.damp,
         iterations=args.iterations,
         quiet=args.quiet,
         exact_count=False,
+        label=label,
     )
-    result = x.reshape(image.shape)
-    if output.suffix.lower() == ".npy":
-        np.save(output, result)
-    else:
-        import matplotlib.image
-
-        # Image files are read into [0, 1]: keep that scale (clipping the overshoot);
-        # other data are mapped from their own range.
-        lo, hi = (
-            (0.0, 1.0) if image.min() >= 0 and image.max() <= 1 else (image.min(), image.max())
-        )
-        matplotlib.image.imsave(output, result, cmap="gray", vmin=lo, vmax=hi)
-    relative = r1norm / max(float(np.linalg.norm(image)), np.finfo(float).tiny)
+    relative = r1norm / max(float(np.linalg.norm(b)), np.finfo(float).tiny)
     stopped = _STOPS.get(istop, f"istop={istop}")
-    print(
-        f"deblurred {args.image} ({image.shape[0]} x {image.shape[1]}) with kernel "
-        f"{args.kernel} {weight.shape[2:]}, {args.padding_mode} padding"
-    )
-    print(
-        f"lsqr: {itn} iterations ({stopped}), {seconds:.2f} s, damp {args.damp:g}, "
+    return x, (
+        f"{label}: {itn} iterations ({stopped}), {seconds:.2f} s, damp {args.damp:g}, "
         f"residual |b - A x| / |b| = {relative:.3g}"
     )
+
+
+def _run_deblur(args: argparse.Namespace) -> int:
+    suffix = ".npy" if Path(args.image).suffix.lower() == ".npy" else ".png"
+    default = Path(f"{Path(args.image).stem}-deblurred{suffix}")
+    output = _output_path(args.output or str(default), (".png", ".npy"), "--output")
+    weight = _blur_weight(args.kernel)  # (1, 1, kh, kw)
+    image = _read_image(args.image)
+    height, width, channels = image.pixels.shape
+    op = _blur_operator(weight, image.pixels.shape, args)
+    _warn_unless_normalised(weight, args.kernel)
+    labels = ["lsqr"] if channels == 1 else [f"lsqr {name}" for name in _CHANNELS]
+    result = np.empty_like(image.pixels)  # (H, W, C)
+    reports = []
+    for c, label in enumerate(labels):
+        x, report = _deblur_channel(op, image.pixels[..., c].ravel(), label, args)
+        result[..., c] = x.reshape(height, width)
+        reports.append(report)
+    _write_image(output, result, image)
+    print(
+        f"deblurred {args.image} ({height} x {width}, {'gray' if channels == 1 else 'RGB'}) "
+        f"with kernel {args.kernel} {weight.shape[2:]}, {args.padding_mode} padding"
+    )
+    print("\n".join(reports))
+    if image.alpha:
+        print("note: the image's alpha channel is dropped: not deblurred and not written")
     print(f"wrote {output}")
     return 0
 
@@ -520,6 +789,11 @@ examples:
   convop matrix --kernel gaussian:5 --input-shape 1,64,64 B.mtx
   convop deblur photo.png --kernel motion:9:30 --output sharp.png
   convop SUBCOMMAND --help                     options of one subcommand
+
+exit status:
+  0 success, 2 bad arguments, bad or refused input and the memory/time guards,
+  1 unexpected failures (inside torch, or a bug), 130 interrupted; every failure is
+  one line "convop: error: ..." on stderr
 """
 
 _DEMO_DESCRIPTION = """\
@@ -540,7 +814,12 @@ _MATRIX_DESCRIPTION = """\
 Build the exact sparse matrix B of a convolution, y = B @ x for one flattened sample
 (x = tensor.reshape(-1) of shape (C, *spatial)), and write it as scipy .npz or Matrix Market
 .mtx (MATLAB, Julia, R, SuiteSparse, ...). Give either a kernel and PyTorch's conv arguments,
-or a conv module saved with torch.save(module). Prints shape, nnz, density and file size."""
+or a conv module saved with torch.save(module). Prints shape, nnz, density and file size.
+
+Module files are read with torch.load(weights_only=True): only torch's own nn.Conv1d/2d/3d
+and nn.ConvTranspose1d/2d/3d (no subclasses), tensors and plain data; nothing in the file
+is run. Matrices over the memory limit are refused before they are built; a progress bar
+shows for long builds, on a terminal only."""
 
 _MATRIX_EPILOG = """\
 kernel:
@@ -558,12 +837,18 @@ examples:
 """
 
 _DEBLUR_DESCRIPTION = """\
-Deblur a grayscale image: solve min |A x - b|^2 + damp^2 |x|^2 with scipy's lsqr, where A
-is the blur (convop.conv2d with padding "same") and b the image. PNG/JPEG files are read
-with matplotlib (RGB(A) converted to gray by luminance, values in [0, 1]); a .npy file holds
-a 2-d array. The result is written as .npy (raw values) or .png (grayscale; images read
-from files keep their [0, 1] scale with overshoot clipped, other data are mapped from their
-own range)."""
+Deblur an image: solve min |A x - b|^2 + damp^2 |x|^2 with scipy's lsqr for each colour
+channel, where A is the blur (convop.conv2d with padding "same") and b the channel.
+PNG/JPEG files are read with Pillow (values scaled to [0, 1]; gray stays gray, RGB(A) is
+deblurred per channel, alpha dropped); a .npy file holds an (H, W) gray or (H, W, 3) colour
+array. The result is written as .npy (raw values, the input's shape) or .png (gray: 8-bit,
+or 16-bit for a 16-bit input; colour: RGB; images read from files keep their [0, 1] scale
+with overshoot clipped, other data are mapped from their own range).
+
+Refused before solving: NaN or Inf pixels or kernel values, an all-zero kernel, and
+problems whose estimated memory exceeds --max-bytes or whose estimated time exceeds
+--max-seconds. A kernel that does not sum to 1 is used with a warning: the result's
+brightness scales by the inverse of its sum."""
 
 _DEBLUR_EPILOG = """\
 examples:
@@ -657,8 +942,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--module",
         metavar="MODULE.pt",
         help="an nn.Conv1d/2d/3d or nn.ConvTranspose1d/2d/3d saved with "
-        "torch.save(module); loading UNPICKLES the file, which can run "
-        "arbitrary code: use only files you trust",
+        "torch.save(module), read with torch.load(weights_only=True): other classes "
+        "are refused and nothing in the file is run",
     )
     matrix.add_argument(
         "--input-shape",
@@ -715,17 +1000,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse to build a matrix needing more memory, e.g. 2G "
         "(default: half the memory available)",
     )
+    matrix.add_argument(
+        "--unsafe-unpickle",
+        action="store_true",
+        help="read --module with full unpickling (torch.load(weights_only=False)), for a "
+        "file the safe reader refuses (e.g. a conv subclass): this CAN RUN ARBITRARY CODE "
+        "from the file; use only files you trust",
+    )
+    matrix.add_argument(
+        "--quiet", action="store_true", help="no progress bar (shown on a terminal only)"
+    )
     matrix.add_argument("output", metavar="OUTPUT", help="file to write: .npz or .mtx")
     matrix.set_defaults(run=_run_matrix)
 
     deblur = commands.add_parser(
         "deblur",
-        help="deblur a grayscale image (PNG, JPEG or .npy) with lsqr",
+        help="deblur a gray or colour image (PNG, JPEG or .npy) with lsqr",
         description=_DEBLUR_DESCRIPTION,
         epilog=_DEBLUR_EPILOG,
         formatter_class=_Formatter,
     )
-    deblur.add_argument("image", metavar="IMAGE", help="PNG, JPEG or 2-d .npy file")
+    deblur.add_argument(
+        "image", metavar="IMAGE", help="PNG or JPEG file, or .npy of shape (H, W) or (H, W, 3)"
+    )
     deblur.add_argument(
         "--kernel",
         default="gaussian:9",
@@ -744,7 +1041,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=100,
         metavar="N",
-        help="most lsqr iterations (default 100)",
+        help="most lsqr iterations per channel (default 100)",
     )
     deblur.add_argument(
         "--padding-mode",
@@ -759,19 +1056,48 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUT",
         help="OUT.png or OUT.npy (default ./IMAGE-deblurred.png, or .npy for a .npy image)",
     )
-    deblur.add_argument("--quiet", action="store_true", help="no progress bar")
+    deblur.add_argument(
+        "--max-bytes",
+        type=_byte_count,
+        default=None,
+        metavar="N",
+        help="refuse to deblur when the estimated memory exceeds N, e.g. 2G "
+        "(default: half the memory available)",
+    )
+    deblur.add_argument(
+        "--max-seconds",
+        type=_positive_float,
+        default=600.0,
+        metavar="S",
+        help="refuse to deblur when convop's cost model expects the solve to take longer "
+        "(default 600 s)",
+    )
+    deblur.add_argument("--quiet", action="store_true", help="no progress bars")
     deblur.set_defaults(run=_run_deblur)
     return parser
 
 
 # ---------------------------------------------------------------------- entry point
-def _fail(message: object) -> int:
-    text = " ".join(str(message).split())  # always one line
+def _fail(message: object, status: int = EXIT_USAGE) -> int:
+    """Print ``message`` as one line ``convop: error: ...`` on stderr; return ``status``."""
+    text = _one_line(message) or type(message).__name__
     text = text.replace("pass max_bytes=", "pass --max-bytes ").replace(
         "(max_bytes)", "(--max-bytes)"
     )
     print(f"convop: error: {text}", file=sys.stderr)
-    return EXIT_USAGE
+    return status
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show each Python warning as one line ``convop: warning: CATEGORY: message``."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        _warn(f"{category.__name__}: {message}")
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -785,9 +1111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        The exit status: 0 on success (``--help`` and ``--version`` included), 2 for bad
-        arguments, missing or unreadable files, configurations convop rejects and the memory
-        guard (one line ``convop: error: ...`` on stderr), 130 when interrupted.
+        The exit status: 0 on success (``--help`` and ``--version`` included); 2 for bad
+        arguments, missing, damaged or refused files, configurations convop rejects and the
+        guards (memory, expected time); 1 for unexpected failures (inside torch, such as an
+        allocation that fails, or a bug); 130 when interrupted. Every failure is one line
+        ``convop: error: ...`` on stderr (unexpected ones name the exception type), never a
+        traceback.
 
     See Also
     --------
@@ -802,20 +1131,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> main(["matrix", "--kernel", "gaussian:4", "--input-shape", "1,8,8", "B.npz"])
     2
     """
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:  # --help, --version
+        with _one_line_warnings():
+            args = build_parser().parse_args(argv)
+            return args.run(args)
+    except SystemExit as exit_:  # argparse's --help and --version
         return exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
     except _UsageError as error:
         return _fail(error)
-    try:
-        return args.run(args)
-    except (ValueError, TypeError, MemoryError, OSError) as error:
-        return _fail(error)
     except KeyboardInterrupt:
         print("convop: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except (ValueError, TypeError, MemoryError, OSError) as error:  # refused input, guards
+        return _fail(error)
+    except Exception as error:  # unexpected: still one line, naming what failed
+        return _fail(f"{type(error).__name__}: {error}", EXIT_FAILURE)
 
 
 if __name__ == "__main__":

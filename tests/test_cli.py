@@ -1,15 +1,20 @@
 """The ``convop`` command, run in-process through ``convop.cli.main`` (plus one subprocess test).
 
 Matrices written by ``convop matrix`` are compared with ``op.tosparse()`` of the operator built
-directly, and through it with torch's own layers; every error path must end in exit status 2
-and one line ``convop: error: ...``, never a traceback.
+directly, and through it with torch's own layers; every error path must end in one line
+``convop: error: ...`` and exit status 2 (1 for unexpected failures), never a traceback.
+``--module`` files that would run code when unpickled must be refused without running it.
 """
 
 from __future__ import annotations
 
+import io
+import os
 import re
 import subprocess
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,6 +22,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
+from modules import MODULE_CASES, ModuleCase
+from PIL import Image
 
 import convop
 from convop import cli
@@ -35,6 +42,47 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 def table_psnr(out: str, label: str) -> float:
     """The PSNR column of one row of the demo's table."""
     return float(re.search(rf"^{re.escape(label)}\s+([\d.]+)", out, re.MULTILINE).group(1))
+
+
+class MakesDirectory:
+    """Unpickling this calls ``os.mkdir(path)``: a stand-in for any code a file could run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.path),)
+
+
+def conv_with_payload(marker: Path) -> torch.nn.Conv2d:
+    """A real Conv2d whose ``__dict__`` hides a :class:`MakesDirectory`."""
+    layer = torch.nn.Conv2d(1, 1, 3, dtype=torch.float64)
+    layer.__dict__["payload"] = MakesDirectory(marker)
+    return layer
+
+
+class SubConv(torch.nn.Conv2d):
+    """Computes what nn.Conv2d computes, but is not one of the classes --module may hold."""
+
+
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def out_of_memory(*args, **kwargs):
+    raise RuntimeError(
+        "DefaultCPUAllocator: can't allocate memory: you tried to allocate 80000000000000000 "
+        "bytes.\nError code 12 (Cannot allocate memory)"
+    )
+
+
+def as_uint(image: np.ndarray, bits: int) -> np.ndarray:
+    """``image`` in [0, 1] as unsigned samples of ``bits`` bits."""
+    dtype = np.uint16 if bits == 16 else np.uint8
+    return np.round(np.clip(image, 0, 1) * (2**bits - 1)).astype(dtype)
 
 
 # ---------------------------------------------------------------------- demo
@@ -238,6 +286,113 @@ def test_matrix_max_bytes_accepts_binary_suffix(tmp_path, capsys):
     assert (convop.load_matrix(tmp_path / "B.npz") != expected).nnz == 0
 
 
+@pytest.mark.parametrize("case", MODULE_CASES, ids=lambda case: case.id)
+def test_matrix_reads_every_conv_class_from_module_files(tmp_path, capsys, case: ModuleCase):
+    """The table holds all six classes: nn.Conv1d/2d/3d and nn.ConvTranspose1d/2d/3d."""
+    layer = case.make()
+    torch.save(layer, tmp_path / "layer.pt")
+    shape = ",".join(str(n) for n in case.input_shape)
+    code, _, err = run(
+        capsys,
+        "matrix",
+        "--module",
+        tmp_path / "layer.pt",
+        "--input-shape",
+        shape,
+        tmp_path / "B.npz",
+    )
+    x = torch.randn(case.input_shape, dtype=torch.float64)
+    expected = layer(x[None]) - layer(torch.zeros_like(x)[None])  # B @ x: the bias cancels
+    loaded = convop.load_matrix(tmp_path / "B.npz")
+    assert (code, err) == (0, "")
+    np.testing.assert_allclose(
+        loaded @ x.numpy().ravel(), expected.detach().numpy().ravel(), rtol=1e-12, atol=1e-12
+    )
+
+
+PAYLOADS = {"pickled object": MakesDirectory, "inside a real Conv2d": conv_with_payload}
+
+
+@pytest.mark.parametrize("make", PAYLOADS.values(), ids=PAYLOADS.keys())
+def test_module_file_that_would_run_code_is_refused_unrun(tmp_path, capsys, make):
+    marker = tmp_path / "marker"
+    torch.save(make(marker), tmp_path / "evil.pt")
+    code, out, err = run(
+        capsys,
+        "matrix",
+        "--module",
+        tmp_path / "evil.pt",
+        "--input-shape",
+        "1,6,6",
+        tmp_path / "B.npz",
+    )
+    assert (code, out) == (2, "")
+    assert re.fullmatch(
+        r"convop: error: refused to load '.*evil.pt': it needs \w+\.mkdir, .*"
+        r"torch\.save\(layer\), or pass --unsafe-unpickle for a file you trust .*\n",
+        err,
+    )
+    assert not marker.exists()
+    assert not (tmp_path / "B.npz").exists()
+
+
+def test_unsafe_unpickle_reads_what_is_refused_and_warns(tmp_path, capsys):
+    marker = tmp_path / "marker"
+    layer = conv_with_payload(marker)
+    torch.save(layer, tmp_path / "layer.pt")
+    code, _, err = run(
+        capsys,
+        "matrix",
+        "--module",
+        tmp_path / "layer.pt",
+        "--unsafe-unpickle",
+        "--input-shape",
+        "1,6,6",
+        tmp_path / "B.npz",
+    )
+    expected = convop.from_module(layer, (1, 6, 6)).tosparse()
+    assert code == 0
+    assert err == (
+        f"convop: warning: --unsafe-unpickle: fully unpickling {str(tmp_path / 'layer.pt')!r}, "
+        f"which can run arbitrary code from the file\n"
+    )
+    assert marker.is_dir()  # the file's code did run: the warning is no exaggeration
+    assert (convop.load_matrix(tmp_path / "B.npz") != expected).nnz == 0
+
+
+def test_module_file_without_torch_safe_globals_is_refused(tmp_path, capsys, monkeypatch):
+    torch.save(torch.nn.Conv2d(1, 1, 3), tmp_path / "layer.pt")
+    monkeypatch.delattr(torch.serialization, "safe_globals")  # as in torch < 2.5
+    code, _, err = run(
+        capsys,
+        "matrix",
+        "--module",
+        tmp_path / "layer.pt",
+        "--input-shape",
+        "1,6,6",
+        tmp_path / "B.npz",
+    )
+    assert code == 2
+    assert re.match(r"convop: error: reading --module files safely needs torch >= 2.5", err)
+
+
+PROGRESS_CASES = {
+    "log file": (io.StringIO, (), False),
+    "terminal --quiet": (Terminal, ("--quiet",), False),
+    "terminal": (Terminal, (), True),
+}
+
+
+@pytest.mark.parametrize(("stderr", "flags", "bar"), PROGRESS_CASES.values(), ids=PROGRESS_CASES)
+def test_matrix_progress_bar_only_on_a_terminal(tmp_path, monkeypatch, stderr, flags, bar):
+    monkeypatch.setattr(convop.materialize, "PROGRESS_ENTRIES", 0)  # every build is "long"
+    monkeypatch.setattr(sys, "stderr", stderr())
+    argv = ["matrix", "--kernel", "gaussian:3", "--input-shape", "1,16,16", *flags]
+    code = cli.main([*argv, str(tmp_path / "B.npz")])
+    assert code == 0
+    assert ("tosparse" in sys.stderr.getvalue()) == bar
+
+
 # ---------------------------------------------------------------------- deblur
 def blurred_phantom(n: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """``(truth, blurred)``: the phantom and its gaussian:5 blur (reflect, 'same')."""
@@ -251,7 +406,7 @@ def blurred_phantom(n: int = 32) -> tuple[np.ndarray, np.ndarray]:
 def test_deblur_npy_gets_closer_to_the_truth(tmp_path, capsys):
     truth, blurred = blurred_phantom()
     np.save(tmp_path / "blurred.npy", blurred)
-    code, out, _ = run(
+    code, out, err = run(
         capsys,
         "deblur",
         tmp_path / "blurred.npy",
@@ -265,21 +420,208 @@ def test_deblur_npy_gets_closer_to_the_truth(tmp_path, capsys):
         tmp_path / "sharp.npy",
     )
     sharp = np.load(tmp_path / "sharp.npy")
-    assert code == 0
+    assert (code, err) == (0, "")
     assert sharp.shape == truth.shape
     assert np.linalg.norm(sharp - truth) < 0.7 * np.linalg.norm(blurred - truth)
     assert re.search(r"lsqr: \d+ iterations .*, [\d.]+ s, .*residual", out)
 
 
-def test_deblur_rgb_png_is_read_as_luminance(tmp_path, capsys):
+def test_deblur_rgb_png_deblurs_each_channel_like_a_gray_image(tmp_path, capsys):
     _, blurred = blurred_phantom()
-    gray = np.round(blurred * 255) / 255  # exactly representable in an 8-bit PNG
-    matplotlib.image.imsave(tmp_path / "rgb.png", np.stack([gray] * 3, axis=-1))
-    np.save(tmp_path / "gray.npy", gray)
-    args = ("--kernel", "gaussian:5", "--iterations", 20, "--output")
-    assert run(capsys, "deblur", tmp_path / "rgb.png", *args, tmp_path / "a.npy")[0] == 0
-    assert run(capsys, "deblur", tmp_path / "gray.npy", *args, tmp_path / "b.npy")[0] == 0
-    np.testing.assert_allclose(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"), atol=1e-5)
+    rgb = as_uint(np.stack([blurred, blurred.T, blurred[::-1]], axis=-1), 8)  # (32, 32, 3)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    args = ("--kernel", "gaussian:5", "--iterations", 20, "--quiet", "--output")
+    code, out, _ = run(capsys, "deblur", tmp_path / "rgb.png", *args, tmp_path / "rgb.npy")
+    for c in range(3):  # the same channels as gray .npy images, exactly as the PNG holds them
+        np.save(tmp_path / f"{c}.npy", rgb[..., c] / 255)
+        run(capsys, "deblur", tmp_path / f"{c}.npy", *args, tmp_path / f"{c}-sharp.npy")
+    expected = np.stack([np.load(tmp_path / f"{c}-sharp.npy") for c in range(3)], axis=-1)
+    assert code == 0
+    np.testing.assert_allclose(np.load(tmp_path / "rgb.npy"), expected, rtol=0, atol=1e-12)
+    assert re.search(r"^lsqr green: \d+ iterations", out, re.MULTILINE)
+
+
+class ImageCase(NamedTuple):
+    name: str  # file name of the input
+    write: Callable[[Path, np.ndarray], object]  # writes an image in [0, 1] to a path
+    mode: str  # Pillow mode of the PNG written from it
+
+
+IMAGE_CASES = [
+    ImageCase("gray.png", lambda path, x: Image.fromarray(as_uint(x, 8)).save(path), "L"),
+    ImageCase("gray16.png", lambda path, x: Image.fromarray(as_uint(x, 16)).save(path), "I;16"),
+    ImageCase(
+        "rgb.png",
+        lambda path, x: Image.fromarray(as_uint(np.stack([x] * 3, -1), 8)).save(path),
+        "RGB",
+    ),
+    ImageCase(
+        "rgba.png",
+        lambda path, x: Image.fromarray(as_uint(np.stack([x] * 4, -1), 8)).save(path),
+        "RGB",
+    ),
+    ImageCase(
+        "matplotlib-gray.png",  # matplotlib writes RGBA
+        lambda path, x: matplotlib.image.imsave(path, x, cmap="gray", vmin=0, vmax=1),
+        "RGB",
+    ),
+    ImageCase("photo.jpg", lambda path, x: Image.fromarray(as_uint(x, 8)).save(path), "L"),
+    ImageCase("gray.npy", np.save, "L"),
+    ImageCase("rgb.npy", lambda path, x: np.save(path, np.stack([x] * 3, -1)), "RGB"),
+]
+
+
+@pytest.mark.parametrize("case", IMAGE_CASES, ids=lambda case: case.name)
+def test_deblur_png_is_gray_for_gray_input_and_rgb_for_colour(tmp_path, capsys, case):
+    _, blurred = blurred_phantom()
+    case.write(tmp_path / case.name, blurred)
+    code, _, _ = run(
+        capsys,
+        "deblur",
+        tmp_path / case.name,
+        "--iterations",
+        5,
+        "--quiet",
+        "--output",
+        tmp_path / "out.png",
+    )
+    with Image.open(tmp_path / "out.png") as result:
+        assert (code, result.mode, result.size) == (0, case.mode, (32, 32))
+
+
+NPY_IMAGES = {"gray": lambda x: x, "colour": lambda x: np.stack([x, x.T, x[::-1]], axis=-1)}
+
+
+@pytest.mark.parametrize("make", NPY_IMAGES.values(), ids=NPY_IMAGES)
+def test_deblur_npy_keeps_its_shape(tmp_path, capsys, monkeypatch, make):
+    _, blurred = blurred_phantom()
+    np.save(tmp_path / "in.npy", make(blurred))
+    monkeypatch.chdir(tmp_path)
+    code, _, _ = run(capsys, "deblur", "in.npy", "--iterations", 5, "--quiet")
+    assert code == 0
+    assert np.load(tmp_path / "in-deblurred.npy").shape == make(blurred).shape
+
+
+def test_deblur_drops_alpha_with_a_note(tmp_path, capsys):
+    _, blurred = blurred_phantom()
+    Image.fromarray(as_uint(np.stack([blurred] * 4, -1), 8)).save(tmp_path / "rgba.png")
+    code, out, err = run(
+        capsys,
+        "deblur",
+        tmp_path / "rgba.png",
+        "--iterations",
+        5,
+        "--quiet",
+        "--output",
+        tmp_path / "out.png",
+    )
+    assert (code, err) == (0, "")
+    assert "note: the image's alpha channel is dropped: not deblurred and not written" in out
+
+
+def test_deblur_png_without_pillow_names_the_extra_to_install(tmp_path, capsys, monkeypatch):
+    _, blurred = blurred_phantom()
+    Image.fromarray(as_uint(blurred, 8)).save(tmp_path / "gray.png")
+    monkeypatch.setitem(sys.modules, "PIL", None)  # import raises ImportError
+    code, _, err = run(capsys, "deblur", tmp_path / "gray.png")
+    assert code == 2
+    assert (
+        "PNG and JPEG images need Pillow, which is not installed: pip install 'convop[plot]'"
+        in err
+    )
+
+
+SUM_CASES = {
+    "scaled": (
+        2 * gaussian_kernel(5),
+        r"sums to 2, not 1: the result's brightness scales by its inverse \(0\.5\)",
+    ),
+    "zero sum": (
+        np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]),
+        r"sums to 0: it removes the image's mean brightness",
+    ),
+}
+
+
+@pytest.mark.parametrize(("kernel", "match"), SUM_CASES.values(), ids=SUM_CASES)
+def test_deblur_warns_when_the_kernel_does_not_sum_to_1(tmp_path, capsys, kernel, match):
+    _, blurred = blurred_phantom()
+    np.save(tmp_path / "image.npy", blurred)
+    np.save(tmp_path / "k.npy", kernel)
+    code, _, err = run(
+        capsys,
+        "deblur",
+        tmp_path / "image.npy",
+        "--kernel",
+        tmp_path / "k.npy",
+        "--iterations",
+        5,
+        "--quiet",
+        "--output",
+        tmp_path / "sharp.npy",
+    )
+    assert code == 0
+    assert re.fullmatch(rf"convop: warning: kernel '.*k\.npy' {match}.*\n", err)
+
+
+def test_deblur_refuses_over_the_memory_limit_before_solving(tmp_path, capsys, monkeypatch):
+    _, blurred = blurred_phantom()
+    np.save(tmp_path / "image.npy", blurred)
+    argv = ("deblur", tmp_path / "image.npy", "--quiet", "--output", tmp_path / "out.npy")
+    with monkeypatch.context() as patch:
+        patch.setattr(convop._memory, "HOST_SOURCES", (lambda: 1000,))
+        code, out, err = run(capsys, *argv)
+    refusal = re.fullmatch(
+        r"convop: error: deblurring 1 channel of 32 x 32 pixels needs [\d.]+ KiB, more than the "
+        r"limit of 500 B \(half the 1000 B available now\); pass --max-bytes (\d+) or more .*\n",
+        err,
+    )
+    assert (code, out) == (2, "")
+    assert refusal
+    assert not (tmp_path / "out.npy").exists()
+    assert run(capsys, *argv, "--max-bytes", refusal.group(1))[0] == 0  # the override suffices
+
+
+def test_deblur_refuses_over_the_time_limit_before_solving(tmp_path, capsys, monkeypatch):
+    _, blurred = blurred_phantom()
+    np.save(tmp_path / "rgb.npy", np.stack([blurred] * 3, axis=-1))
+    monkeypatch.setattr(convop.method, "direct_seconds", lambda *args: 1.5)  # per product
+    monkeypatch.setattr(convop.method, "fft_seconds", lambda *args: 1.5)
+    argv = ("deblur", tmp_path / "rgb.npy", "--iterations", 100, "--output", tmp_path / "x.npy")
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert err == (
+        "convop: error: deblurring 3 channels of 32 x 32 pixels would take up to about 900 s by "
+        "convop's cost model (100 lsqr iterations x 2 direct products x 3 channels), more than "
+        "--max-seconds 600; pass --max-seconds 900 or more (or fewer --iterations) to run it "
+        "anyway\n"
+    )
+    assert run(capsys, *argv, "--max-seconds", 900)[0] == 0
+
+
+def test_deblur_failed_write_leaves_no_file(tmp_path, capsys, monkeypatch):
+    _, blurred = blurred_phantom()
+    np.save(tmp_path / "image.npy", blurred)
+
+    def disk_full(file, array):
+        file.write(b"\x93NUMPY half an array")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", disk_full)
+    code, _, err = run(
+        capsys,
+        "deblur",
+        tmp_path / "image.npy",
+        "--iterations",
+        5,
+        "--quiet",
+        "--output",
+        tmp_path / "out.npy",
+    )
+    assert code == 2
+    assert re.fullmatch(r"convop: error: \[Errno 28\] cannot write .*out\.npy: no space left on "
+                        r"the device; nothing was changed\n", err)  # fmt: skip
+    assert [p.name for p in tmp_path.iterdir()] == ["image.npy"]
 
 
 def test_deblur_png_default_output_in_current_directory(tmp_path, capsys, monkeypatch):
@@ -335,6 +677,67 @@ ERROR_CASES = {
     ),
     "module file not a pickle": ErrorCase(
         (*MATRIX, "--module", "{tmp}/junk.pt", "{tmp}/B.npz"), r"cannot load a torch module"
+    ),
+    "module file of junk bytes": ErrorCase(
+        (*MATRIX, "--module", "{tmp}/bytes.pt", "{tmp}/B.npz"),
+        r"cannot load a torch module from '.*bytes.pt' \(damaged, or not written by torch.save\)",
+    ),
+    "truncated module file": ErrorCase(
+        (*MATRIX, "--module", "{tmp}/truncated.pt", "{tmp}/B.npz"),
+        r"cannot load a torch module from .*: RuntimeError: PytorchStreamReader failed",
+    ),
+    "conv subclass": ErrorCase(
+        (*MATRIX, "--module", "{tmp}/subclass.pt", "{tmp}/B.npz"),
+        r"refused to load '.*subclass.pt': it needs [\w.]*SubConv, .* --unsafe-unpickle",
+    ),
+    "unsafe unpickle with kernel": ErrorCase(
+        (*MATRIX, "--kernel", "gaussian:3", "--unsafe-unpickle", "{tmp}/B.npz"),
+        r"--unsafe-unpickle applies to --module only",
+    ),
+    "NaN module weight": ErrorCase(
+        (*MATRIX, "--module", "{tmp}/nan-layer.pt", "{tmp}/B.npz"),
+        r"the weight of module '.*nan-layer.pt' has 9 non-finite values \(NaN or Inf\), "
+        r"the first at index \(0, 0, 0, 0\)",
+    ),
+    "NaN kernel": ErrorCase(
+        (*MATRIX, "--kernel", "{tmp}/nan-kernel.npy", "{tmp}/B.npz"),
+        r"kernel '.*nan-kernel.npy' has 1 non-finite value \(NaN or Inf\), the first at "
+        r"index \(1, 2\)",
+    ),
+    "truncated kernel file": ErrorCase(
+        (*MATRIX, "--kernel", "{tmp}/truncated.npy", "{tmp}/B.npz"),
+        r"cannot read kernel file '.*truncated.npy': Failed to read all data",
+    ),
+    "empty kernel file": ErrorCase(
+        (*MATRIX, "--kernel", "{tmp}/empty.npy", "{tmp}/B.npz"),
+        r"cannot read kernel file '.*empty.npy': No data left in file",
+    ),
+    "kernel file holding an archive": ErrorCase(
+        (*MATRIX, "--kernel", "{tmp}/archive.npy", "{tmp}/B.npz"),
+        r"must hold one numeric array, got an .npz archive",
+    ),
+    "huge input shape": ErrorCase(
+        (
+            "matrix",
+            "--kernel",
+            "gaussian:5",
+            "--input-shape",
+            "1,100000000,100000000",
+            "{tmp}/B.npz",
+        ),
+        r"tosparse\('csr'\) with 249999980000000400 nonzeros needs [\d.]+ TiB, more than the "
+        r"limit of",
+    ),
+    "huge input shape of a module": ErrorCase(
+        (
+            "matrix",
+            "--module",
+            "{tmp}/layer.pt",
+            "--input-shape",
+            "1,100000000,100000000",
+            "{tmp}/B.npz",
+        ),
+        r"tosparse\('csr'\) with \d+ nonzeros needs [\d.]+ TiB",
     ),
     "state_dict": ErrorCase(
         (*MATRIX, "--module", "{tmp}/state.pt", "{tmp}/B.npz"),
@@ -399,7 +802,37 @@ ERROR_CASES = {
         ("demo", "--iterations", "0"), r"--iterations: expected a positive int, got '0'"
     ),
     "missing image": ErrorCase(("deblur", "{tmp}/nope.png"), r"image file not found"),
-    "image not 2-d": ErrorCase(("deblur", "{tmp}/cube.npy"), r"must be 2-d \(grayscale\)"),
+    "image neither gray nor RGB": ErrorCase(
+        ("deblur", "{tmp}/cube.npy"),
+        r"must have shape \(H, W\) \(gray\) or \(H, W, 3\) \(colour\), got \(4, 4, 4\)",
+    ),
+    "NaN and Inf pixels": ErrorCase(
+        ("deblur", "{tmp}/nan-image.npy"),
+        r"image '.*nan-image.npy' has 2 non-finite values \(NaN or Inf\), the first at row 3, "
+        r"column 4$",
+    ),
+    "Inf in a colour channel": ErrorCase(
+        ("deblur", "{tmp}/inf-colour.npy"),
+        r"has 1 non-finite value \(NaN or Inf\), the first at row 0, column 1, channel 2$",
+    ),
+    "NaN deblur kernel": ErrorCase(
+        ("deblur", "{tmp}/image.npy", "--kernel", "{tmp}/nan-kernel.npy"),
+        r"kernel '.*nan-kernel.npy' has 1 non-finite value",
+    ),
+    "all-zero deblur kernel": ErrorCase(
+        ("deblur", "{tmp}/image.npy", "--kernel", "{tmp}/zero-kernel.npy"),
+        r"kernel '.*zero-kernel.npy' is all zeros: it blurs every image to 0",
+    ),
+    "truncated PNG": ErrorCase(
+        ("deblur", "{tmp}/truncated.png"), r"cannot read image '.*truncated.png': .*truncated"
+    ),
+    "PNG that is no image": ErrorCase(
+        ("deblur", "{tmp}/junk.png"), r"cannot read image '.*junk.png': cannot identify image"
+    ),
+    "bad max seconds": ErrorCase(
+        ("deblur", "{tmp}/image.npy", "--max-seconds", "0"),
+        r"--max-seconds: expected a positive number, got '0'",
+    ),
     "image output suffix": ErrorCase(
         ("deblur", "{tmp}/cube.npy", "--output", "{tmp}/x.tif"),
         r"--output must end in .png or .npy",
@@ -414,10 +847,37 @@ ERROR_CASES = {
 def error_files(tmp_path: Path) -> Path:
     torch.save(torch.nn.Conv2d(1, 1, 3), tmp_path / "layer.pt")
     torch.save(torch.nn.Conv2d(1, 1, 3).state_dict(), tmp_path / "state.pt")
+    torch.save(SubConv(1, 1, 3), tmp_path / "subclass.pt")
+    nan_layer = torch.nn.Conv2d(1, 1, 3)
+    torch.nn.init.constant_(nan_layer.weight, float("nan"))
+    torch.save(nan_layer, tmp_path / "nan-layer.pt")
+    whole = (tmp_path / "layer.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(whole[: len(whole) // 2])
     (tmp_path / "junk.pt").write_bytes(b"not a pickle")
+    (tmp_path / "bytes.pt").write_bytes(b"junk bytes here")
     np.save(tmp_path / "cube.npy", np.zeros((4, 4, 4)))
-    np.save(tmp_path / "image.npy", np.zeros((8, 8)))
+    np.save(tmp_path / "image.npy", np.ones((8, 8)))
+    nan_image = np.ones((8, 8))
+    nan_image[3, 4], nan_image[5, 1] = np.nan, np.inf
+    np.save(tmp_path / "nan-image.npy", nan_image)
+    inf_colour = np.ones((8, 8, 3))
+    inf_colour[0, 1, 2] = -np.inf
+    np.save(tmp_path / "inf-colour.npy", inf_colour)
     np.save(tmp_path / "w.npy", np.zeros((2, 1, 3, 3)))
+    nan_kernel = gaussian_kernel(3)
+    nan_kernel[1, 2] = np.nan
+    np.save(tmp_path / "nan-kernel.npy", nan_kernel)
+    np.save(tmp_path / "zero-kernel.npy", np.zeros((3, 3)))
+    np.save(tmp_path / "kernel.npy", gaussian_kernel(3))
+    whole = (tmp_path / "kernel.npy").read_bytes()
+    (tmp_path / "truncated.npy").write_bytes(whole[:-20])
+    (tmp_path / "empty.npy").write_bytes(b"")
+    with open(tmp_path / "archive.npy", "wb") as file:
+        np.savez(file, kernel=gaussian_kernel(3))
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "picture.png")
+    whole = (tmp_path / "picture.png").read_bytes()
+    (tmp_path / "truncated.png").write_bytes(whole[: len(whole) - 30])
+    (tmp_path / "junk.png").write_bytes(b"not a PNG")
     return tmp_path
 
 
@@ -432,6 +892,25 @@ def test_error_is_one_line_with_exit_status_2(error_files, capsys, case):
     assert re.search(case.match, err), err
 
 
+UNEXPECTED_CASES = {
+    "demo": ("demo", "--no-figure"),
+    "matrix": (*MATRIX, "--kernel", "gaussian:3", "{tmp}/B.npz"),
+    "deblur": ("deblur", "{tmp}/image.npy"),
+}
+
+
+@pytest.mark.parametrize("argv", UNEXPECTED_CASES.values(), ids=UNEXPECTED_CASES)
+def test_unexpected_failure_is_one_line_with_exit_status_1(error_files, capsys, monkeypatch, argv):
+    monkeypatch.setattr(cli, "conv2d", out_of_memory)  # what demo and deblur call
+    monkeypatch.setitem(cli._CONSTRUCTORS, (2, False), out_of_memory)  # what matrix calls
+    code, out, err = run(capsys, *[a.replace("{tmp}", str(error_files)) for a in argv])
+    assert (code, out) == (1, "")
+    assert err == (
+        "convop: error: RuntimeError: DefaultCPUAllocator: can't allocate memory: you tried to "
+        "allocate 80000000000000000 bytes. Error code 12 (Cannot allocate memory)\n"
+    )
+
+
 def test_interrupt_exits_130(capsys, monkeypatch):
     def interrupted(args):
         raise KeyboardInterrupt
@@ -439,6 +918,18 @@ def test_interrupt_exits_130(capsys, monkeypatch):
     monkeypatch.setattr(cli, "_run_demo", interrupted)
     code, _, err = run(capsys, "demo")
     assert (code, err) == (130, "convop: interrupted\n")
+
+
+def test_python_warnings_are_one_line(capsys, monkeypatch):
+    def warns(args):
+        warnings.warn("mind the\ngap", UserWarning, stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(cli, "_run_demo", warns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # this suite turns warnings into errors
+        code, _, err = run(capsys, "demo")
+    assert (code, err) == (0, "convop: warning: UserWarning: mind the gap\n")
 
 
 # ---------------------------------------------------------------------- help and version
@@ -450,9 +941,10 @@ def test_help_exits_0_with_examples(capsys, command):
     assert "examples:" in out
 
 
-def test_matrix_help_warns_that_modules_are_unpickled(capsys):
+def test_matrix_help_names_the_safe_reader_and_the_unsafe_flag(capsys):
     _, out, _ = run(capsys, "matrix", "--help")
-    assert "UNPICKLES" in out
+    assert "weights_only=True" in out
+    assert re.search(r"--unsafe-unpickle\s.*CAN\s+RUN\s+ARBITRARY\s+CODE", out, re.DOTALL)
 
 
 def test_version(capsys):
