@@ -25,3 +25,23 @@ def test_readme_has_code_to_run():
 @pytest.mark.parametrize("source", BLOCKS)
 def test_code_block_runs(source):
     exec(compile(source, "<doc block>", "exec"), {"__name__": "__doc_block__"})
+
+
+def _project() -> dict:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/index.md"])
+def test_pages_list_exactly_the_declared_dependencies(page):
+    project = _project()
+    listed = set(re.findall(r"`([a-z][a-z0-9_\-]*>=[0-9.]+)`", (ROOT / page).read_text()))
+    declared = set(project["dependencies"]) | set(project["optional-dependencies"]["plot"])
+    assert listed == declared
+
+
+def test_license_file_is_the_declared_license():
+    project = _project()
+    assert project["license"] == "BSD-3-Clause"
+    assert project["license-files"] == ["LICENSE"]
+    assert "BSD 3-Clause License" in (ROOT / "LICENSE").read_text()
