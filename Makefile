@@ -1,17 +1,22 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   create .venv if missing, install convop, run the deblurring showcase (convop demo)
-#   make test   same install, then lint, the test suite and the docs build (strict)
+#   make test   same install, then lint, the test suite, the MPI tests (mpiexec -n 1, 2, 3)
+#               and the docs build (strict)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.convop-installed
+# MPI comes from the mpich wheel of the test extra; a hung job fails after MPI_TIMEOUT s.
+MPIEXEC     := $(VENV)/bin/mpiexec
+MPI_RANKS   ?= 1 2 3
+MPI_TIMEOUT ?= 600
 
-.PHONY: demo test lint docs format install clean
+.PHONY: demo test test-mpi lint docs format install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,plot,docs]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,plot,docs,mpi]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,7 +30,22 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest
+	$(MAKE) test-mpi
 	$(MAKE) docs
+
+# Each rank count is one job; any failing rank, a hang, or a job where no test passed
+# (tests/mpi/conftest.py) fails the target. Then the distributed example on 2 ranks (it
+# checks its result against the serial solve and exits non-zero on every rank otherwise).
+test-mpi: $(STAMP)
+	@for n in $(MPI_RANKS); do \
+		echo "== MPI tests on $$n ranks"; \
+		OMP_NUM_THREADS=1 timeout $(MPI_TIMEOUT) $(MPIEXEC) -n $$n \
+			$(PY) -m pytest tests/mpi --with-mpi -q -p no:cacheprovider || exit 1; \
+	done
+	@echo "== examples/distributed_deconvolution.py on 2 ranks"
+	@out=$$(mktemp -d) && OMP_NUM_THREADS=1 timeout $(MPI_TIMEOUT) $(MPIEXEC) -n 2 \
+		$(PY) examples/distributed_deconvolution.py --quick --out $$out; \
+		status=$$?; rm -rf $$out; exit $$status
 
 docs: $(STAMP)
 	$(PY) -m mkdocs build --strict --site-dir site

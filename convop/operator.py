@@ -534,6 +534,42 @@ class ConvOperator(LinearOperator):
 
         return PyLopsConv(self, name=name)
 
+    def to_pylops_mpi(self, comm=None, axis: int | None = None):
+        """This operator spread over MPI ranks, as a ``pylops_mpi.MPILinearOperator``.
+
+        One contiguous slab of the spatial axis ``axis`` per rank, with exact halo
+        exchange for every geometry (see :class:`convop.distributed.DistributedConv`).
+        Needs the optional extra ``convop[mpi]``. Every rank calls it, with the same
+        geometry and weight values.
+
+        Parameters
+        ----------
+        comm : mpi4py.MPI.Comm, optional
+            Default ``MPI.COMM_WORLD``.
+        axis : int, optional
+            Spatial axis to split (0 is the first spatial axis). Default: the axis with
+            the most samples on both sides.
+
+        Returns
+        -------
+        convop.distributed.DistributedConv
+
+        Examples
+        --------
+        >>> import numpy as np, torch, convop
+        >>> op = convop.conv3d(torch.ones(1, 1, 3, 3, 3, dtype=torch.float64), (1, 16, 8, 8),
+        ...                    padding=1, padding_mode="circular")
+        >>> D = op.to_pylops_mpi()
+        >>> D.axis, D.shape == op.shape
+        (0, True)
+        >>> x = np.ones(op.input_shape)
+        >>> float(D.gather(D.H @ (D @ D.scatter(x))).max())
+        729.0
+        """
+        from .distributed import DistributedConv
+
+        return DistributedConv(self, comm=comm, axis=axis)
+
     # ------------------------------------------------------------------ scipy face
     def _numpy_apply(self, X: np.ndarray, adjoint: bool) -> np.ndarray:
         """``X`` of shape (n, k) -> (m, k), one batched convolution for all k columns."""

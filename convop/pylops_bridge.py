@@ -7,6 +7,7 @@ crosses into torch and back by DLPack, without copies, on the operator's device.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +32,10 @@ class PyLopsConv(pylops.LinearOperator):
         The operator to wrap (shared, not copied).
     name : str, optional
         PyLops' operator name (default ``'C'``).
+    frames : int, optional
+        Apply the operator to this many independent samples at once (one batched
+        convolution per product): ``dims == (frames, *op.input_shape)``. Default: one
+        sample, ``dims == op.input_shape``.
 
     Notes
     -----
@@ -39,12 +44,16 @@ class PyLopsConv(pylops.LinearOperator):
     numpy face of the operator (``np.result_type(op.dtype, x.dtype)``).
     """
 
-    def __init__(self, op: ConvOperator, name: str | None = None) -> None:
+    def __init__(
+        self, op: ConvOperator, name: str | None = None, *, frames: int | None = None
+    ) -> None:
         self.conv = op
+        self.frames = frames
+        lead = () if frames is None else (frames,)
         super().__init__(
             dtype=None,  # a property: it follows the convop operator's weight
-            dims=op.input_shape,
-            dimsd=op.output_shape,
+            dims=(*lead, *op.input_shape),
+            dimsd=(*lead, *op.output_shape),
             clinear=True,
             explicit=False,
             name="C" if name is None else name,
@@ -68,23 +77,34 @@ class PyLopsConv(pylops.LinearOperator):
                 f"build the operator from a weight on {x.device}"
             )
         shape_in = self.conv.output_shape if adjoint else self.conv.input_shape
-        m, k = self.shape[1] if adjoint else self.shape[0], x.shape[1]
+        m, k = math.prod(self.conv.input_shape if adjoint else self.conv.output_shape), x.shape[1]
         batch = x.T.reshape(k, *shape_in)  # (k, *shape_in)
         y = self.conv._torch_apply(batch, adjoint)  # (k, *shape_out)
         y = y.reshape(k, m).T.contiguous()  # (m, k)
         return y if isinstance(X, torch.Tensor) else get_array_module(X).from_dlpack(y)
 
+    def _vector(self, x: Any, adjoint: bool) -> Any:
+        if self.frames is None:
+            return self._apply(x.reshape(-1, 1), adjoint)[:, 0]
+        # frame f is the f-th contiguous block: the columns of a (sample, frames) matrix
+        return self._apply(x.reshape(self.frames, -1).T, adjoint).T.reshape(-1)
+
     def _matvec(self, x: Any) -> Any:
-        return self._apply(x.reshape(-1, 1), adjoint=False)[:, 0]
+        return self._vector(x, adjoint=False)
 
     def _rmatvec(self, x: Any) -> Any:
-        return self._apply(x.reshape(-1, 1), adjoint=True)[:, 0]
+        return self._vector(x, adjoint=True)
 
     def _matmat(self, X: Any) -> Any:
+        if self.frames is not None:
+            return get_array_module(X).stack([self._matvec(c) for c in X.T], axis=1)
         return self._apply(X, adjoint=False)
 
     def _rmatmat(self, X: Any) -> Any:
+        if self.frames is not None:
+            return get_array_module(X).stack([self._rmatvec(c) for c in X.T], axis=1)
         return self._apply(X, adjoint=True)
 
     def __repr__(self) -> str:
-        return f"<{self.shape[0]}x{self.shape[1]} PyLopsConv({self.conv!r})>"
+        frames = "" if self.frames is None else f", frames={self.frames}"
+        return f"<{self.shape[0]}x{self.shape[1]} PyLopsConv({self.conv!r}{frames})>"

@@ -1,0 +1,713 @@
+"""Convolutions spread over MPI ranks, as pylops-mpi operators with exact halo exchange.
+
+Install with the optional extra ``pip install "convop[mpi]"`` (mpi4py and pylops-mpi) plus
+an MPI library (``pip install mpich`` brings one with ``mpiexec``). ``import convop`` never
+imports this module; :meth:`convop.ConvOperator.to_pylops_mpi` does.
+
+Layout
+------
+:meth:`ConvOperator.to_pylops_mpi` splits one spatial axis of the sample into contiguous
+slabs, one per rank, for the operator's input and its output alike (the remainder of the
+division goes to the first ranks, as in pylops-mpi). Rank ``r`` holds the block
+``x[D.input_slices[r]]`` of shape ``(C, *local_slab)``, flattened in C order, and the
+distributed vector is these blocks one after the other, rank by rank: a 1-D
+``pylops_mpi.DistributedArray`` with partition ``SCATTER`` and ``local_shapes`` given by
+each rank's block size. This is *not* the C order of the global sample (unless the split
+axis is the first and there is one channel): use :meth:`DistributedConv.scatter`,
+:meth:`~DistributedConv.gather`, :meth:`~DistributedConv.from_local` and
+:meth:`~DistributedConv.to_local` to move between the two.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+try:
+    import pylops_mpi
+    from mpi4py import MPI
+    from pylops_mpi import DistributedArray, MPILinearOperator, Partition
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "convop.distributed needs mpi4py and pylops-mpi: pip install 'convop[mpi]' "
+        "(and an MPI library, e.g. pip install mpich)"
+    ) from error
+
+from ._arrays import NUMPY_TO_TORCH, TORCH_TO_NUMPY, result_dtype, to_numpy, to_tensor
+from ._checks import _is_int, as_int
+from ._slabs import SlabPlan, Transfer, conv_form
+from .operator import ConvOperator
+from .pylops_bridge import PyLopsConv
+
+__all__ = ["DistributedConv", "block_diag", "local_device"]
+
+#: MPI tag of convop's halo messages (products are collective over the communicator).
+HALO_TAG = 0x6307
+
+
+def local_device(comm: Any = None) -> torch.device:
+    """The device for this rank's weight: ``cuda:{rank % n_gpus}``, or the CPU without CUDA.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm, optional
+        Default ``MPI.COMM_WORLD``.
+
+    Examples
+    --------
+    >>> from convop.distributed import local_device
+    >>> local_device().type in ("cpu", "cuda")
+    True
+    """
+    comm = MPI.COMM_WORLD if comm is None else comm
+    if torch.cuda.is_available() and torch.cuda.device_count():
+        return torch.device(f"cuda:{comm.Get_rank() % torch.cuda.device_count()}")
+    return torch.device("cpu")
+
+
+class _Side:
+    """One side (input or output) of the decomposition: sample shape and slab bounds."""
+
+    def __init__(self, channels: int, sizes: tuple, bounds: tuple, axis: int) -> None:
+        self.shape = (channels, *sizes)
+        self.bounds = bounds
+        self.axis = axis
+        self.slabs = tuple(self._slab(lo, hi) for lo, hi in bounds)
+        self.slices = tuple(
+            (slice(None),) * (1 + axis)
+            + (slice(lo, hi),)
+            + (slice(None),) * (len(sizes) - axis - 1)
+            for lo, hi in bounds
+        )
+        self.counts = [math.prod(s) for s in self.slabs]
+
+    def _slab(self, lo: int, hi: int) -> tuple:
+        shape = list(self.shape)
+        shape[1 + self.axis] = hi - lo
+        return tuple(shape)
+
+
+class _Core:
+    """What one rank keeps for a distributed convolution and its adjoint: the plan, the
+    transfers of this rank, and the local operators (built on first use)."""
+
+    def __init__(self, op: ConvOperator, comm: Any, axis: int) -> None:
+        conv, keep, flip = conv_form(op.geometry)
+        self.weight, self.method = op.weight, op._method
+        self.flip = flip
+        self.comm = comm
+        self.rank, self.ranks = comm.Get_rank(), comm.Get_size()
+        self.plan = SlabPlan(conv, keep, axis, self.ranks)
+        self.conv_in = _Side(conv.in_channels, conv.input_size, self.plan.input_bounds, axis)
+        self.conv_out = _Side(conv.out_channels, keep, self.plan.output_bounds, axis)
+        self._local: dict[bool, ConvOperator] = {}
+        self._transfers: tuple[dict, dict] | None = None
+
+    # ------------------------------------------------------------------ built on first use
+    def local(self, conj: bool) -> ConvOperator:
+        """This rank's convolution of its extended slab (weight conjugated if ``conj``)."""
+        if conj not in self._local:
+            if False not in self._local:
+                geometry = self.plan.local_geometry(self.rank)
+                self._local[False] = ConvOperator(self.weight, geometry, method=self.method)
+            base = self._local[False]
+            self._local[conj] = (
+                ConvOperator._derived(base, adjoint=False, conj=True) if conj else base
+            )
+        return self._local[conj]
+
+    def transfers(self) -> tuple[dict[int, Transfer], dict[int, Transfer]]:
+        """``(receives, sends)`` of this rank, by the other rank (own samples in receives)."""
+        if self._transfers is None:
+            source = self.plan.extended_source(self.rank)
+            self._extended = (len(source), np.flatnonzero(source < 0))
+            self._transfers = (self.plan.receives(self.rank), self.plan.sends(self.rank))
+        return self._transfers
+
+    # ------------------------------------------------------------------ products
+    def forward(self, x: torch.Tensor, conj: bool) -> torch.Tensor:
+        """``crop o C`` on this rank: ``x`` is the local input slab (C_in, *slab)."""
+        ext = self._gather(x)  # (C_in, *extended slab)
+        y = self.local(conj)._torch_apply(ext[None], False)[0]  # (C_out, *out slab, uncropped)
+        return _crop(y, self.conv_out.slabs[self.rank])
+
+    def adjoint(self, y: torch.Tensor, conj: bool) -> torch.Tensor:
+        """Adjoint of :meth:`forward`: local adjoint, then the halo reduce."""
+        local = self.local(conj)
+        full = list(local.geometry.output_shape)
+        y = _zero_extend(y, full)  # undo the crop
+        ext = local._torch_apply(y[None], True)[0]  # (C_in, *extended slab)
+        return self._reduce(ext)
+
+    def _gather(self, x: torch.Tensor) -> torch.Tensor:
+        a = 1 + self.plan.axis
+        receives, sends = self.transfers()
+        length, zero = self._extended  # extended-slab length, samples zero padding supplies
+        shape = list(x.shape)
+        shape[a] = length
+        ext = torch.empty(shape, dtype=x.dtype, device=x.device)
+        requests, buffers, keep = [], {}, []
+        for q, t in receives.items():
+            if q != self.rank:
+                buffers[q] = np.empty(_with_len(shape, a, len(t)), dtype=_np_dtype(x))
+                requests.append(self.comm.Irecv(buffers[q], source=q, tag=HALO_TAG))
+        for r, t in sends.items():
+            piece = _host(_select(x, a, t.local))
+            keep.append(piece)
+            requests.append(self.comm.Isend(piece, dest=r, tag=HALO_TAG))
+        if len(zero):
+            ext.index_fill_(a, _index(zero, x.device), 0)
+        own = receives.get(self.rank)
+        if own is not None:
+            _copy_into(ext, a, x, own)
+        MPI.Request.Waitall(requests)
+        for q, buffer in buffers.items():
+            _put(ext, a, receives[q].ext, torch.from_numpy(buffer).to(x.device), add=False)
+        return ext
+
+    def _reduce(self, ext: torch.Tensor) -> torch.Tensor:
+        a = 1 + self.plan.axis
+        receives, sends = self.transfers()
+        shape = self.conv_in.slabs[self.rank]
+        requests, buffers, keep = [], {}, []
+        for r, t in sends.items():  # what this rank sent forward comes back, summed
+            buffers[r] = np.empty(_with_len(shape, a, len(t)), dtype=_np_dtype(ext))
+            requests.append(self.comm.Irecv(buffers[r], source=r, tag=HALO_TAG))
+        for q, t in receives.items():
+            if q != self.rank:
+                piece = _host(_select(ext, a, t.ext))
+                keep.append(piece)
+                requests.append(self.comm.Isend(piece, dest=q, tag=HALO_TAG))
+        own = receives.get(self.rank)
+        window = None if own is None else own.window(shape[a])
+        if window is not None:
+            # The usual case: the extended slab holds the whole own slab, in order. That
+            # window *is* the result (no copy); only the folds and the halo are added.
+            start, rest = window
+            out = ext.narrow(a, start, shape[a])
+            if rest.any():
+                out.index_add_(a, _index(own.local[rest], ext.device),
+                               _select(ext, a, own.ext[rest]))  # fmt: skip
+        else:
+            out = torch.zeros(shape, dtype=ext.dtype, device=ext.device)
+            if own is not None:
+                out.index_add_(a, _index(own.local, ext.device), _select(ext, a, own.ext))
+        MPI.Request.Waitall(requests)
+        for r, buffer in buffers.items():
+            _put(out, a, sends[r].local, torch.from_numpy(buffer).to(ext.device), add=True)
+        return out
+
+
+class DistributedConv(MPILinearOperator):
+    """A convop operator over MPI ranks: one slab of a spatial axis per rank.
+
+    Made by :meth:`convop.ConvOperator.to_pylops_mpi`. ``D @ x`` and ``D.H @ y`` take and
+    return 1-D ``pylops_mpi.DistributedArray`` vectors in the layout of
+    :mod:`convop.distributed` and equal the serial operator's products (``op @ x``,
+    ``op.H @ y``) up to round-off. Each rank gathers the samples its output slab reads
+    from other ranks (halo exchange; any padding mode, stride, dilation, groups,
+    transposed or not, halos reaching past the neighbours included); the adjoint sends
+    those contributions back to their owners, who add them (halo reduce). No product
+    ever assembles the global array. Products are collective: every rank of the
+    communicator calls them, in the same order.
+
+    Parameters
+    ----------
+    op : ConvOperator
+        The operator to distribute. Every rank builds it (with the same geometry and
+        weight values; the weight may live on a per-rank device, see :func:`local_device`).
+        The distributed operator reads the weight at every product, as ``op`` does.
+    comm : mpi4py.MPI.Comm, optional
+        Default ``MPI.COMM_WORLD``.
+    axis : int, optional
+        Spatial axis of the sample to split (0 for the first spatial axis, negative counts
+        from the end). Default: the axis with the most samples on both sides.
+
+    Attributes
+    ----------
+    operator : ConvOperator
+        The serial operator this one distributes (``op.H`` for ``D.H``).
+    axis : int
+        The split spatial axis.
+    input_slices, output_slices : tuple of tuple of slice
+        Per rank, the index of its block in a global sample:
+        ``x[D.input_slices[r]]`` is rank ``r``'s part of the input ``x``.
+    local_input_shape, local_output_shape : tuple of int
+        This rank's blocks, ``(C, *local_slab)``.
+    halo_bytes : int
+        Bytes this rank receives from other ranks per product, for data of the operator's
+        dtype (the adjoint sends as many back).
+
+    Raises
+    ------
+    ValueError
+        If the split axis has fewer samples (input or output) than there are ranks; the
+        message names the largest rank count that works.
+
+    Examples
+    --------
+    Run under ``mpiexec -n 2 python script.py``; on one process it is a one-rank split.
+
+    >>> import numpy as np, torch, convop
+    >>> w = torch.rand(4, 1, 5, 5, dtype=torch.float64)
+    >>> op = convop.conv2d(w, (1, 64, 48), padding="same", padding_mode="reflect")
+    >>> D = op.to_pylops_mpi()
+    >>> x = np.random.default_rng(0).standard_normal(op.input_shape)
+    >>> y = D.gather(D @ D.scatter(x))  # every rank gets the whole output
+    >>> bool(np.allclose(y, (op @ x.ravel()).reshape(op.output_shape)))
+    True
+    >>> v = D.scatter(x)
+    >>> D.to_local(v).shape == D.local_input_shape
+    True
+    """
+
+    def __init__(self, op: ConvOperator, comm: Any = None, axis: int | None = None) -> None:
+        if not isinstance(op, ConvOperator):
+            raise TypeError(f"op must be a ConvOperator, got {type(op).__name__}")
+        comm = MPI.COMM_WORLD if comm is None else comm
+        if not isinstance(comm, MPI.Comm):
+            raise TypeError(f"comm must be an mpi4py.MPI.Comm, got {type(comm).__name__}")
+        conv, keep, flip = conv_form(op.geometry)
+        ranks = comm.Get_size()
+        axis = _choose_axis(axis, conv, keep, ranks, op)
+        core = _Core(op, comm, axis)
+        forward = op.is_adjoint == flip  # D's matvec is crop o C (else its adjoint)
+        self._setup(op, core, forward=forward, conj=op._conj != flip)
+
+    def _setup(self, op: ConvOperator, core: _Core, *, forward: bool, conj: bool) -> None:
+        self.operator = op
+        self._core = core
+        self._forward = forward
+        self._conj = conj
+        self.axis = core.plan.axis
+        self._in, self._out = (
+            (core.conv_in, core.conv_out) if forward else (core.conv_out, core.conv_in)
+        )
+        rank = core.rank
+        super().__init__(
+            shape=(math.prod(self._out.shape), math.prod(self._in.shape)),
+            dtype=None,  # a property: it follows the weight
+            base_comm=core.comm,
+        )
+        self.input_slices = self._in.slices
+        self.output_slices = self._out.slices
+        self.local_input_shape = self._in.slabs[rank]
+        self.local_output_shape = self._out.slabs[rank]
+
+    @classmethod
+    def _derived(cls, D: DistributedConv, op: ConvOperator, *, forward: bool, conj: bool):
+        new = cls.__new__(cls)
+        new._setup(op, D._core, forward=forward, conj=conj)
+        return new
+
+    # ------------------------------------------------------------------ description
+    @property
+    def dtype(self) -> np.dtype:
+        """The operator's dtype now (it follows the weight)."""
+        return self.operator.dtype
+
+    @dtype.setter
+    def dtype(self, value) -> None:
+        if value is not None:  # pylops-mpi's helpers copy attributes onto derived operators
+            raise AttributeError("DistributedConv.dtype follows the weight and cannot be set")
+
+    @property
+    def halo_bytes(self) -> int:
+        """Bytes this rank receives from other ranks per product (``op.dtype`` data)."""
+        core = self._core
+        receives, sends = core.transfers()
+        side = core.conv_in  # halos are always samples of the convolution's input
+        per_sample = math.prod(side.shape) // side.shape[1 + self.axis]
+        moved = receives if self._forward else sends
+        samples = sum(len(t) for q, t in moved.items() if q != core.rank)
+        return samples * per_sample * self.dtype.itemsize
+
+    def __repr__(self) -> str:
+        return (
+            f"DistributedConv({self.operator.name}, ranks={self.size}, axis={self.axis}, "
+            f"input_shape={self._in.shape}, output_shape={self._out.shape}, "
+            f"local_input_shape={self.local_input_shape}, "
+            f"local_output_shape={self.local_output_shape})"
+        )
+
+    # ------------------------------------------------------------------ products
+    def _matvec(self, x: DistributedArray) -> DistributedArray:
+        return self._product(x, self._forward, self._in, self._out)
+
+    def _rmatvec(self, x: DistributedArray) -> DistributedArray:
+        return self._product(x, not self._forward, self._out, self._in)
+
+    def _product(self, x: DistributedArray, forward: bool, side_in, side_out):
+        self._check_vector(x, side_in)
+        core, rank = self._core, self._core.rank
+        weight = self.operator.weight
+        dtype = result_dtype(self.operator.dtype, np.dtype(x.dtype), "x")
+        t = _local_tensor(x, dtype, weight.device).reshape(side_in.slabs[rank])
+        y = core.forward(t, self._conj) if forward else core.adjoint(t, self._conj)
+        return self._wrap(y, side_out, x.engine)
+
+    def _check_vector(self, x: Any, side: _Side, name: str = "x") -> None:
+        if not isinstance(x, DistributedArray):
+            raise TypeError(
+                f"{name} must be a pylops_mpi.DistributedArray (see D.scatter), "
+                f"got {type(x).__name__}"
+            )
+        expected = (side.counts[self._core.rank],)
+        if x.partition is not Partition.SCATTER or tuple(x.local_shape) != expected:
+            raise ValueError(
+                f"{name} must be a SCATTER DistributedArray holding this rank's block "
+                f"{side.slabs[self._core.rank]} ({expected[0]} values), got partition "
+                f"{x.partition.name} and local shape {tuple(x.local_shape)}; build it with "
+                f"D.scatter() or D.from_local()"
+            )
+
+    def _wrap(self, block: torch.Tensor, side: _Side, engine: str) -> DistributedArray:
+        flat = block.reshape(-1)
+        if engine == "numpy":
+            local = to_numpy(flat)
+        else:
+            import cupy  # the cupy engine: a DLPack view on the same GPU
+
+            local = cupy.from_dlpack(flat.contiguous())
+        return DistributedArray(
+            global_shape=math.prod(side.shape),
+            base_comm=self._core.comm,
+            partition=Partition.SCATTER,
+            local_shapes=[(c,) for c in side.counts],
+            local_array=local,
+        )
+
+    # ------------------------------------------------------------------ adjoint, transpose
+    def _adjoint(self) -> DistributedConv:
+        return DistributedConv._derived(self, self.operator.H, forward=not self._forward,
+                                        conj=self._conj)  # fmt: skip
+
+    def _transpose(self) -> DistributedConv:
+        return DistributedConv._derived(self, self.operator.T, forward=not self._forward,
+                                        conj=not self._conj)  # fmt: skip
+
+    # ------------------------------------------------------------------ global <-> distributed
+    def scatter(
+        self, x: Any = None, *, root: int | None = None, output: bool = False
+    ) -> DistributedArray:
+        """A global input sample as a distributed vector.
+
+        Parameters
+        ----------
+        x : array_like or torch.Tensor
+            Of shape ``input_shape`` (or flattened), on every rank (``root=None``) or only
+            on ``root`` (ignored elsewhere; pass ``None``).
+        root : int, optional
+            The rank holding ``x``; it sends every other rank its block.
+        output : bool, default False
+            ``x`` is in the output space (shape ``output_shape``), e.g. the data of a
+            least-squares problem; the same as ``D.H.scatter(x)``.
+
+        Returns
+        -------
+        pylops_mpi.DistributedArray
+            dtype ``np.result_type(op.dtype, x.dtype)``; a copy, never a view of ``x``.
+        """
+        side, comm, rank = self._side(output), self._core.comm, self._core.rank
+        if root is None:
+            block = self._global(x, side, "x")[side.slices[rank]]
+            return self._wrap_numpy(np.array(block, copy=True), side)
+        root = _check_root(root, self.size)
+        arr, problem = None, None
+        if rank == root:
+            try:
+                arr = self._global(x, side, "x")
+            except (TypeError, ValueError) as error:  # every rank must learn of it
+                problem = (type(error), str(error))
+        problem, dtype = comm.bcast((problem, None if arr is None else arr.dtype.str), root=root)
+        if problem is not None:
+            raise problem[0](f"{problem[1]} (x on rank {root})")
+        dtype = np.dtype(dtype)
+        if rank == root:
+            for r in range(self.size):
+                if r != root:
+                    comm.Send(np.ascontiguousarray(arr[side.slices[r]]), dest=r, tag=HALO_TAG)
+            block = np.array(arr[side.slices[root]], copy=True)
+        else:
+            block = np.empty(side.slabs[rank], dtype=dtype)
+            comm.Recv(block, source=root, tag=HALO_TAG)
+        return self._wrap_numpy(block, side)
+
+    def gather(
+        self, y: DistributedArray, root: int | None = None, *, output: bool = True
+    ) -> np.ndarray | None:
+        """A distributed output vector as the global array of shape ``output_shape``.
+
+        Parameters
+        ----------
+        y : pylops_mpi.DistributedArray
+            In this operator's output layout (what ``D @ x`` returns).
+        root : int, optional
+            Only this rank gets the array (the others get ``None``). Default: every rank.
+        output : bool, default True
+            ``False`` for a vector in the input space (what ``D.H @ y`` and solvers
+            return), of shape ``input_shape``; the same as ``D.H.gather(y)``.
+
+        Returns
+        -------
+        numpy.ndarray or None
+        """
+        side, comm, rank = self._side(output), self._core.comm, self._core.rank
+        self._check_vector(y, side, "y")
+        local = np.ascontiguousarray(_host_array(y.local_array)).reshape(side.slabs[rank])
+        if root is not None:
+            root = _check_root(root, self.size)
+            if rank != root:
+                comm.Send(local, dest=root, tag=HALO_TAG)
+                return None
+        out = np.empty(side.shape, dtype=local.dtype)
+        for q in range(self.size):
+            block = local if q == rank else np.empty(side.slabs[q], dtype=local.dtype)
+            if root is None:
+                comm.Bcast(block, root=q)
+            elif q != rank:
+                comm.Recv(block, source=q, tag=HALO_TAG)
+            out[side.slices[q]] = block
+        return out
+
+    def from_local(self, block: Any, *, output: bool = False) -> DistributedArray:
+        """This rank's input block ``(C, *local_slab)`` as a distributed vector (a copy):
+        each rank passes its own part, e.g. read from disk at ``input_slices[rank]``.
+        ``output=True`` for a block of the output space (``output_slices[rank]``)."""
+        side = self._side(output)
+        arr = _as_numpy(block, "block")
+        expected = side.slabs[self._core.rank]
+        if arr.shape != expected and arr.shape != (math.prod(expected),):
+            raise ValueError(
+                f"block must have this rank's input block shape {expected}, got {arr.shape}"
+            )
+        dtype = result_dtype(self.dtype, arr.dtype, "block")
+        return self._wrap_numpy(np.array(arr, dtype=dtype, copy=True).reshape(expected), side)
+
+    def zeros(self, *, output: bool = False) -> DistributedArray:
+        """A zero vector in the input layout (``output=True``: the output layout), made on
+        each rank without any global array: e.g. a solver's starting point."""
+        side = self._side(output)
+        return self._wrap_numpy(np.zeros(side.slabs[self._core.rank], dtype=self.dtype), side)
+
+    def to_local(self, y: DistributedArray, *, output: bool = False) -> Any:
+        """This rank's block of a distributed vector, shaped ``(C, *local_slab)`` (a view).
+
+        ``output=True`` for vectors in the output layout (what ``D @ x`` returns).
+        """
+        side = self._side(output)
+        self._check_vector(y, side, "y")
+        return y.local_array.reshape(side.slabs[self._core.rank])
+
+    def _side(self, output: bool) -> _Side:
+        if not isinstance(output, bool):
+            raise TypeError(f"output must be a bool, got {output!r}")
+        return self._out if output else self._in
+
+    def _global(self, x: Any, side: _Side, name: str) -> np.ndarray:
+        arr = _as_numpy(x, name)
+        if arr.shape != side.shape and arr.shape != (math.prod(side.shape),):
+            raise ValueError(
+                f"{name} must have shape {side.shape} (or flattened), got {arr.shape}"
+            )
+        dtype = result_dtype(self.dtype, arr.dtype, name)
+        return arr.reshape(side.shape).astype(dtype, copy=False)
+
+    def _wrap_numpy(self, block: np.ndarray, side: _Side) -> DistributedArray:
+        return DistributedArray(
+            global_shape=math.prod(side.shape),
+            base_comm=self._core.comm,
+            partition=Partition.SCATTER,
+            local_shapes=[(c,) for c in side.counts],
+            local_array=block.reshape(-1),
+        )
+
+
+def block_diag(
+    ops: ConvOperator | Sequence[ConvOperator], comm: Any = None, *, frames: int | None = None
+) -> pylops_mpi.MPIBlockDiag:
+    """Independent samples (frames) spread over ranks: a ``pylops_mpi.MPIBlockDiag``.
+
+    Parameters
+    ----------
+    ops : ConvOperator or sequence of ConvOperator
+        This rank's operators, one per local frame; or one operator applied to ``frames``
+        local frames as one batched convolution per product.
+    comm : mpi4py.MPI.Comm, optional
+        Default ``MPI.COMM_WORLD``.
+    frames : int, optional
+        Number of frames on this rank for a single ``ops`` (default 1).
+
+    Returns
+    -------
+    pylops_mpi.MPIBlockDiag
+        Its vectors hold each rank's frames, flattened and concatenated, rank by rank.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, pylops_mpi, convop
+    >>> from convop.distributed import block_diag
+    >>> op = convop.conv1d(torch.ones(1, 1, 3, dtype=torch.float64), (1, 8), padding=1)
+    >>> B = block_diag(op, frames=4)  # 4 frames on every rank
+    >>> x = pylops_mpi.DistributedArray(B.shape[1])
+    >>> x[:] = 1.0
+    >>> (B @ x).local_array[:8]
+    array([2., 3., 3., 3., 3., 3., 3., 2.])
+    """
+    comm = MPI.COMM_WORLD if comm is None else comm
+    if isinstance(ops, ConvOperator):
+        count = 1 if frames is None else as_int(frames, "frames", minimum=1)
+        local = [PyLopsConv(ops, frames=count)]
+    else:
+        if frames is not None:
+            raise ValueError(
+                "frames is for a single operator; pass one operator per frame instead"
+            )
+        if isinstance(ops, (str, bytes)) or not isinstance(ops, Sequence) or not len(ops):
+            raise TypeError(
+                f"ops must be a ConvOperator or a non-empty sequence of them, got {ops!r}"
+            )
+        for i, op in enumerate(ops):
+            if not isinstance(op, ConvOperator):
+                raise TypeError(f"ops[{i}] must be a ConvOperator, got {type(op).__name__}")
+        local = [op.to_pylops() for op in ops]
+    return pylops_mpi.MPIBlockDiag(local, base_comm=comm)
+
+
+# ---------------------------------------------------------------------- helpers
+def _choose_axis(axis, conv, keep, ranks: int, op: ConvOperator) -> int:
+    ndim = conv.ndim
+    limits = [SlabPlan.max_ranks(conv, keep, i) for i in range(ndim)]
+    if axis is None:
+        axis = max(range(ndim), key=lambda i: (limits[i], -i))
+    else:
+        if not _is_int(axis):
+            raise TypeError(f"axis must be an int or None, got {axis!r}")
+        if not -ndim <= axis < ndim:
+            raise ValueError(
+                f"axis must be a spatial axis of the {ndim}-d sample, in [{-ndim}, {ndim - 1}], "
+                f"got axis={axis}"
+            )
+        axis = int(axis) % ndim
+    if ranks > limits[axis]:
+        n_in, n_out = op.input_shape[1 + axis], op.output_shape[1 + axis]
+        raise ValueError(
+            f"the {op.name} cannot be split over {ranks} ranks along spatial axis {axis}: it "
+            f"has {n_in} input and {n_out} output samples there and every rank needs at least "
+            f"one of each, so at most {limits[axis]} ranks work on that axis (at most "
+            f"{max(limits)} on the best axis)"
+        )
+    return axis
+
+
+def _check_root(root: Any, size: int) -> int:
+    root = as_int(root, "root", minimum=0)
+    if root >= size:
+        raise ValueError(f"root must be a rank below {size}, got root={root}")
+    return root
+
+
+def _as_numpy(x: Any, name: str) -> np.ndarray:
+    if x is None:
+        raise ValueError(f"{name} is None; pass the array on every rank, or give root=")
+    if isinstance(x, torch.Tensor):
+        return to_numpy(x)
+    return _host_array(np.asarray(x) if not hasattr(x, "__cuda_array_interface__") else x)
+
+
+def _host_array(x: Any) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "get"):  # a CuPy array
+        return x.get()
+    return np.asarray(x)
+
+
+def _np_dtype(t: torch.Tensor) -> np.dtype:
+    return TORCH_TO_NUMPY[t.dtype]
+
+
+def _local_tensor(x: DistributedArray, dtype: np.dtype, device: torch.device) -> torch.Tensor:
+    local = x.local_array
+    if isinstance(local, np.ndarray):
+        return to_tensor(local, dtype, device)
+    t = torch.from_dlpack(local)  # CuPy: a view on the same GPU
+    if t.device != device:
+        raise ValueError(
+            f"x lives on {t.device} but this rank's weight is on {device}; build each rank's "
+            f"operator on its own GPU (convop.distributed.local_device)"
+        )
+    return t.to(NUMPY_TO_TORCH[dtype])
+
+
+def _index(values: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=torch.int64, device=device)
+
+
+def _run(index: np.ndarray) -> int | None:
+    """The first index when ``index`` is one unit-step run (a slice), else ``None``."""
+    if len(index) and index[-1] - index[0] == len(index) - 1 and np.all(np.diff(index) == 1):
+        return int(index[0])
+    return None
+
+
+def _select(t: torch.Tensor, a: int, index: np.ndarray) -> torch.Tensor:
+    """``t.index_select(a, index)``, as a slice when it is one (a view, no gather: on the
+    strided windows FFT products return, index_select copies the whole tensor first)."""
+    start = _run(index)
+    if start is not None:
+        return t.narrow(a, start, len(index))
+    return t.index_select(a, _index(index, t.device))
+
+
+def _put(t: torch.Tensor, a: int, index: np.ndarray, values: torch.Tensor, *, add: bool) -> None:
+    """``t[..., index, ...] = values`` (``+=`` if ``add``) along ``a``, sliced when possible."""
+    start = _run(index)
+    if start is not None:
+        window = t.narrow(a, start, len(index))
+        window.add_(values) if add else window.copy_(values)
+    elif add:
+        t.index_add_(a, _index(index, t.device), values)
+    else:
+        t.index_copy_(a, _index(index, t.device), values)
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    """A contiguous host copy of a tensor, as an MPI buffer."""
+    return np.ascontiguousarray(t.detach().resolve_conj().cpu().numpy())
+
+
+def _with_len(shape: list, axis: int, n: int) -> tuple:
+    shape = list(shape)
+    shape[axis] = n
+    return tuple(shape)
+
+
+def _copy_into(ext: torch.Tensor, a: int, x: torch.Tensor, t: Transfer) -> None:
+    """Copy ``x``'s samples of transfer ``t`` (own samples) into the extended slab."""
+    window = t.window(x.shape[a])
+    if window is not None:  # the whole slab in one slice, then the folded samples
+        start, rest = window
+        ext.narrow(a, start, x.shape[a]).copy_(x)
+    else:
+        rest = np.ones(len(t), dtype=bool)
+    if rest.any():
+        ext.index_copy_(a, _index(t.ext[rest], x.device), _select(x, a, t.local[rest]))
+
+
+def _crop(y: torch.Tensor, shape: tuple) -> torch.Tensor:
+    for i, n in enumerate(shape):
+        if y.shape[i] != n:
+            y = y.narrow(i, 0, n)
+    return y
+
+
+def _zero_extend(y: torch.Tensor, shape: list) -> torch.Tensor:
+    pads = []
+    for have, want in zip(reversed(y.shape), reversed(shape)):
+        pads += [0, want - have]
+    return torch.nn.functional.pad(y, pads) if any(pads) else y
