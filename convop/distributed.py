@@ -95,13 +95,12 @@ class _Core:
     """What one rank keeps for a distributed convolution and its adjoint: the plan, the
     transfers of this rank, and the local operators (built on first use)."""
 
-    def __init__(self, op: ConvOperator, comm: Any, axis: int) -> None:
-        conv, keep, flip = conv_form(op.geometry)
+    def __init__(self, op: ConvOperator, plan: SlabPlan, comm: Any) -> None:
+        conv, keep, axis = plan.conv, plan.keep, plan.axis
         self.weight, self.method = op.weight, op._method
-        self.flip = flip
         self.comm = comm
-        self.rank, self.ranks = comm.Get_rank(), comm.Get_size()
-        self.plan = SlabPlan(conv, keep, axis, self.ranks)
+        self.rank = comm.Get_rank()
+        self.plan = plan
         self.conv_in = _Side(conv.in_channels, conv.input_size, self.plan.input_bounds, axis)
         self.conv_out = _Side(conv.out_channels, keep, self.plan.output_bounds, axis)
         self._local: dict[bool, ConvOperator] = {}
@@ -274,7 +273,7 @@ class DistributedConv(MPILinearOperator):
         conv, keep, flip = conv_form(op.geometry)
         ranks = comm.Get_size()
         axis = _choose_axis(axis, conv, keep, ranks, op)
-        core = _Core(op, comm, axis)
+        core = _Core(op, SlabPlan(conv, keep, axis, ranks), comm)
         forward = op.is_adjoint == flip  # D's matvec is crop o C (else its adjoint)
         self._setup(op, core, forward=forward, conj=op._conj != flip)
 
@@ -319,11 +318,12 @@ class DistributedConv(MPILinearOperator):
     def halo_bytes(self) -> int:
         """Bytes this rank receives from other ranks per product (``op.dtype`` data)."""
         core = self._core
-        receives, sends = core.transfers()
         side = core.conv_in  # halos are always samples of the convolution's input
         per_sample = math.prod(side.shape) // side.shape[1 + self.axis]
-        moved = receives if self._forward else sends
-        samples = sum(len(t) for q, t in moved.items() if q != core.rank)
+        if self._forward:  # gathered from the owners
+            samples = core.plan.halo_samples(core.rank)
+        else:  # the halo reduce: what this rank sent forward comes back
+            samples = sum(len(t) for t in core.transfers()[1].values())
         return samples * per_sample * self.dtype.itemsize
 
     def __repr__(self) -> str:
@@ -616,14 +616,13 @@ def _as_numpy(x: Any, name: str) -> np.ndarray:
         raise ValueError(f"{name} is None; pass the array on every rank, or give root=")
     if isinstance(x, torch.Tensor):
         return to_numpy(x)
-    return _host_array(np.asarray(x) if not hasattr(x, "__cuda_array_interface__") else x)
+    return _host_array(x)
 
 
 def _host_array(x: Any) -> np.ndarray:
-    if isinstance(x, np.ndarray):
-        return x
-    if hasattr(x, "get"):  # a CuPy array
-        return x.get()
+    """``x`` as a numpy array: CuPy arrays are copied to the host, the rest as ``asarray``."""
+    if not isinstance(x, np.ndarray) and hasattr(x, "__cuda_array_interface__"):
+        return x.get()  # CuPy
     return np.asarray(x)
 
 

@@ -118,6 +118,17 @@ def test_halos_reaching_past_the_neighbour(mode):
     assert agree(check_products(D, op, 3)) <= 1e-12
 
 
+def test_halo_bytes_count_the_samples_that_cross():
+    """A 9-tap 'same' convolution: 4 samples from each neighbour, per channel and column."""
+    op = convop.conv2d(
+        torch.ones(3, 2, 9, 1, dtype=torch.float64), (2, 10 * SIZE, 5), padding="same"
+    )
+    D = op.to_pylops_mpi(axis=0)
+    neighbours = (RANK > 0) + (RANK < SIZE - 1)
+    assert D.halo_bytes == neighbours * 4 * 2 * 5 * 8
+    assert D.H.halo_bytes == D.halo_bytes  # the reduce returns what the gather took
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.complex64])
 def test_single_precision(dtype):
     weight = torch.randn(3, 2, 5, 4, generator=torch.Generator().manual_seed(2), dtype=dtype)
