@@ -47,7 +47,8 @@ import torch
 from torch import nn
 
 from . import __version__
-from . import method as cost_model
+from . import _cost as cost_model
+from ._fft import frame
 from ._files import atomic_write
 from ._memory import check_memory, format_bytes
 from .constructors import (
@@ -60,7 +61,6 @@ from .constructors import (
     conv_transpose3d,
     from_module,
 )
-from .fft import frame
 from .geometry import ConvGeometry
 from .operator import ConvOperator
 

@@ -20,12 +20,13 @@ _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 @functools.lru_cache(maxsize=256)
 def _split_padding(geom: ConvGeometry) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
-    """Padding the conv kernel can do itself (symmetric zeros) and the rest, done explicitly."""
+    """``(implicit, explicit)``: the padding torch's conv kernel does itself (symmetric
+    zeros) and the rest, done explicitly by :func:`convop.padding.pad`."""
     if geom.padding_mode != "zeros":
         return (0,) * geom.ndim, geom.padding
-    inner = tuple(min(pair) for pair in geom.padding)
-    outer = tuple((lo - p, hi - p) for (lo, hi), p in zip(geom.padding, inner))
-    return inner, outer
+    implicit = tuple(min(pair) for pair in geom.padding)
+    explicit = tuple((lo - p, hi - p) for (lo, hi), p in zip(geom.padding, implicit))
+    return implicit, explicit
 
 
 def forward(x: torch.Tensor, weight: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
@@ -53,20 +54,20 @@ def forward(x: torch.Tensor, weight: torch.Tensor, geom: ConvGeometry) -> torch.
              [3., 3., 3., 3., 3.]]])
     """
     if geom.transposed:
-        inner = tuple(lo for lo, _ in geom.padding)
+        crop = tuple(lo for lo, _ in geom.padding)  # conv_transpose's padding crops its output
         return _CONV_T[geom.ndim](
             x,
             weight,
             None,
             geom.stride,
-            inner,
+            crop,
             geom.output_padding,
             geom.groups,
             geom.dilation,
         )
-    inner, outer = _split_padding(geom)
-    x = pad(x, outer, geom.padding_mode)  # (B, C_in, *padded)
-    return _CONV[geom.ndim](x, weight, None, geom.stride, inner, geom.dilation, geom.groups)
+    implicit, explicit = _split_padding(geom)
+    x = pad(x, explicit, geom.padding_mode)  # (B, C_in, *partly padded)
+    return _CONV[geom.ndim](x, weight, None, geom.stride, implicit, geom.dilation, geom.groups)
 
 
 def adjoint(y: torch.Tensor, weight: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
@@ -108,20 +109,20 @@ def adjoint(y: torch.Tensor, weight: torch.Tensor, geom: ConvGeometry) -> torch.
     """
     weight = weight.conj().resolve_conj()
     if geom.transposed:
-        inner = tuple(lo for lo, _ in geom.padding)
-        x = _CONV[geom.ndim](y, weight, None, geom.stride, inner, geom.dilation, geom.groups)
+        crop = tuple(lo for lo, _ in geom.padding)
+        x = _CONV[geom.ndim](y, weight, None, geom.stride, crop, geom.dilation, geom.groups)
         for i, n in enumerate(geom.input_size):
             x = x.narrow(2 + i, 0, n)
         return x
-    inner, outer = _split_padding(geom)
-    z = _CONV_T[geom.ndim](  # (B, C_in, *padded)
+    implicit, explicit = _split_padding(geom)
+    z = _CONV_T[geom.ndim](  # (B, C_in, *partly padded)
         y,
         weight,
         None,
         geom.stride,
-        inner,
+        implicit,
         geom.adjoint_output_padding,
         geom.groups,
         geom.dilation,
     )
-    return pad_adjoint(z, outer, geom.padding_mode)
+    return pad_adjoint(z, explicit, geom.padding_mode)

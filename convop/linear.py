@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from . import materialize
+from . import _materialize
 from ._checks import as_int
 from ._memory import check_memory
 from .constructors import MODULE_KINDS, from_module
@@ -48,8 +48,8 @@ def _convert(
 
 def _linear_bytes(op: ConvOperator) -> int:
     """Peak memory of :func:`_convert`: the dense weight, its planning, and the bias."""
-    plan = materialize.plan(op.weight, op.geometry, adjoint=False)
-    return materialize.dense_bytes(plan) + op.shape[0] * op.dtype.itemsize
+    plan = _materialize.plan(op.weight, op.geometry, adjoint=False)
+    return _materialize.dense_bytes(plan) + op.shape[0] * op.dtype.itemsize
 
 
 def to_linear(

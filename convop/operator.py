@@ -4,7 +4,7 @@ One class, :class:`ConvOperator`, describes a convolution (or transposed convolu
 its adjoint: ``op.H`` flips between the two and shares the weight, so ``op.H.H`` is the
 convolution again. The operator holds the weight tensor itself and reads it at every use;
 the one thing it keeps, the FFT spectrum, is keyed on the weight's current values
-(:class:`convop.fft.SpectrumCache`).
+(:class:`convop._fft.SpectrumCache`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.linalg import LinearOperator
 
-from . import fft, functional, materialize
+from . import _fft, _materialize, functional
 from ._arrays import (
     TORCH_TO_NUMPY,
     check_weight_tensor,
@@ -27,10 +27,10 @@ from ._arrays import (
     to_tensor,
 )
 from ._checks import check_choice
+from ._cost import check as check_method
+from ._cost import choose
 from ._memory import check_memory
 from .geometry import ConvGeometry
-from .method import check as check_method
-from .method import choose
 from .threads import product_threads, run_with_threads
 
 SPARSE_FORMATS = ("csr", "csc", "coo")
@@ -58,7 +58,7 @@ class ConvOperator(LinearOperator):
         Per-output-channel bias of the layer the operator came from. It is *not* part of the
         (linear) operator; :attr:`bias` exposes it as a flat vector.
     method : {'auto', 'direct', 'fft'}, default 'auto'
-        How products are evaluated: torch's direct convolutions, or FFTs (:mod:`convop.fft`);
+        How products are evaluated: torch's direct convolutions, or FFTs (:mod:`convop._fft`);
         ``'auto'`` picks the faster by a cost model of the geometry and the weight's dtype
         and device at the time of use. FFT round-off is relative to ``||w||_1 * max|x|``
         (the bound on any output sample), not to each output sample; data or weights
@@ -136,7 +136,7 @@ class ConvOperator(LinearOperator):
             raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
         _check_weight(weight, geometry)
         self._setup(weight, geometry, bias, method, adjoint=False, conj=False,
-                    spectra=fft.SpectrumCache(geometry))  # fmt: skip
+                    spectra=_fft.SpectrumCache(geometry))  # fmt: skip
 
     def _setup(self, weight, geometry, bias, method, *, adjoint, conj, spectra) -> None:
         self.geometry = geometry
@@ -160,7 +160,7 @@ class ConvOperator(LinearOperator):
     def _derived(cls, op: ConvOperator, *, adjoint: bool, conj: bool) -> ConvOperator:
         """``op``'s weight and geometry as its adjoint (``adjoint``) and/or conjugate."""
         new = cls.__new__(cls)
-        spectra = op._spectra if conj == op._conj else fft.SpectrumCache(op.geometry, conj=conj)
+        spectra = op._spectra if conj == op._conj else _fft.SpectrumCache(op.geometry, conj=conj)
         new._setup(op._weight, op.geometry, op._bias, op._method, adjoint=adjoint, conj=conj,
                    spectra=spectra)  # fmt: skip
         return new
@@ -328,27 +328,27 @@ class ConvOperator(LinearOperator):
     def _run(self, batch: torch.Tensor, weight: torch.Tensor, adjoint: bool) -> torch.Tensor:
         """The forward map (or its adjoint) of ``batch`` (B, ...) with ``weight``, the
         current weight cast to the batch's dtype. FFT only where it is exact (see
-        :func:`convop.fft.representable`); empty batches run directly."""
+        :func:`convop._fft.representable`); empty batches run directly."""
         geom = self.geometry
         if batch.shape[0] and self._method_for(self._weight) == "fft":
             found = self._spectrum(weight)
-            if found is not None and fft.representable(batch, found[1], found[0]):
+            if found is not None and _fft.representable(batch, found[1], found[0]):
                 spectrum = found[0]
                 channels = geom.in_channels + geom.out_channels
-                need = fft.workspace_bytes(spectrum, channels, batch.shape[0], batch.dtype)
+                need = _fft.workspace_bytes(spectrum, channels, batch.shape[0], batch.dtype)
                 self._guard_product(batch, need)
-                return (fft.adjoint if adjoint else fft.forward)(batch, spectrum, geom)
+                return (_fft.adjoint if adjoint else _fft.forward)(batch, spectrum, geom)
         self._guard_product(batch, batch.shape[0] * self._sample_numel * batch.element_size())
         return (functional.adjoint if adjoint else functional.forward)(batch, weight, geom)
 
-    def _spectrum(self, weight: torch.Tensor) -> tuple[fft.Spectrum, float] | None:
+    def _spectrum(self, weight: torch.Tensor) -> tuple[_fft.Spectrum, float] | None:
         """The FFT spectrum for ``weight``: the cached one for the weight's own precision;
         a fresh, differentiable one when autograd needs it or for a promoted precision."""
         raw = self._weight
         if (torch.is_grad_enabled() and weight.requires_grad) or (
             weight.real.dtype != raw.real.dtype
         ):
-            return fft.spectrum_of(weight, self.geometry)
+            return _fft.spectrum_of(weight, self.geometry)
         return self._spectra.lookup(raw)
 
     def _guard_product(self, batch: torch.Tensor, needed: int) -> None:
@@ -400,7 +400,7 @@ class ConvOperator(LinearOperator):
     ) -> torch.Tensor:
         """The exact matrix as a dense tensor on the operator's device (see :meth:`todense`)."""
         plan = self._plan()
-        return materialize.dense(plan, max_bytes=max_bytes, progress=progress)
+        return _materialize.dense(plan, max_bytes=max_bytes, progress=progress)
 
     def tosparse(
         self,
@@ -446,7 +446,7 @@ class ConvOperator(LinearOperator):
         check_choice(format, "format", SPARSE_FORMATS)
         plan = self._plan()
         native = "csc" if plan.transpose else "csr"
-        arrays = materialize.compressed(
+        arrays = _materialize.compressed(
             plan,
             max_bytes=max_bytes,
             what=f"tosparse({format!r})",
@@ -481,7 +481,7 @@ class ConvOperator(LinearOperator):
                 [0., 1., 1.]])
         """
         plan = self._plan()
-        indptr, indices, data = materialize.compressed(
+        indptr, indices, data = _materialize.compressed(
             plan,
             max_bytes=max_bytes,
             what="to_sparse_csr()",
@@ -494,8 +494,8 @@ class ConvOperator(LinearOperator):
             tensor = build(indptr, indices, data, size=self.shape, check_invariants=False)
             return tensor.to_sparse_csr() if plan.transpose else tensor
 
-    def _plan(self) -> materialize.Plan:
-        return materialize.plan(self._current_weight(), self.geometry, adjoint=self.is_adjoint,
+    def _plan(self) -> _materialize.Plan:
+        return _materialize.plan(self._current_weight(), self.geometry, adjoint=self.is_adjoint,
                                 conj=self._conj)  # fmt: skip
 
     # ------------------------------------------------------------------ pylops face

@@ -385,7 +385,7 @@ PROGRESS_CASES = {
 
 @pytest.mark.parametrize(("stderr", "flags", "bar"), PROGRESS_CASES.values(), ids=PROGRESS_CASES)
 def test_matrix_progress_bar_only_on_a_terminal(tmp_path, monkeypatch, stderr, flags, bar):
-    monkeypatch.setattr(convop.materialize, "PROGRESS_ENTRIES", 0)  # every build is "long"
+    monkeypatch.setattr(convop._materialize, "PROGRESS_ENTRIES", 0)  # every build is "long"
     monkeypatch.setattr(sys, "stderr", stderr())
     argv = ["matrix", "--kernel", "gaussian:3", "--input-shape", "1,16,16", *flags]
     code = cli.main([*argv, str(tmp_path / "B.npz")])
@@ -585,8 +585,8 @@ def test_deblur_refuses_over_the_memory_limit_before_solving(tmp_path, capsys, m
 def test_deblur_refuses_over_the_time_limit_before_solving(tmp_path, capsys, monkeypatch):
     _, blurred = blurred_phantom()
     np.save(tmp_path / "rgb.npy", np.stack([blurred] * 3, axis=-1))
-    monkeypatch.setattr(convop.method, "direct_seconds", lambda *args: 1.5)  # per product
-    monkeypatch.setattr(convop.method, "fft_seconds", lambda *args: 1.5)
+    monkeypatch.setattr(convop._cost, "direct_seconds", lambda *args: 1.5)  # per product
+    monkeypatch.setattr(convop._cost, "fft_seconds", lambda *args: 1.5)
     argv = ("deblur", tmp_path / "rgb.npy", "--iterations", 100, "--output", tmp_path / "x.npy")
     code, out, err = run(capsys, *argv)
     assert (code, out) == (2, "")

@@ -1,4 +1,4 @@
-"""convop.fft: the FFT algorithm equals the direct one, forward and adjoint, everywhere."""
+"""convop._fft: the FFT algorithm equals the direct one, forward and adjoint, everywhere."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from strategies import COMBO_IDS, COMBOS, conv_cases
 
 import convop
-from convop import fft, functional
+from convop import _fft as fft
+from convop import functional
 
 DTYPE_PAIRS = st.sampled_from(
     [

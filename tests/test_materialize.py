@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from strategies import COMBO_IDS, COMBOS, conv_cases, real_or_complex
 
 import convop
-from convop import materialize
+from convop import _materialize as materialize
 
 
 def _draw(data, combo):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .fft import frame
+from ._fft import frame
 from .geometry import ConvGeometry
 
 METHODS = ("auto", "direct", "fft")

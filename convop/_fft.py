@@ -59,13 +59,13 @@ class Frame:
     """Where the FFT-based product reads and writes, per spatial dimension."""
 
     sizes: tuple[int, ...]  # FFT length L per dimension
-    inner: tuple[slice, ...]  # input-side samples within the length-L grid
-    outer: tuple[slice, ...]  # output-side samples within the length-L grid
+    input_window: tuple[slice, ...]  # where the (padded) input lies on the length-L grid
+    output_window: tuple[slice, ...]  # where the output samples lie on the grid
 
 
 def frame(geom: ConvGeometry) -> Frame:
     """The FFT frame of a geometry (see the module docstring)."""
-    sizes, inner, outer = [], [], []
+    sizes, input_window, output_window = [], [], []
     for i in range(geom.ndim):
         n, (lo, hi) = geom.input_size[i], geom.padding[i]
         k, s, d = geom.kernel_size[i], geom.stride[i], geom.dilation[i]
@@ -74,14 +74,14 @@ def frame(geom: ConvGeometry) -> Frame:
             upsampled = (n - 1) * s + 1
             out = geom.output_size[i]
             sizes.append(fast_length(max(upsampled + span, lo + out)))
-            inner.append(slice(0, upsampled, s))
-            outer.append(slice(lo, lo + out))
+            input_window.append(slice(0, upsampled, s))
+            output_window.append(slice(lo, lo + out))
         else:
             padded = n + lo + hi
             sizes.append(fast_length(padded))
-            inner.append(slice(0, padded))
-            outer.append(slice(0, padded - span, s))
-    return Frame(tuple(sizes), tuple(inner), tuple(outer))
+            input_window.append(slice(0, padded))
+            output_window.append(slice(0, padded - span, s))
+    return Frame(tuple(sizes), tuple(input_window), tuple(output_window))
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class Spectrum:
     """Everything the FFT method precomputes for one weight: frame and mixing matrices."""
 
     frame: Frame
-    k: torch.Tensor  # (G, F, O/G, C/G): one channel-mixing matrix per frequency
+    mixing: torch.Tensor  # (G, F, O/G, C/G): one channel-mixing matrix per frequency
     half: bool  # rfft half spectrum (real weight)
 
 
@@ -110,17 +110,18 @@ def spectrum(weight: torch.Tensor, geom: ConvGeometry) -> Spectrum:
     dims = tuple(range(2, 2 + ndim))
     if geom.transposed:
         # convolution: K = FFT(w); weight (C_in, C_out/G, *k) -> (G, C_out/G, C_in/G, *F)
-        k = torch.fft.rfftn(dilated, dim=dims) if half else torch.fft.fftn(dilated, dim=dims)
-        k = k.reshape(g, -1, *k.shape[1:]).transpose(1, 2)
+        mixing = torch.fft.rfftn(dilated, dim=dims) if half else torch.fft.fftn(dilated, dim=dims)
+        mixing = mixing.reshape(g, -1, *mixing.shape[1:]).transpose(1, 2)
     else:
         # correlation: K = conj(FFT(conj(w))); weight (C_out, C_in/G, *k) -> (G, O/G, C/G, *F)
         if half:
-            k = torch.fft.rfftn(dilated, dim=dims).conj()
+            mixing = torch.fft.rfftn(dilated, dim=dims).conj()
         else:
-            k = torch.fft.fftn(dilated.conj(), dim=dims).conj()
-        k = k.reshape(g, -1, *k.shape[1:])
-    k = k.flatten(3).permute(0, 3, 1, 2)  # (G, O/G, C/G, *F) -> (G, F, O/G, C/G)
-    return Spectrum(fr, k.resolve_conj().contiguous(), half)
+            mixing = torch.fft.fftn(dilated.conj(), dim=dims).conj()
+        mixing = mixing.reshape(g, -1, *mixing.shape[1:])
+    # (G, O/G, C/G, *F) -> (G, F, O/G, C/G)
+    mixing = mixing.flatten(3).permute(0, 3, 1, 2)
+    return Spectrum(fr, mixing.resolve_conj().contiguous(), half)
 
 
 def _frequencies(fr: Frame, half: bool) -> int:
@@ -236,24 +237,26 @@ def spectrum_of(weight: torch.Tensor, geom: ConvGeometry) -> tuple[Spectrum, flo
         hint="use method='direct'",
     )
     result = spectrum(weight, geom)
-    if not bool(torch.isfinite(torch.view_as_real(result.k.detach())).all()):
+    if not bool(torch.isfinite(torch.view_as_real(result.mixing.detach())).all()):
         return None
     return result, norm1
 
 
-def _mix(k: torch.Tensor, x: torch.Tensor, adjoint: bool) -> torch.Tensor:
+def _mix(mixing: torch.Tensor, x: torch.Tensor, *, adjoint: bool) -> torch.Tensor:
     """``y[b, g, o] = sum_c K[g, f, o, c] x[b, g, c]`` per frequency ``f`` (``K^H``: adjoint).
 
     ``x`` is ``(B, G, C/G, *F)``; one batched matmul over (group, frequency).
     """
     if adjoint:
-        k = k.transpose(-1, -2).conj()
+        mixing = mixing.transpose(-1, -2).conj()
     batch, groups, _, *freqs = x.shape
-    if k.shape[-1] == 1 and k.shape[-2] == 1:  # one channel per group: a pointwise product
-        return x * k.reshape(1, groups, 1, *freqs)
+    if (
+        mixing.shape[-1] == 1 and mixing.shape[-2] == 1
+    ):  # one channel per group: a pointwise product
+        return x * mixing.reshape(1, groups, 1, *freqs)
     xf = x.reshape(batch, groups, x.shape[2], -1).permute(1, 3, 2, 0)  # (G, F, C/G, B)
-    y = torch.matmul(k, xf)  # (G, F, O/G, B)
-    return y.permute(3, 0, 2, 1).reshape(batch, groups, k.shape[-2], *freqs)
+    y = torch.matmul(mixing, xf)  # (G, F, O/G, B)
+    return y.permute(3, 0, 2, 1).reshape(batch, groups, mixing.shape[-2], *freqs)
 
 
 def _zero_pad(x: torch.Tensor, before: tuple[int, ...], sizes: tuple[int, ...]) -> torch.Tensor:
@@ -278,7 +281,7 @@ def _place(x: torch.Tensor, where: tuple[slice, ...], sizes: tuple[int, ...]) ->
     return grid
 
 
-def _circulant(x: torch.Tensor, k: torch.Tensor, fr: Frame, place: tuple[slice, ...],
+def _circulant(x: torch.Tensor, mixing: torch.Tensor, fr: Frame, *, place: tuple[slice, ...],
                take: tuple[slice, ...], groups: int, adjoint: bool,
                half: bool) -> torch.Tensor:  # fmt: skip
     """``take(IFFT(K @ FFT(place(x))))`` with ``x`` (B, C, *shape); ``half``: rfft, real x."""
@@ -288,7 +291,7 @@ def _circulant(x: torch.Tensor, k: torch.Tensor, fr: Frame, place: tuple[slice, 
         torch.fft.fftn, torch.fft.ifftn)  # fmt: skip
     spec = transform(grid, s=fr.sizes, dim=dims)
     spec = spec.reshape(spec.shape[0], groups, -1, *spec.shape[2:])  # (B, G, C/G, *F)
-    mixed = _mix(k.to(spec.dtype), spec, adjoint).flatten(1, 2)  # (B, C_out, *F)
+    mixed = _mix(mixing.to(spec.dtype), spec, adjoint=adjoint).flatten(1, 2)  # (B, C_out, *F)
     return inverse(mixed, s=fr.sizes, dim=dims)[(..., *take)]
 
 
@@ -323,7 +326,8 @@ def forward(x: torch.Tensor, spec: Spectrum, geom: ConvGeometry) -> torch.Tensor
         x = _zero_pad(x, tuple(lo for lo, _ in geom.padding), fr.sizes)  # (B, C_in, *L)
     elif not geom.transposed:
         x = pad(x, geom.padding, geom.padding_mode)  # (B, C_in, *padded)
-    out = _circulant(x, spec.k, fr, fr.inner, fr.outer, geom.groups, False, spec.half)
+    out = _circulant(x, spec.mixing, fr, place=fr.input_window, take=fr.output_window,
+                     groups=geom.groups, adjoint=False, half=spec.half)  # fmt: skip
     return _join(out, split)
 
 
@@ -331,7 +335,8 @@ def adjoint(y: torch.Tensor, spec: Spectrum, geom: ConvGeometry) -> torch.Tensor
     """FFT evaluation of :func:`convop.functional.adjoint`, with ``spec`` from :func:`spectrum`."""
     fr = spec.frame
     y, split = _real_batches(y, spec.half)
-    x = _circulant(y, spec.k, fr, fr.outer, fr.inner, geom.groups, True, spec.half)
+    x = _circulant(y, spec.mixing, fr, place=fr.output_window, take=fr.input_window,
+                   groups=geom.groups, adjoint=True, half=spec.half)  # fmt: skip
     if not geom.transposed:
         x = pad_adjoint(x, geom.padding, geom.padding_mode)
     return _join(x, split)
