@@ -490,7 +490,7 @@ def run(
     print_row(reduce)
     local = D._core.local(False)
     conv = measure(group, "local convolution alone (extended slab)",
-                   lambda: local._torch_apply(ext[None], False), WORLD, repeats)  # fmt: skip
+                   lambda: local._product(ext[None], adjoint=False), WORLD, repeats)  # fmt: skip
     conv.note = f"{conv.seconds / fwd.seconds:.1%} of D @ x"
     print_row(conv)
     bare_share = 0.0

@@ -131,7 +131,7 @@ class _Core:
     def forward(self, x: torch.Tensor, conj: bool) -> torch.Tensor:
         """``crop o C`` on this rank: ``x`` is the local input slab (C_in, *slab)."""
         ext = self._gather(x)  # (C_in, *extended slab)
-        y = self.local(conj)._torch_apply(ext[None], False)[0]  # (C_out, *out slab, uncropped)
+        y = self.local(conj)._product(ext[None], adjoint=False)[0]  # (C_out, *out slab, uncropped)
         return _crop(y, self.conv_out.slabs[self.rank])
 
     def adjoint(self, y: torch.Tensor, conj: bool) -> torch.Tensor:
@@ -139,7 +139,7 @@ class _Core:
         local = self.local(conj)
         full = list(local.geometry.output_shape)
         y = _zero_extend(y, full)  # undo the crop
-        ext = local._torch_apply(y[None], True)[0]  # (C_in, *extended slab)
+        ext = local._product(y[None], adjoint=True)[0]  # (C_in, *extended slab)
         return self._reduce(ext)
 
     def _gather(self, x: torch.Tensor) -> torch.Tensor:

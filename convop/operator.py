@@ -571,15 +571,17 @@ class ConvOperator(LinearOperator):
         return DistributedConv(self, comm=comm, axis=axis)
 
     # ------------------------------------------------------------------ scipy face
-    def _numpy_apply(self, X: np.ndarray, adjoint: bool) -> np.ndarray:
-        """``X`` of shape (n, k) -> (m, k), one batched convolution for all k columns."""
+    def _array_product(self, X: np.ndarray, *, adjoint: bool) -> np.ndarray:
+        """Internal entry point of the numpy faces (scipy, PyLops): the product of every
+        column of ``X`` (shape ``(n, k)``) as one batched convolution, ``(m, k)`` out, in
+        ``np.result_type(op.dtype, X.dtype)``, under convop's thread policy for arrays."""
         X = np.asarray(X)
         dtype = result_dtype(self.dtype, X.dtype, "x")
         shape_in = self.output_shape if adjoint else self.input_shape
         m, k = self.shape[1] if adjoint else self.shape[0], X.shape[1]
         x = to_tensor(X.T, dtype, self.device).reshape(k, *shape_in)  # (k, *shape_in)
         threads = product_threads(x.dtype, self.device)
-        y = run_with_threads(threads, self._torch_apply, x, adjoint)  # (k, *shape_out)
+        y = run_with_threads(threads, self._product, x, adjoint=adjoint)  # (k, *shape_out)
         return to_numpy(y.reshape(k, m)).T
 
     def _vector_apply(self, x, adjoint: bool) -> np.ndarray:
@@ -597,15 +599,21 @@ class ConvOperator(LinearOperator):
         ):  # what solvers pass: one view in, one view out (the general path costs ~20 us)
             t = torch.from_numpy(x).view(1, *sample)  # (1, *sample)
             threads = product_threads(t.dtype, _CPU)
-            y = run_with_threads(threads, self._torch_apply, t, adjoint)  # (1, *sample_out)
+            y = run_with_threads(threads, self._product, t, adjoint=adjoint)  # (1, *sample_out)
             return y.resolve_conj().numpy().reshape(-1)
         x = np.asanyarray(x)
         self._check_vector(x, n, "x", sample)
         y = self._rmatvec(x) if adjoint else self._matvec(x)
         return y.reshape(self.shape[1] if adjoint else self.shape[0], *x.shape[1:])
 
-    def _torch_apply(self, x: torch.Tensor, adjoint: bool) -> torch.Tensor:
-        """Batched product without autograd, in the promoted dtype (the array faces)."""
+    def _product(self, x: torch.Tensor, *, adjoint: bool) -> torch.Tensor:
+        """Internal entry point of every array face (numpy, PyLops, DLPack, MPI slabs).
+
+        ``x`` is a batch ``(B, *shape_in)`` on the operator's device; the result is
+        ``(B, *shape_out)`` in ``torch.promote_types(weight.dtype, x.dtype)``, without
+        autograd, of the operator (``adjoint=False``) or of its adjoint. Unlike
+        :meth:`apply` it does not validate shapes or devices: callers do.
+        """
         weight = self._weight_now()
         if weight.dtype != x.dtype:
             dtype = torch.promote_types(weight.dtype, x.dtype)
@@ -616,16 +624,16 @@ class ConvOperator(LinearOperator):
             return self._run(x, weight.detach(), adjoint != self.is_adjoint)
 
     def _matmat(self, X: np.ndarray) -> np.ndarray:
-        return self._numpy_apply(X, adjoint=False)
+        return self._array_product(X, adjoint=False)
 
     def _rmatmat(self, X: np.ndarray) -> np.ndarray:
-        return self._numpy_apply(X, adjoint=True)
+        return self._array_product(X, adjoint=True)
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:
-        return self._numpy_apply(np.reshape(x, (-1, 1)), adjoint=False)[:, 0]
+        return self._array_product(np.reshape(x, (-1, 1)), adjoint=False)[:, 0]
 
     def _rmatvec(self, x: np.ndarray) -> np.ndarray:
-        return self._numpy_apply(np.reshape(x, (-1, 1)), adjoint=True)[:, 0]
+        return self._array_product(np.reshape(x, (-1, 1)), adjoint=True)[:, 0]
 
     def matvec(self, x):
         """The convolution of one flattened sample ``x`` (shape ``(n,)`` or ``(n, 1)``)."""

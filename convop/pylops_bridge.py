@@ -67,7 +67,7 @@ class PyLopsConv(pylops.LinearOperator):
     def _apply(self, X: Any, adjoint: bool) -> Any:
         """``X`` of shape (n, k) -> (m, k) in X's own array library and device."""
         if isinstance(X, np.ndarray):
-            return self.conv._numpy_apply(X, adjoint)
+            return self.conv._array_product(X, adjoint=adjoint)
         if not hasattr(X, "__dlpack__"):
             raise TypeError(f"x must be a numpy or DLPack array, got {type(X).__name__}")
         x = X if isinstance(X, torch.Tensor) else torch.from_dlpack(X)  # zero-copy view
@@ -79,7 +79,7 @@ class PyLopsConv(pylops.LinearOperator):
         shape_in = self.conv.output_shape if adjoint else self.conv.input_shape
         m, k = math.prod(self.conv.input_shape if adjoint else self.conv.output_shape), x.shape[1]
         batch = x.T.reshape(k, *shape_in)  # (k, *shape_in)
-        y = self.conv._torch_apply(batch, adjoint)  # (k, *shape_out)
+        y = self.conv._product(batch, adjoint=adjoint)  # (k, *shape_out)
         y = y.reshape(k, m).T.contiguous()  # (m, k)
         return y if isinstance(X, torch.Tensor) else get_array_module(X).from_dlpack(y)
 

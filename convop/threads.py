@@ -127,19 +127,21 @@ def product_threads(dtype: torch.dtype, device: torch.device) -> int | None:
     return setting  # type: ignore[return-value]
 
 
-def run_with_threads(threads: int | None, fn: Callable[..., T], *args: object) -> T:
-    """``fn(*args)`` with torch on ``threads`` threads, restored afterwards.
+def run_with_threads(
+    threads: int | None, fn: Callable[..., T], *args: object, **kwargs: object
+) -> T:
+    """``fn(*args, **kwargs)`` with torch on ``threads`` threads, restored afterwards.
 
     torch's thread count is per OS thread (an OpenMP setting of the calling thread), so
     saving and restoring it here is safe under nesting and with concurrent Python threads.
     """
     if threads is None:
-        return fn(*args)
+        return fn(*args, **kwargs)
     saved = torch.get_num_threads()
     if saved == threads:
-        return fn(*args)
+        return fn(*args, **kwargs)
     torch.set_num_threads(threads)
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     finally:
         torch.set_num_threads(saved)
