@@ -177,3 +177,22 @@ def any_conv_case() -> st.SearchStrategy[ConvCase]:
 
 
 real_or_complex = st.sampled_from([torch.float64, torch.complex128])
+
+
+def draw_case(
+    data: st.DataObject, combo: tuple, dtypes: st.SearchStrategy[torch.dtype] = real_or_complex
+) -> tuple[ConvCase, torch.dtype, torch.Tensor]:
+    """``(case, dtype, weight)``: a case of ``combo = (ndim, transposed, padding_mode)``
+    and its random weight of a drawn dtype."""
+    case = data.draw(conv_cases(*combo), label="case")
+    dtype = data.draw(dtypes, label="dtype")
+    return case, dtype, case.weight(dtype)
+
+
+def draw_operator(
+    data: st.DataObject, combo: tuple, *, numpy_weight: bool = False
+) -> tuple[ConvCase, torch.dtype, torch.Tensor, convop.ConvOperator]:
+    """``(case, dtype, weight, op)`` as :func:`draw_case`, plus the convop operator (built
+    from the weight as a numpy array if ``numpy_weight``)."""
+    case, dtype, weight = draw_case(data, combo)
+    return case, dtype, weight, case.operator(weight.numpy() if numpy_weight else weight)

@@ -8,7 +8,7 @@ import torch
 from checks import assert_close
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import COMBO_IDS, COMBOS, conv_cases
+from strategies import COMBO_IDS, COMBOS, conv_cases, draw_case
 
 import convop
 from convop import _fft as fft
@@ -67,9 +67,7 @@ def test_fft_adjoint_equals_direct(combo, data):
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_fft_operator_equals_direct_operator(combo, data):
-    case = data.draw(conv_cases(*combo), label="case")
-    dtype = data.draw(st.sampled_from([torch.float64, torch.complex128]), label="dtype")
-    weight = case.weight(dtype)
+    case, dtype, weight = draw_case(data, combo)
     direct, fourier = case.operator(weight), case.operator(weight, method="fft")
     assert (direct.method, fourier.method) == ("direct", "fft")
     x = case.random((fourier.shape[1],), dtype, offset=1).numpy()

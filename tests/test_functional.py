@@ -7,21 +7,15 @@ import torch
 from checks import assert_close
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import COMBO_IDS, COMBOS, ConvCase, conv_cases, real_or_complex
+from strategies import COMBO_IDS, COMBOS, ConvCase, draw_case
 
 from convop import functional
-
-
-def _draw(data: st.DataObject, combo) -> tuple[ConvCase, torch.dtype, torch.Tensor]:
-    case = data.draw(conv_cases(*combo), label="case")
-    dtype = data.draw(real_or_complex, label="dtype")
-    return case, dtype, case.weight(dtype)
 
 
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_forward_equals_torch_module(combo, data):
-    case, dtype, weight = _draw(data, combo)
+    case, dtype, weight = draw_case(data, combo)
     x = case.random((2, *case.input_shape), dtype, offset=1)  # (B, C_in, *spatial_in)
     geometry = case.operator(weight).geometry
     expected = case.module(weight)(x)
@@ -31,7 +25,7 @@ def test_forward_equals_torch_module(combo, data):
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_adjoint_equals_vjp_of_torch_module(combo, data):
-    case, dtype, weight = _draw(data, combo)
+    case, dtype, weight = draw_case(data, combo)
     x = case.random((2, *case.input_shape), dtype, offset=1)
     y, vjp = torch.func.vjp(case.module(weight), x)
     v = case.random(tuple(y.shape), dtype, offset=2)  # (B, C_out, *spatial_out)
@@ -43,7 +37,7 @@ def test_adjoint_equals_vjp_of_torch_module(combo, data):
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_functions_leave_their_arguments_alone(combo, data):
-    case, dtype, weight = _draw(data, combo)
+    case, dtype, weight = draw_case(data, combo)
     geometry = case.operator(weight).geometry
     x = case.random((1, *case.input_shape), dtype, offset=1)
     saved_x, saved_w = x.clone(), weight.clone()

@@ -12,16 +12,10 @@ import torch
 from checks import assert_close
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import COMBO_IDS, COMBOS, conv_cases, real_or_complex
+from strategies import COMBO_IDS, COMBOS, draw_operator
 
 import convop
 from convop import _materialize as materialize
-
-
-def _draw(data, combo):
-    case = data.draw(conv_cases(*combo), label="case")
-    dtype = data.draw(real_or_complex, label="dtype")
-    return case, dtype, case.operator(case.weight(dtype))
 
 
 def _assert_canonical(matrix) -> None:
@@ -37,7 +31,7 @@ def _assert_canonical(matrix) -> None:
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_todense_equals_products_with_the_identity(combo, data):
-    case, dtype, op = _draw(data, combo)
+    case, dtype, _, op = draw_operator(data, combo)
     for operator in (op, op.H):
         expected = operator.matmat(np.eye(operator.shape[1]))  # one batched convolution
         dense = operator.todense()
@@ -48,7 +42,7 @@ def test_todense_equals_products_with_the_identity(combo, data):
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data(), fmt=st.sampled_from(["csr", "csc", "coo"]))
 def test_tosparse_equals_todense_and_is_canonical(combo, data, fmt):
-    _case, dtype, op = _draw(data, combo)
+    _case, dtype, _, op = draw_operator(data, combo)
     for operator in (op, op.H, op.T):
         matrix = operator.tosparse(fmt)
         assert isinstance(matrix, sp.sparray)
@@ -64,7 +58,7 @@ def test_tosparse_equals_todense_and_is_canonical(combo, data, fmt):
 def test_sparse_stores_exactly_the_structural_entries(combo, data):
     # With random weights no two folded taps cancel, so the structural pairs are exactly
     # the nonzeros of the dense matrix built by batched convolutions.
-    _case, _dtype, op = _draw(data, combo)
+    _case, _dtype, _, op = draw_operator(data, combo)
     structural = np.count_nonzero(op.matmat(np.eye(op.shape[1])))
     matrix = op.tosparse()
     assert matrix.nnz == structural
@@ -76,7 +70,7 @@ def test_sparse_stores_exactly_the_structural_entries(combo, data):
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_adjoint_and_transpose_materialise(combo, data):
-    _case, _dtype, op = _draw(data, combo)
+    _case, _dtype, _, op = draw_operator(data, combo)
     dense = op.todense()
     np.testing.assert_array_equal(op.H.todense(), dense.conj().T)
     np.testing.assert_array_equal(op.T.todense(), dense.T)
@@ -87,7 +81,7 @@ def test_adjoint_and_transpose_materialise(combo, data):
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_torch_matrices_equal_the_numpy_ones(combo, data):
-    _case, _dtype, op = _draw(data, combo)
+    _case, _dtype, _, op = draw_operator(data, combo)
     for operator in (op, op.H):
         sparse = operator.to_sparse_csr()
         assert sparse.layout == torch.sparse_csr
@@ -208,7 +202,7 @@ def test_huge_builds_are_refused_before_any_planning(build):
 def test_planning_shortcuts_agree_with_reading_every_tap(combo, data):
     # The interior (no padding read) is found arithmetically and its counts assumed to be k;
     # check both against the sources of every tap of every position.
-    _case, _dtype, op = _draw(data, combo)
+    _case, _dtype, _, op = draw_operator(data, combo)
     for n, before, after, k, s, d, mode, positions, device in op._plan().dims():
         taps = torch.arange(positions)[:, None] * s + torch.arange(k) * d - before  # (P, k)
         inside = ((taps >= 0) & (taps < n)).all(dim=1)  # every tap reads the input itself
@@ -263,7 +257,7 @@ def test_progress_bar_on_request_and_quiet_by_default(capsys):
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_cuda_matrices_match_cpu(combo, data):
-    case, _dtype, cpu_op = _draw(data, combo)
+    case, _dtype, _, cpu_op = draw_operator(data, combo)
     op = case.operator(cpu_op.weight.cuda())
     expected = cpu_op.todense()
     assert op.to_dense().device.type == "cuda"

@@ -12,19 +12,12 @@ import torch
 from checks import assert_close, assert_dot_test
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import COMBO_IDS, COMBOS, conv_cases, real_or_complex
+from strategies import COMBO_IDS, COMBOS, conv_cases, draw_operator, real_or_complex
 
 import convop
 from convop import functional
 
 NP = {torch.float32: np.float32, torch.float64: np.float64, torch.complex128: np.complex128}
-
-
-def _draw(data, combo):
-    case = data.draw(conv_cases(*combo), label="case")
-    dtype = data.draw(real_or_complex, label="dtype")
-    weight = case.weight(dtype)
-    return case, dtype, weight, case.operator(weight.numpy())
 
 
 def _sample(case, shape, dtype, offset):
@@ -35,7 +28,7 @@ def _sample(case, shape, dtype, offset):
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_matvec_equals_torch_module(combo, data):
-    case, dtype, weight, op = _draw(data, combo)
+    case, dtype, weight, op = draw_operator(data, combo, numpy_weight=True)
     x = _sample(case, case.input_shape, dtype, 1)
     expected = case.module(weight)(torch.from_numpy(x)[None])[0]
     y = op @ x.ravel()
@@ -46,7 +39,7 @@ def test_matvec_equals_torch_module(combo, data):
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_rmatvec_equals_vjp_of_torch_module(combo, data):
-    case, dtype, weight, op = _draw(data, combo)
+    case, dtype, weight, op = draw_operator(data, combo, numpy_weight=True)
     x = _sample(case, case.input_shape, dtype, 1)
     _, vjp = torch.func.vjp(case.module(weight), torch.from_numpy(x)[None])
     v = _sample(case, op.output_shape, dtype, 2)
@@ -57,7 +50,7 @@ def test_rmatvec_equals_vjp_of_torch_module(combo, data):
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_dot_test(combo, data):
-    case, dtype, _, op = _draw(data, combo)
+    case, dtype, _, op = draw_operator(data, combo, numpy_weight=True)
     x = _sample(case, (op.shape[1],), dtype, 1)
     v = _sample(case, (op.shape[0],), dtype, 2)
     assert_dot_test(x, op.matvec(x), v, op.rmatvec(v), dtype=dtype, terms=case.terms)
@@ -66,7 +59,7 @@ def test_dot_test(combo, data):
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_matmat_equals_columnwise_matvec(combo, data):
-    case, dtype, _, op = _draw(data, combo)
+    case, dtype, _, op = draw_operator(data, combo, numpy_weight=True)
     X = _sample(case, (op.shape[1], 3), dtype, 1)
     expected = np.stack([op.matvec(X[:, j]) for j in range(3)], axis=1)
     assert_close(op.matmat(X), expected, dtype=dtype, terms=case.terms)
@@ -75,7 +68,7 @@ def test_matmat_equals_columnwise_matvec(combo, data):
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_rmatmat_equals_columnwise_rmatvec(combo, data):
-    case, dtype, _, op = _draw(data, combo)
+    case, dtype, _, op = draw_operator(data, combo, numpy_weight=True)
     V = _sample(case, (op.shape[0], 3), dtype, 1)
     expected = np.stack([op.rmatvec(V[:, j]) for j in range(3)], axis=1)
     assert_close(op.rmatmat(V), expected, dtype=dtype, terms=case.terms)
@@ -84,7 +77,7 @@ def test_rmatmat_equals_columnwise_rmatvec(combo, data):
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_adjoint_of_adjoint_is_the_operator(combo, data):
-    case, dtype, _, op = _draw(data, combo)
+    case, dtype, _, op = draw_operator(data, combo, numpy_weight=True)
     x = _sample(case, (op.shape[1],), dtype, 1)
     v = _sample(case, (op.shape[0],), dtype, 2)
     assert op.H.shape == op.shape[::-1]
@@ -96,7 +89,7 @@ def test_adjoint_of_adjoint_is_the_operator(combo, data):
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_transpose_is_conjugate_of_adjoint(combo, data):
-    case, dtype, _, op = _draw(data, combo)
+    case, dtype, _, op = draw_operator(data, combo, numpy_weight=True)
     v = _sample(case, (op.shape[0],), dtype, 2)
     x = _sample(case, (op.shape[1],), dtype, 1)
     assert_close(op.T @ v, np.conj(op.H @ np.conj(v)), dtype=dtype, terms=case.terms)
@@ -460,7 +453,7 @@ def no_tf32():
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_cuda_operator_matches_cpu_reference(combo, data):
-    case, dtype, weight, cpu_op = _draw(data, combo)
+    case, dtype, weight, cpu_op = draw_operator(data, combo, numpy_weight=True)
     op = case.operator(weight.cuda())
     assert op.device.type == "cuda"
     assert repr(op).endswith("device=cuda:0)")

@@ -15,7 +15,7 @@ from pylops.optimization.basic import cgls, lsqr
 from pylops.optimization.leastsquares import regularized_inversion
 from pylops.optimization.sparsity import fista
 from pylops.utils import dottest
-from strategies import COMBO_IDS, COMBOS, conv_cases, real_or_complex
+from strategies import COMBO_IDS, COMBOS, draw_operator
 
 import convop
 from convop.pylops_bridge import PyLopsConv
@@ -31,9 +31,8 @@ def _blur(shape=(1, 24, 20), dtype=torch.float64) -> convop.ConvOperator:
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_pylops_dottest_passes(combo, data):
-    case = data.draw(conv_cases(*combo), label="case")
-    dtype = data.draw(real_or_complex, label="dtype")
-    P = case.operator(case.weight(dtype)).to_pylops()
+    _, dtype, _, op = draw_operator(data, combo)
+    P = op.to_pylops()
     assert (P.dims, P.dimsd) == (P.conv.input_shape, P.conv.output_shape)
     complexflag = 3 if dtype.is_complex else 0
     assert dottest(P, *P.shape, rtol=1e-10, complexflag=complexflag)
