@@ -156,6 +156,9 @@ class ConvGeometry:
         TypeError
             For arguments of the wrong type (a float or bool where an int is required).
         """
+        # Only PyTorch's own forms are checked here: the weight and input shapes, groups
+        # (the channel counts are computed with it) and the padding argument. Every other
+        # argument goes to the fields as given, and __post_init__ checks them all.
         if not isinstance(weight_shape, Sequence):
             raise TypeError(
                 f"weight_shape must be a tuple of ints, got {weight_shape!r} of type "
@@ -182,41 +185,23 @@ class ConvGeometry:
         input_shape = as_int_tuple(input_shape, ndim + 1, "input_shape", minimum=1)
         weight_shape = as_int_tuple(weight_shape, ndim + 2, "weight.shape", minimum=1)
         groups = as_int(groups, "groups", minimum=1)
-        if not isinstance(transposed, bool):
-            raise TypeError(f"transposed must be a bool, got {transposed!r}")
         kernel_size = weight_shape[2:]
-        stride = as_int_tuple(stride, ndim, "stride", minimum=1)
-        dilation = as_int_tuple(dilation, ndim, "dilation", minimum=1)
-        check_choice(padding_mode, "padding_mode", PADDING_MODES)
-
         if transposed:
             in_channels, out_channels = weight_shape[0], weight_shape[1] * groups
             expected = "weight.shape[0]"
-            if isinstance(padding, str):
-                raise ValueError(
-                    f"padding must be an int or a tuple of {ndim} ints for a transposed "
-                    f"convolution, got padding={padding!r}"
-                )
-            if padding_mode != "zeros":
-                raise ValueError(
-                    f"padding_mode must be 'zeros' for a transposed convolution, "
-                    f"got padding_mode={padding_mode!r}"
-                )
-            output_padding = as_int_tuple(output_padding, ndim, "output_padding", minimum=0)
         else:
             in_channels, out_channels = weight_shape[1] * groups, weight_shape[0]
             expected = "weight.shape[1] * groups"
-            output_padding = as_int_tuple(output_padding, ndim, "output_padding", minimum=0)
-            if any(output_padding):
-                raise ValueError(
-                    f"output_padding is only for transposed convolutions, "
-                    f"got output_padding={output_padding}"
-                )
         if input_shape[0] != in_channels:
             raise ValueError(
                 f"input_shape[0]={input_shape[0]} does not match the weight: expected "
                 f"in_channels = {expected} = {in_channels} for weight of shape {weight_shape} "
                 f"and groups={groups}"
+            )
+        if transposed and isinstance(padding, str):
+            raise ValueError(
+                f"padding must be an int or a tuple of {ndim} ints for a transposed "
+                f"convolution, got padding={padding!r}"
             )
         return cls(
             in_channels=in_channels,
@@ -224,7 +209,7 @@ class ConvGeometry:
             kernel_size=kernel_size,
             input_size=input_shape[1:],
             stride=stride,
-            padding=_padding_pairs(padding, ndim, kernel_size, stride, dilation),
+            padding=_padding_pairs(padding, kernel_size, stride, dilation),
             dilation=dilation,
             groups=groups,
             padding_mode=padding_mode,
@@ -422,17 +407,17 @@ def _output_length(geom: ConvGeometry, i: int) -> int:
 
 
 def _padding_pairs(
-    padding: object,
-    ndim: int,
-    kernel_size: tuple[int, ...],
-    stride: tuple[int, ...],
-    dilation: tuple[int, ...],
+    padding: object, kernel_size: tuple[int, ...], stride: object, dilation: object
 ) -> tuple[tuple[int, int], ...]:
     """PyTorch's padding argument as ``(before, after)`` per dimension."""
+    ndim = len(kernel_size)
     if isinstance(padding, str):
         check_choice(padding, "padding", PADDING_STRINGS)
         if padding == "valid":
             return ((0, 0),) * ndim
+        # 'same' is computed from the stride and the dilation, so they are read here.
+        stride = as_int_tuple(stride, ndim, "stride", minimum=1)
+        dilation = as_int_tuple(dilation, ndim, "dilation", minimum=1)
         if any(s != 1 for s in stride):
             raise ValueError(f"padding='same' requires stride=1, got stride={stride}")
         # PyTorch puts the odd extra sample of an even effective kernel after the input.
