@@ -199,10 +199,19 @@ def conv_layer(c_in: int, c_out: int, k: int, n: int, dtype: torch.dtype, repeat
     seconds = timeit(lambda: op.apply(tx), repeats)
     record("layer", case, f"convop apply, torch face [{op.method}]", seconds,
            f"{seconds / anchor:.2f}x")  # fmt: skip
+    # convop overrides scipy's public matvec/rmatvec/dot; without them, scipy's own path:
+    base = spla.LinearOperator
+    for name, call in (("matvec", base.matvec), ("dot", base.dot)):
+        seconds = timeit(lambda call=call: call(op, x), repeats)
+        record("layer", case, f"scipy's {name} path (no convop override)", seconds,
+               f"{seconds / anchor:.2f}x")  # fmt: skip
     anchor_t = timeit(raw_adjoint, repeats)
     record("layer", case, "raw F.conv_transpose2d (anchor)", anchor_t)
     seconds = timeit(lambda: op.rmatvec(v), repeats)
     record("layer", case, f"convop auto [{op.method}] rmatvec", seconds,
+           f"{seconds / anchor_t:.2f}x")  # fmt: skip
+    seconds = timeit(lambda: spla.LinearOperator.rmatvec(op, v), repeats)
+    record("layer", case, "scipy's rmatvec path (no convop override)", seconds,
            f"{seconds / anchor_t:.2f}x")  # fmt: skip
     with convop.array_threads(None):
         seconds = timeit(lambda: op.rmatvec(v), repeats)

@@ -320,6 +320,42 @@ def test_matvec_rejects_wrongly_sized_vectors():
         op.rmatmat(np.ones(27))
 
 
+_SCIPY_CALLS = {
+    "matvec": lambda A, a: A.matvec(a),
+    "rmatvec": lambda A, a: A.rmatvec(a),
+    "matmat": lambda A, a: A.matmat(a),
+    "rmatmat": lambda A, a: A.rmatmat(a),
+    "dot": lambda A, a: A.dot(a),
+    "matmul": lambda A, a: A @ a,
+}
+
+
+@pytest.mark.parametrize("call", list(_SCIPY_CALLS))
+@pytest.mark.parametrize("shape", ["n", "n,1", "n,3", "m", "m,1", "m,3", "n+1", "n,1,1", "scalar"])
+def test_overridden_scipy_methods_behave_like_scipy(call, shape):
+    """convop overrides matvec/rmatvec/matmat/rmatmat/dot for speed and messages: same
+    results, shapes and exception types as scipy's own LinearOperator on the dense matrix."""
+    op = convop.conv2d(torch.randn(3, 2, 3, 3, dtype=torch.float64), (2, 5, 4), stride=2)
+    reference = spla.aslinearoperator(op.todense())
+    m, n = op.shape
+    sizes = {"n": n, "m": m, "n+1": n + 1}
+    dims = [sizes.get(d) or int(d) for d in shape.split(",")] if shape != "scalar" else []
+    a = np.random.default_rng(0).standard_normal(dims) if dims else 2.0
+    fn = _SCIPY_CALLS[call]
+    try:
+        want = fn(reference, a)
+    except Exception as error:
+        with pytest.raises(type(error)):
+            fn(op, a)
+        return
+    got = fn(op, a)
+    if isinstance(want, np.ndarray):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-12)
+    else:  # op @ scalar, op.dot(scalar): a scaled operator
+        np.testing.assert_allclose(got @ np.ones(n), want @ np.ones(n), atol=1e-12)
+
+
 def test_apply_rejects_wrong_trailing_shape_type_and_device():
     op = convop.conv2d(torch.randn(3, 2, 3, 3), (2, 5, 5))
     with pytest.raises(
