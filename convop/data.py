@@ -111,3 +111,57 @@ def motion_kernel(length: int = 9, angle: float = 0.0) -> np.ndarray:
     cols = np.rint(c + t * np.cos(theta)).astype(int)
     kernel[rows, cols] = 1.0
     return kernel / kernel.sum()
+
+
+def psnr(estimate: np.ndarray, truth: np.ndarray, data_range: float | None = None) -> float:
+    """Peak signal-to-noise ratio of ``estimate`` against ``truth``, in dB.
+
+    ``10 log10(peak^2 / mse)``, with ``mse`` the mean squared difference over all values and
+    ``peak`` the data range: ``data_range`` if given, else the range of ``truth``
+    (``truth.max() - truth.min()``, 1 for the images of this module, whose values span
+    [0, 1]). The peak never depends on ``estimate``, so two estimates of one truth compare
+    directly.
+
+    Parameters
+    ----------
+    estimate : numpy.ndarray
+        Any shape holding as many values as ``truth`` (a flattened image is fine).
+    truth : numpy.ndarray
+        The reference.
+    data_range : float, optional
+        The peak, e.g. 1.0 for values in [0, 1] or 255 for 8-bit samples.
+
+    Returns
+    -------
+    float
+        In dB; ``inf`` when ``estimate`` equals ``truth``.
+
+    Raises
+    ------
+    ValueError
+        If the sizes differ, or the peak is not positive (a constant ``truth`` without
+        ``data_range``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convop.data import phantom, psnr
+    >>> truth = phantom(64)
+    >>> noisy = truth + 0.01 * np.random.default_rng(0).standard_normal(truth.shape)
+    >>> round(psnr(noisy.ravel(), truth), 1)
+    40.0
+    >>> round(psnr(2 * truth, 2 * truth + 0.02, data_range=2.0), 2)
+    40.0
+    """
+    estimate, truth = np.asarray(estimate), np.asarray(truth)
+    if estimate.size != truth.size:
+        raise ValueError(
+            f"estimate and truth must hold as many values, got estimate.shape="
+            f"{estimate.shape} and truth.shape={truth.shape}"
+        )
+    peak = float(truth.max() - truth.min()) if data_range is None else float(data_range)
+    if not peak > 0:
+        source = "the range of truth" if data_range is None else "data_range"
+        raise ValueError(f"the peak must be > 0, got {peak:g} ({source}); pass data_range")
+    mse = float(np.mean(np.abs(estimate.ravel() - truth.ravel()) ** 2))
+    return float(10 * np.log10(peak**2 / mse)) if mse > 0 else float("inf")

@@ -30,7 +30,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import NamedTuple
 
@@ -38,6 +37,7 @@ import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import parse_args
 from torch import nn
 
 import convop
@@ -46,7 +46,6 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt
 
 RTOL, ATOL = 1e-12, 1e-12  # float64 throughout: round-off only
-FIGURES = Path(__file__).resolve().parent / "figures"
 
 
 class Shown(NamedTuple):
@@ -155,19 +154,8 @@ def plot(shown: list[Shown], path: Path) -> None:
     plt.close(fig)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--out", type=Path, default=FIGURES, help="directory for the figure (examples/figures/)"
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="small, fast run (this example is always small)"
-    )
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    args = parse_args(argv, __doc__, "small, fast run (this example is always small)")
     torch.manual_seed(0)  # the layers' initial weights
 
     print("== 1. The forum's case: 2 -> 2 channels, 2x2 kernel, 3x3 input ==")

@@ -41,25 +41,21 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import NamedTuple
 
 import matplotlib
 import numpy as np
+from _common import KERNEL_SIZE, NOISE, SIGMA, blur_problem, check, parse_args
 from scipy.sparse.linalg import LinearOperator, lsmr, lsqr
 
-import convop
-from convop.data import gaussian_kernel, phantom
+from convop.data import psnr
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt
 
-FIGURES = Path(__file__).resolve().parent / "figures"
 SIZE, QUICK_SIZE = 256, 96
-KERNEL_SIZE, SIGMA = 9, 1.5  # Gaussian blur
-NOISE, SEED = 0.002, 0  # noise standard deviation (image range [0, 1]) and its seed
 DAMPS = (0.005, 0.01, 0.02, 0.05, 0.1)  # Tikhonov damp sweep
 TOL = 1e-6  # atol = btol of both solvers (scipy's default)
 HISTORY_POINTS = 14  # re-runs per residual history (a geometric grid of iteration counts)
@@ -79,28 +75,6 @@ class History(NamedTuple):
     iterations: np.ndarray  # (k,) iteration counts of the re-runs
     damped: np.ndarray  # (k,) sqrt(||b - A x||^2 + damp^2 ||x||^2) / ||b||
     normal: np.ndarray  # (k,) ||A^H (b - A x) - damp^2 x|| / ||A^H b||
-
-
-def psnr(estimate: np.ndarray, truth: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB for images with values in [0, 1]."""
-    return float(10 * np.log10(1.0 / np.mean((estimate.ravel() - truth.ravel()) ** 2)))
-
-
-def check(condition: bool, message: str) -> None:
-    """Print ``ok: message`` or exit non-zero with ``FAILED: message``."""
-    if not condition:
-        raise SystemExit(f"FAILED: {message}")
-    print(f"ok: {message}")
-
-
-def blur_problem(n: int) -> tuple[convop.ConvOperator, np.ndarray, np.ndarray]:
-    """The blur operator, the true image (n, n) and the blurred noisy data (n*n,)."""
-    truth = phantom(n)  # (n, n), values in [0, 1]
-    kernel = gaussian_kernel(KERNEL_SIZE, SIGMA)  # (9, 9), sums to 1
-    A = convop.conv2d(kernel[None, None], (1, n, n), padding="same", padding_mode="reflect")
-    rng = np.random.default_rng(SEED)
-    b = A @ truth.ravel() + NOISE * rng.standard_normal(A.shape[0])  # (n*n,)
-    return A, truth, b
 
 
 def solve(
@@ -187,19 +161,8 @@ def plot(
     plt.close(fig)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--out", type=Path, default=FIGURES, help="directory for the figure (examples/figures/)"
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help=f"{QUICK_SIZE}x{QUICK_SIZE} instead of {SIZE}x{SIZE}"
-    )
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    args = parse_args(argv, __doc__, f"{QUICK_SIZE}x{QUICK_SIZE} instead of {SIZE}x{SIZE}")
     n = QUICK_SIZE if args.quick else SIZE
     A, truth, b = blur_problem(n)
     blurred = psnr(b, truth)

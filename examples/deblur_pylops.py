@@ -29,7 +29,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -37,19 +36,16 @@ from typing import NamedTuple
 import matplotlib
 import numpy as np
 import pylops
+from _common import KERNEL_SIZE, NOISE, SIGMA, blur_problem, check, parse_args
 from pylops.optimization.leastsquares import regularized_inversion
 from pylops.optimization.sparsity import splitbregman
 
-import convop
-from convop.data import gaussian_kernel, phantom
+from convop.data import psnr
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt
 
-FIGURES = Path(__file__).resolve().parent / "figures"
 SIZE, QUICK_SIZE = 256, 96
-KERNEL_SIZE, SIGMA = 9, 1.5  # Gaussian blur, as in deblur_lsqr.py
-NOISE, SEED = 0.002, 0  # noise standard deviation (image range [0, 1]) and its seed
 LAPLACIAN_EPS = (0.003, 0.01, 0.03)  # weight of ||L x||_2
 TOL = 1e-6  # lsqr's atol = btol for the Laplacian
 TV_EPS = (0.1, 0.2, 0.4)  # weight of the TV term
@@ -64,28 +60,6 @@ class Result(NamedTuple):
     x: np.ndarray  # (n*n,) reconstruction
     iterations: str  # how many, in the method's own terms
     seconds: float
-
-
-def psnr(estimate: np.ndarray, truth: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB for images with values in [0, 1]."""
-    return float(10 * np.log10(1.0 / np.mean((estimate.ravel() - truth.ravel()) ** 2)))
-
-
-def check(condition: bool, message: str) -> None:
-    """Print ``ok: message`` or exit non-zero with ``FAILED: message``."""
-    if not condition:
-        raise SystemExit(f"FAILED: {message}")
-    print(f"ok: {message}")
-
-
-def blur_problem(n: int) -> tuple[convop.ConvOperator, np.ndarray, np.ndarray]:
-    """The blur operator, the true image (n, n) and the blurred noisy data (n*n,)."""
-    truth = phantom(n)  # (n, n), values in [0, 1]
-    kernel = gaussian_kernel(KERNEL_SIZE, SIGMA)  # (9, 9), sums to 1
-    A = convop.conv2d(kernel[None, None], (1, n, n), padding="same", padding_mode="reflect")
-    rng = np.random.default_rng(SEED)
-    b = A @ truth.ravel() + NOISE * rng.standard_normal(A.shape[0])  # (n*n,)
-    return A, truth, b
 
 
 def laplacian(P: pylops.LinearOperator, b: np.ndarray, eps: float) -> Result:
@@ -168,21 +142,9 @@ def plot(path: Path, truth: np.ndarray, b: np.ndarray, best: list[Result]) -> No
     plt.close(fig)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--out", type=Path, default=FIGURES, help="directory for the figure (examples/figures/)"
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"{QUICK_SIZE}x{QUICK_SIZE} instead of {SIZE}x{SIZE}, {QUICK_TV_OUTER} TV steps",
-    )
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    quick = f"{QUICK_SIZE}x{QUICK_SIZE} instead of {SIZE}x{SIZE}, {QUICK_TV_OUTER} TV steps"
+    args = parse_args(argv, __doc__, quick)
     n = QUICK_SIZE if args.quick else SIZE
     outer = QUICK_TV_OUTER if args.quick else TV_OUTER
     A, truth, b = blur_problem(n)

@@ -49,17 +49,17 @@ import numpy as np
 import pylops
 import pylops_mpi
 import torch
+from _common import check, parse_args, relative_error
 from mpi4py import MPI
 from pylops.optimization.basic import cgls as serial_cgls
 from pylops_mpi.optimization.basic import cgls
 
 import convop
-from convop.data import gaussian_kernel
+from convop.data import gaussian_kernel, psnr
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt
 
-FIGURES = Path(__file__).resolve().parent / "figures"
 SIZE, QUICK_SIZE = 128, 48  # the volume is SIZE^3 voxels
 KERNEL_SIZE, SIGMA = 9, 1.5  # Gaussian blur, in voxels
 NOISE, SEED = 0.01, 0  # noise standard deviation (volume range [0, 1]) and its seed
@@ -96,22 +96,6 @@ def blur_operator(n: int) -> convop.ConvOperator:
     g = gaussian_kernel(KERNEL_SIZE, SIGMA).sum(axis=0)  # (9,) 1-D Gaussian, sums to 1
     kernel = g[:, None, None] * g[None, :, None] * g[None, None, :]  # (9, 9, 9), sums to 1
     return convop.conv3d(kernel[None, None], (1, n, n, n), padding="same", padding_mode="reflect")
-
-
-def psnr(estimate: np.ndarray, truth: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB for volumes with values in [0, 1]."""
-    return float(10 * np.log10(1.0 / np.mean((estimate.ravel() - truth.ravel()) ** 2)))
-
-
-def relative_difference(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a.ravel() - b.ravel()) / np.linalg.norm(b.ravel()))
-
-
-def check(condition: bool, message: str) -> None:
-    """Print ``ok: message`` or exit non-zero with ``FAILED: message``."""
-    if not condition:
-        raise SystemExit(f"FAILED: {message}")
-    print(f"ok: {message}")
 
 
 def peak_memory_mib() -> float:
@@ -176,19 +160,6 @@ def plot(path: Path, volumes: list[tuple[str, np.ndarray]], suptitle: str) -> No
     plt.close(fig)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--out", type=Path, default=FIGURES, help="directory for the figure (examples/figures/)"
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"a {QUICK_SIZE}^3 volume instead of {SIZE}^3",
-    )
-    return parser.parse_args(argv)
-
-
 class Distributed(NamedTuple):
     """What rank 0 learns from the distributed solves."""
 
@@ -208,7 +179,7 @@ def plural(count: int, word: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    args = parse_args(argv, __doc__, f"a {QUICK_SIZE}^3 volume instead of {SIZE}^3")
     comm = MPI.COMM_WORLD
     rank, ranks = comm.Get_rank(), comm.Get_size()
     threads = set_threads(ranks)
@@ -317,9 +288,9 @@ def report(
         print(f"  {label:{width}}  {value:6.2f} dB{timing}")
     print()
 
-    gap = relative_difference(run.damped, serial)
+    gap = relative_error(run.damped, serial)
     check(gap <= SAME_TOL, f"distributed restoration equals the serial one: {gap:.1e} relative")
-    gap = relative_difference(run.stacked, run.damped)
+    gap = relative_error(run.stacked, run.damped)
     check(gap <= SAME_TOL, f"cgls on [A; damp I] equals damped cgls: {gap:.1e} relative")
     check(
         abs(distributed - reference) <= PSNR_TOL,

@@ -27,7 +27,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import check, dot_test, parse_args, relative_error
 from scipy.sparse.linalg import lsqr
 from torch import nn
 
@@ -44,7 +44,6 @@ from convop.data import phantom
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt
 
-FIGURES = Path(__file__).resolve().parent / "figures"
 SIZE, QUICK_SIZE = 48, 24  # input height and width
 C_IN, C_OUT = 3, 16
 NOISE = 1e-3  # noise standard deviation relative to the RMS of the layer's output
@@ -52,31 +51,11 @@ SEED = 0
 TOL = 1e-10  # lsqr's atol = btol
 
 
-def check(condition: bool, message: str) -> None:
-    """Print ``ok: message`` or exit non-zero with ``FAILED: message``."""
-    if not condition:
-        raise SystemExit(f"FAILED: {message}")
-    print(f"ok: {message}")
-
-
 def test_images(n: int) -> np.ndarray:
     """Three phantom variants as one (3, n, n) input with values in [0, 1]."""
     image = phantom(n)  # (n, n)
     ramp = np.linspace(0.0, 1.0, n)[None, :]  # (1, n)
     return np.stack([image, np.rot90(image), 0.5 * np.fliplr(image) + 0.5 * ramp])
-
-
-def relative_error(estimate: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.linalg.norm(estimate.ravel() - truth.ravel()) / np.linalg.norm(truth))
-
-
-def dot_test(op: convop.ConvOperator, rng: np.random.Generator) -> float:
-    """|<A x, v> - <x, A^H v>| scaled by Cauchy-Schwarz (docs/conventions.md, section 8)."""
-    x = rng.standard_normal(op.shape[1])
-    v = rng.standard_normal(op.shape[0])
-    Ax, AHv = op @ x, op.H @ v
-    scale = np.linalg.norm(Ax) * np.linalg.norm(v) + np.linalg.norm(x) * np.linalg.norm(AHv)
-    return float(abs(np.vdot(v, Ax) - np.vdot(AHv, x)) / scale)
 
 
 def show_adjoint(layer: nn.Conv2d, op: convop.ConvOperator, rng: np.random.Generator) -> None:
@@ -97,7 +76,8 @@ def show_adjoint(layer: nn.Conv2d, op: convop.ConvOperator, rng: np.random.Gener
         f"ok: op.H @ v == F.conv_transpose2d(v, layer.weight, stride={layer.stride}, "
         f"padding={layer.padding}, output_padding={r})"
     )
-    error = dot_test(op, rng)
+    x, v = rng.standard_normal(op.shape[1]), rng.standard_normal(op.shape[0])
+    error = dot_test(op, lambda y: op.H @ y, x, v)
     check(error < 1e-13, f"dot test |<Ax, v> - <x, A^H v>| / (Cauchy-Schwarz scale) = {error:.1e}")
 
 
@@ -129,19 +109,8 @@ def plot(path: Path, truth: np.ndarray, recovered: np.ndarray, title: str) -> No
     plt.close(fig)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--out", type=Path, default=FIGURES, help="directory for the figure (examples/figures/)"
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help=f"{QUICK_SIZE}x{QUICK_SIZE} inputs instead of {SIZE}"
-    )
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    args = parse_args(argv, __doc__, f"{QUICK_SIZE}x{QUICK_SIZE} inputs instead of {SIZE}")
     n = QUICK_SIZE if args.quick else SIZE
     torch.manual_seed(SEED)  # the layer's initial weights
     rng = np.random.default_rng(SEED)

@@ -35,7 +35,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import NamedTuple
 
@@ -43,6 +42,7 @@ import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import check, dot_test, parse_args
 from torch import nn
 
 import convop
@@ -50,7 +50,6 @@ import convop
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt
 
-FIGURES = Path(__file__).resolve().parent / "figures"
 MODES = ("zeros", "reflect", "replicate", "circular")
 INPUT_SHAPE = (3, 17, 16)  # (C_in, H, W): W = 16 needs output_padding 1 for the naive version
 C_OUT, KERNEL, STRIDE, PADDING = 4, 3, 2, 1
@@ -65,20 +64,6 @@ class Row(NamedTuple):
     naive_dot: float  # worst normalised dot test of the naive conv_transpose2d
     convop_vector: float  # |op.H v - vjp(v)| / |vjp(v)|
     naive_vector: float  # |naive(v) - vjp(v)| / |vjp(v)|
-
-
-def check(condition: bool, message: str) -> None:
-    """Print ``ok: message`` or exit non-zero with ``FAILED: message``."""
-    if not condition:
-        raise SystemExit(f"FAILED: {message}")
-    print(f"ok: {message}")
-
-
-def dot_test(A, adjoint, x: np.ndarray, v: np.ndarray) -> float:
-    """|<A x, v> - <x, adjoint(v)>| over its Cauchy-Schwarz scale (conventions.md, sect. 8)."""
-    Ax, Av = A @ x, adjoint(v)
-    scale = np.linalg.norm(Ax) * np.linalg.norm(v) + np.linalg.norm(x) * np.linalg.norm(Av)
-    return float(abs(np.vdot(v, Ax) - np.vdot(Av, x)) / scale)
 
 
 def compare(mode: str, weight: torch.Tensor, pairs: int, rng: np.random.Generator) -> Row:
@@ -156,19 +141,8 @@ def plot(path: Path, rows: list[Row], pairs: int) -> None:
     plt.close(fig)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--out", type=Path, default=FIGURES, help="directory for the figure (examples/figures/)"
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help=f"{QUICK_PAIRS} random pairs instead of {PAIRS}"
-    )
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    args = parse_args(argv, __doc__, f"{QUICK_PAIRS} random pairs instead of {PAIRS}")
     pairs = QUICK_PAIRS if args.quick else PAIRS
     rng = np.random.default_rng(SEED)
     generator = torch.Generator().manual_seed(SEED)

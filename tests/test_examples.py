@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+# examples/_common.py and any other "_" module are the scripts' shared helpers, not examples
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if not p.name.startswith("_"))
 
 # One torch thread per example: these problems are small, and torch's thread pool slows down
 # many times over when the cores are shared with other processes (parallel test runs).

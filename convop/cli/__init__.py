@@ -1,0 +1,151 @@
+"""The ``convop`` command: a deblurring demo, the matrix of a convolution, image deblurring.
+
+Three subcommands, each a thin layer over the library and each in its own module:
+
+- ``convop demo`` (``_demo.py``): blur and noise the built-in Shepp-Logan phantom, deblur it
+  with scipy's ``lsqr`` and ``lsmr`` on a :class:`~convop.operator.ConvOperator`, print PSNR
+  (:func:`convop.data.psnr`) and timings, write a figure;
+- ``convop matrix`` (``_matrix.py``): the exact sparse matrix of a convolution (a kernel plus
+  PyTorch's arguments, or a saved ``nn.Conv*`` module), built with
+  :meth:`~convop.operator.ConvOperator.tosparse` and written with :func:`convop.save_matrix`;
+- ``convop deblur`` (``_deblur.py``): deblur an image file, gray or colour (each channel on
+  its own), with a given or built-in kernel.
+
+``_parser.py`` holds the parser class and the argument types, ``_solve.py`` the solvers with
+their progress bars; images and kernels are read by the library (:mod:`convop.imaging`).
+matplotlib, Pillow and tqdm are imported only by the subcommands that use them (pylops never).
+
+Failures never end in a traceback. Bad arguments, missing, damaged or refused files,
+configurations convop rejects, a missing optional dependency (Pillow for PNG and JPEG
+images) and the guards (memory, expected time) end in one line ``convop: error: ...`` on
+stderr and exit status 2: the library's own message, after the option or input it concerns
+where the message does not say (``--size: n must be >= 8, got n=4``); anything unexpected
+(a failure inside torch such as an allocation that fails, or a bug) in one line
+``convop: error: TYPE: ...`` and exit status 1; an interrupt in exit status 130. Warnings
+are one line ``convop: warning: ...`` each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+
+from .. import __version__
+from . import _deblur, _demo, _matrix
+from ._parser import CommandError, Formatter, Parser, one_line, warn
+
+#: Exit status for bad arguments, bad or refused input and the guards (as argparse uses).
+EXIT_USAGE = 2
+#: Exit status for unexpected failures (inside torch, scipy, numpy, or a bug).
+EXIT_FAILURE = 1
+#: Exit status after an interrupt (Ctrl-C), as shells report SIGINT.
+EXIT_INTERRUPTED = 130
+#: The subcommands, in the order ``--help`` lists them: each module has the subcommand's
+#: ``NAME``, ``HELP``, ``DESCRIPTION``, ``EPILOG``, ``add_arguments(parser)`` and ``run(args)``.
+SUBCOMMANDS = (_demo, _matrix, _deblur)
+
+_EPILOG = """\
+examples:
+  convop demo                                  deblur the built-in phantom, write a figure
+  convop matrix --kernel gaussian:5 --input-shape 1,64,64 B.mtx
+  convop deblur photo.png --kernel motion:9:30 --output sharp.png
+  convop SUBCOMMAND --help                     options of one subcommand
+
+exit status:
+  0 success, 2 bad arguments, bad or refused input and the memory/time guards,
+  1 unexpected failures (inside torch, or a bug), 130 interrupted; every failure is
+  one line "convop: error: ..." on stderr
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``convop`` argument parser with its three subcommands."""
+    parser = Parser(
+        prog="convop",
+        description="Convolutions as exact lazy linear operators: a deblurring demo, the\n"
+        "sparse matrix of any PyTorch convolution, and image deblurring.",
+        epilog=_EPILOG,
+        formatter_class=Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"convop {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
+    for subcommand in SUBCOMMANDS:
+        options = commands.add_parser(
+            subcommand.NAME,
+            help=subcommand.HELP,
+            description=subcommand.DESCRIPTION,
+            epilog=subcommand.EPILOG,
+            formatter_class=Formatter,
+        )
+        subcommand.add_arguments(options)
+        options.set_defaults(run=subcommand.run)
+    return parser
+
+
+def _fail(message: object, status: int = EXIT_USAGE) -> int:
+    """Print ``message`` as one line ``convop: error: ...`` on stderr; return ``status``."""
+    text = one_line(message) or type(message).__name__
+    print(f"convop: error: {text}", file=sys.stderr)
+    return status
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show each Python warning as one line ``convop: warning: CATEGORY: message``."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        warn(f"{category.__name__}: {message}")
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``convop`` command line.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the program name; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit status: 0 on success (``--help`` and ``--version`` included); 2 for bad
+        arguments, missing, damaged or refused files, configurations convop rejects, a
+        missing optional dependency and the guards (memory, expected time); 1 for
+        unexpected failures (inside torch, such as an allocation that fails, or a bug); 130
+        when interrupted. Every failure is one line ``convop: error: ...`` on stderr
+        (unexpected ones name the exception type), never a traceback.
+
+    See Also
+    --------
+    convop.save_matrix, convop.conv2d, convop.from_module, convop.imaging
+
+    Examples
+    --------
+    >>> from convop.cli import main
+    >>> main(["--version"])
+    convop ...
+    0
+    >>> main(["matrix", "--kernel", "gaussian:4", "--input-shape", "1,8,8", "B.npz"])
+    2
+    """
+    try:
+        with _one_line_warnings():
+            args = build_parser().parse_args(argv)
+            return args.run(args)
+    except SystemExit as exit_:  # argparse's --help and --version
+        return exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    except KeyboardInterrupt:
+        print("convop: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    # the command's own refusals, and the library's: refused input, guards, missing extras
+    except (CommandError, ValueError, TypeError, MemoryError, OSError, ImportError) as error:
+        return _fail(error)
+    except Exception as error:  # unexpected: still one line, naming what failed
+        return _fail(f"{type(error).__name__}: {error}", EXIT_FAILURE)

@@ -1,0 +1,251 @@
+"""``convop deblur``: deblur a gray or colour image with lsqr, each channel on its own.
+
+Images and kernels are read by :mod:`convop.imaging`. Before solving, the memory and the
+time of the solve are estimated (the time by convop's cost model, which chooses between
+direct and FFT products) and refused over ``--max-bytes`` and ``--max-seconds``. This is
+the only module of the command that reads convop's internal cost model and FFT frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import _cost as cost_model
+from .. import constructors
+from .._fft import frame
+from .._memory import check_memory
+from ..geometry import PADDING_MODES, ConvGeometry
+from ..imaging import KERNEL_SPECS, read_image, write_image
+from ..operator import ConvOperator
+from ._parser import (
+    CommandError,
+    byte_count,
+    kernel_weight,
+    non_negative_float,
+    output_path,
+    positive_float,
+    positive_int,
+    warn,
+)
+from ._solve import solve
+
+#: Why scipy's lsqr stopped (its ``istop``), for the report.
+STOPS = {
+    0: "x = 0 solves it",
+    1: "converged",
+    2: "converged (least squares)",
+    7: "iteration limit",
+}
+CHANNELS = ("red", "green", "blue")
+#: How far a kernel's sum may be from 1 before deblur warns.
+SUM_TOLERANCE = 1e-6
+_CPU = torch.device("cpu")
+
+NAME = "deblur"
+HELP = "deblur a gray or colour image (PNG, JPEG or .npy) with lsqr"
+
+DESCRIPTION = """\
+Deblur an image: solve min |A x - b|^2 + damp^2 |x|^2 with scipy's lsqr for each colour
+channel, where A is the blur (convop.conv2d with padding "same") and b the channel.
+PNG/JPEG files are read with Pillow (values scaled to [0, 1]; gray stays gray, RGB(A) is
+deblurred per channel, alpha dropped); a .npy file holds an (H, W) gray or (H, W, 3) colour
+array. The result is written as .npy (raw values, the input's shape) or .png (gray: 8-bit,
+or 16-bit for a 16-bit input; colour: RGB; images read from files keep their [0, 1] scale
+with overshoot clipped, other data are mapped from their own range).
+
+Refused before solving: NaN or Inf pixels or kernel values, an all-zero kernel, and
+problems whose estimated memory exceeds --max-bytes or whose estimated time exceeds
+--max-seconds. A kernel that does not sum to 1 is used with a warning: the result's
+brightness scales by the inverse of its sum."""
+
+EPILOG = """\
+examples:
+  convop deblur photo.png                           gaussian:9, ./photo-deblurred.png
+  convop deblur scan.npy --kernel psf.npy --damp 0.02 --output sharp.npy
+  convop deblur shake.jpg --kernel motion:15:30 --iterations 200 --output sharp.png
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``convop deblur``'s options."""
+    parser.add_argument(
+        "image", metavar="IMAGE", help="PNG or JPEG file, or .npy of shape (H, W) or (H, W, 3)"
+    )
+    parser.add_argument(
+        "--kernel",
+        default="gaussian:9",
+        metavar="SPEC",
+        help=f"the blur: {KERNEL_SPECS}; a 2-d or (1, 1, kh, kw) array (default gaussian:9)",
+    )
+    parser.add_argument(
+        "--damp",
+        type=non_negative_float,
+        default=0.05,
+        metavar="D",
+        help="Tikhonov damping, larger for noisier images (default 0.05)",
+    )
+    parser.add_argument(
+        "--iterations",
+        type=positive_int,
+        default=100,
+        metavar="N",
+        help="most lsqr iterations per channel (default 100)",
+    )
+    parser.add_argument(
+        "--padding-mode",
+        choices=PADDING_MODES,
+        default="reflect",
+        metavar="MODE",
+        help=f"boundary model: one of {', '.join(PADDING_MODES)} (default reflect)",
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        metavar="OUT",
+        help="OUT.png or OUT.npy (default ./IMAGE-deblurred.png, or .npy for a .npy image)",
+    )
+    parser.add_argument(
+        "--max-bytes",
+        type=byte_count,
+        default=None,
+        metavar="N",
+        help="refuse to deblur when the estimated memory exceeds N, e.g. 2G "
+        "(default: half the memory available)",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=positive_float,
+        default=600.0,
+        metavar="S",
+        help="refuse to deblur when convop's cost model expects the solve to take longer "
+        "(default 600 s)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+# ---------------------------------------------------------------------- guards
+def _deblur_bytes(geometry: ConvGeometry, channels: int) -> int:
+    """Estimated memory of deblurring ``channels`` channels one after the other.
+
+    The image and the result (``channels`` float64 planes each), lsqr's ~6 float64 vectors
+    of one channel, and the products' workspace: ~2 complex grids of the padded size.
+    """
+    pixels = math.prod(geometry.input_size)
+    padded = math.prod(frame(geometry).sizes)
+    return 8 * pixels * (2 * channels + 6) + 2 * 16 * padded
+
+
+def _deblur_seconds(geometry: ConvGeometry, method: str, channels: int, iterations: int) -> float:
+    """Estimated time of ``iterations`` lsqr iterations per channel by convop's cost model.
+
+    Each iteration applies the blur and its adjoint: two products.
+    """
+    product = cost_model.fft_seconds if method == "fft" else cost_model.direct_seconds
+    return product(geometry, torch.float64, _CPU) * 2 * iterations * channels
+
+
+def _check_deblur(op: ConvOperator, channels: int, args: argparse.Namespace) -> None:
+    """Refuse, before anything is allocated, a deblur over the memory or the time limit."""
+    geometry = op.geometry
+    height, width = geometry.input_size
+    what = f"deblurring {channels} channel{'s' * (channels > 1)} of {height} x {width} pixels"
+    needed = _deblur_bytes(geometry, channels)
+    hint = f"pass --max-bytes {needed} or more to run it anyway"
+    check_memory(needed, args.max_bytes, what, hint=hint)
+    method = op.method
+    seconds = _deblur_seconds(geometry, method, channels, args.iterations)
+    if seconds > args.max_seconds:
+        raise CommandError(
+            f"{what} would take up to about {seconds:.3g} s by convop's cost model "
+            f"({args.iterations} lsqr iterations x 2 {method} products x {channels} "
+            f"channel{'s' * (channels > 1)}), more than --max-seconds {args.max_seconds:g}; "
+            f"pass --max-seconds {math.ceil(seconds)} or more (or fewer --iterations) to run "
+            f"it anyway"
+        )
+
+
+# ---------------------------------------------------------------------- the blur
+def _blur_weight(spec: str) -> np.ndarray:
+    """The deblur kernel as a finite float64 ``(1, 1, kh, kw)`` weight, not all zeros."""
+    weight = kernel_weight(spec, 2, "float64")
+    if weight.shape[:2] != (1, 1):
+        raise CommandError(f"kernel {spec!r} must have one channel, got shape {weight.shape}")
+    if not weight.any():
+        raise CommandError(
+            f"kernel {spec!r} is all zeros: it blurs every image to 0, so there is nothing "
+            f"to recover"
+        )
+    return weight
+
+
+def _warn_unless_normalised(weight: np.ndarray, spec: str) -> None:
+    """Warn when the kernel does not sum to 1: the result's brightness then scales."""
+    total = float(weight.sum())
+    if abs(total) <= SUM_TOLERANCE * float(np.abs(weight).sum()):
+        warn(
+            f"kernel {spec!r} sums to 0: it removes the image's mean brightness, which the "
+            f"result cannot recover (the damping pulls it towards 0)"
+        )
+    elif abs(total - 1) > SUM_TOLERANCE:
+        warn(
+            f"kernel {spec!r} sums to {total:.6g}, not 1: the result's brightness scales by "
+            f"its inverse ({1 / total:.6g}); divide the kernel by its sum to keep it"
+        )
+
+
+def _deblur_channel(
+    op: ConvOperator, b: np.ndarray, label: str, args: argparse.Namespace
+) -> tuple[np.ndarray, str]:
+    """lsqr on one channel ``b`` (flattened): the solution and its report line."""
+    x, istop, itn, r1norm, seconds = solve(
+        "lsqr",
+        op,
+        b,
+        damp=args.damp,
+        iterations=args.iterations,
+        quiet=args.quiet,
+        exact_count=False,
+        label=label,
+    )
+    relative = r1norm / max(float(np.linalg.norm(b)), np.finfo(float).tiny)
+    stopped = STOPS.get(istop, f"istop={istop}")
+    return x, (
+        f"{label}: {itn} iterations ({stopped}), {seconds:.2f} s, damp {args.damp:g}, "
+        f"residual |b - A x| / |b| = {relative:.3g}"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    suffix = ".npy" if Path(args.image).suffix.lower() == ".npy" else ".png"
+    default = Path(f"{Path(args.image).stem}-deblurred{suffix}")
+    output = output_path(args.output or str(default), (".png", ".npy"), "--output")
+    weight = _blur_weight(args.kernel)  # (1, 1, kh, kw)
+    image = read_image(args.image)
+    height, width, channels = image.pixels.shape
+    op = constructors.conv2d(
+        weight, (1, height, width), padding="same", padding_mode=args.padding_mode
+    )
+    _check_deblur(op, channels, args)  # building the operator allocated nothing
+    _warn_unless_normalised(weight, args.kernel)
+    labels = ["lsqr"] if channels == 1 else [f"lsqr {name}" for name in CHANNELS]
+    result = np.empty_like(image.pixels)  # (H, W, C)
+    reports = []
+    for c, label in enumerate(labels):
+        x, report = _deblur_channel(op, image.pixels[..., c].ravel(), label, args)
+        result[..., c] = x.reshape(height, width)
+        reports.append(report)
+    write_image(output, result, like=image)
+    print(
+        f"deblurred {args.image} ({height} x {width}, {'gray' if channels == 1 else 'RGB'}) "
+        f"with kernel {args.kernel} {weight.shape[2:]}, {args.padding_mode} padding"
+    )
+    print("\n".join(reports))
+    if image.alpha:
+        print("note: the image's alpha channel is dropped: not deblurred and not written")
+    print(f"wrote {output}")
+    return 0

@@ -1,0 +1,70 @@
+"""scipy's ``lsqr`` and ``lsmr`` on an operator, with a progress bar: for demo and deblur."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..operator import ConvOperator
+
+
+def _progress(iterations: int, desc: str, quiet: bool):
+    """A tqdm bar over solver iterations; off with ``--quiet`` or when stderr is no TTY."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=iterations, desc=desc, unit="it", leave=False, disable=True if quiet else None
+    )
+
+
+def _counted(op: ConvOperator, bar):
+    """``op`` behind a thin ``LinearOperator`` that ticks ``bar`` once per forward product.
+
+    scipy's ``lsqr``/``lsmr`` take no callback, but each iteration applies ``op`` exactly once.
+    """
+    from scipy.sparse.linalg import LinearOperator
+
+    class Counted(LinearOperator):
+        def __init__(self) -> None:
+            super().__init__(dtype=op.dtype, shape=op.shape)
+
+        def _matvec(self, x):
+            bar.update(1)
+            return op.matvec(x)
+
+        def _rmatvec(self, y):
+            return op.rmatvec(y)
+
+    return Counted()
+
+
+def solve(
+    name: str,
+    op: ConvOperator,
+    b: np.ndarray,
+    *,
+    damp: float,
+    iterations: int,
+    quiet: bool,
+    exact_count: bool,
+    label: str | None = None,
+) -> tuple[np.ndarray, int, int, float, float]:
+    """Run scipy's ``lsqr`` or ``lsmr``; ``(x, istop, itn, residual norm, seconds)``.
+
+    ``exact_count`` runs exactly ``iterations`` (tolerances 0) instead of stopping early;
+    ``label`` titles the progress bar (default ``name``).
+    """
+    from scipy.sparse.linalg import lsmr, lsqr
+
+    tol = dict(atol=0.0, btol=0.0) if exact_count else {}
+    # Products on float64 arrays run torch single-threaded (convop.threads): no pool fight.
+    with _progress(iterations, label or name, quiet) as bar:
+        A = _counted(op, bar)
+        start = time.perf_counter()
+        if name == "lsqr":
+            x, istop, itn, r1norm = lsqr(A, b, damp=damp, iter_lim=iterations, **tol)[:4]
+        else:
+            x, istop, itn, r1norm = lsmr(A, b, damp=damp, maxiter=iterations, **tol)[:4]
+        seconds = time.perf_counter() - start
+    return x, istop, itn, float(r1norm), seconds
