@@ -199,16 +199,7 @@ def plan(weight: torch.Tensor, geometry: ConvGeometry, *, adjoint: bool,
         return Plan(geometry, weight, geometry.output_size, transpose=adjoint,
                     conj=adjoint != conj)  # fmt: skip
     # conv_transpose(x, w) = conv(., w)^T restricted to the transposed conv's input positions.
-    transposed = ConvGeometry(
-        in_channels=geometry.out_channels,
-        out_channels=geometry.in_channels,
-        kernel_size=geometry.kernel_size,
-        input_size=geometry.output_size,
-        stride=geometry.stride,
-        padding=geometry.padding,
-        dilation=geometry.dilation,
-        groups=geometry.groups,
-    )
+    transposed = geometry.as_convolution()
     return Plan(transposed, weight, geometry.input_size, transpose=not adjoint,
                 conj=adjoint != conj)  # fmt: skip
 

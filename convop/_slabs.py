@@ -58,17 +58,7 @@ def conv_form(geom: ConvGeometry) -> tuple[ConvGeometry, tuple[int, ...], bool]:
     """
     if not geom.transposed:
         return geom, geom.output_size, False
-    conv = ConvGeometry(
-        in_channels=geom.out_channels,
-        out_channels=geom.in_channels,
-        kernel_size=geom.kernel_size,
-        input_size=geom.output_size,
-        stride=geom.stride,
-        padding=geom.padding,
-        dilation=geom.dilation,
-        groups=geom.groups,
-    )
-    return conv, geom.input_size, True
+    return geom.as_convolution(), geom.input_size, True
 
 
 @dataclass(frozen=True)

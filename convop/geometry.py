@@ -264,6 +264,33 @@ class ConvGeometry:
             for p, k, s, d in zip(self.padded_size, self.kernel_size, self.stride, self.dilation)
         )
 
+    def as_convolution(self) -> ConvGeometry:
+        """The zero-padded convolution whose adjoint this transposed convolution is.
+
+        ``conv_transpose(x, w)`` is the transpose of ``conv(., w)`` on the returned
+        geometry (whose input is this geometry's output), restricted to its first
+        ``input_size`` outputs per dimension; see :func:`convop.functional.adjoint`.
+
+        Examples
+        --------
+        >>> g = ConvGeometry.from_torch((2, 3, 4), (2, 5), stride=2, transposed=True)
+        >>> c = g.as_convolution()
+        >>> c.input_shape == g.output_shape, c.output_size, c.weight_shape == g.weight_shape
+        (True, (5,), True)
+        """
+        if not self.transposed:
+            raise ValueError("as_convolution() is for transposed convolutions")
+        return ConvGeometry(
+            in_channels=self.out_channels,
+            out_channels=self.in_channels,
+            kernel_size=self.kernel_size,
+            input_size=self.output_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+        )
+
     @property
     def name(self) -> str:
         """PyTorch's name for this convolution, e.g. ``'conv2d'`` or ``'conv_transpose3d'``."""

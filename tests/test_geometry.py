@@ -760,3 +760,8 @@ def test_direct_construction_normalises_fields():
     assert type(geometry.in_channels) is int
     assert type(geometry.input_size[1]) is int
     assert geometry.output_shape == (4, 4, 5)  # (9 + 0 + 2 - 3) // 2 + 1
+
+
+def test_as_convolution_is_for_transposed_convolutions_only():
+    with pytest.raises(ValueError, match="as_convolution"):
+        ConvGeometry.from_torch((2, 3, 4), (3, 9)).as_convolution()
