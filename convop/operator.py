@@ -5,6 +5,11 @@ its adjoint: ``op.H`` flips between the two and shares the weight, so ``op.H.H``
 convolution again. The operator holds the weight tensor itself and reads it at every use;
 the one thing it keeps, the FFT spectrum, is keyed on the weight's current values
 (:class:`convop._fft.SpectrumCache`).
+
+This module is longer than most (about 700 lines) because it is one class with many faces
+(scipy, torch, PyLops, MPI, explicit matrices), each a public method with a numpydoc
+docstring and a runnable example; the work itself is done in :mod:`convop.functional`,
+``convop._fft`` and ``convop._materialize``.
 """
 
 from __future__ import annotations
