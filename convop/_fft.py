@@ -144,8 +144,10 @@ def spectrum_bytes(geom: ConvGeometry, dtype: torch.dtype) -> int:
 
 
 def workspace_bytes(spec: Spectrum, channels: int, batch: int, dtype: torch.dtype) -> int:
-    """Peak memory of one FFT product of ``batch`` samples in ``dtype`` (beyond its input);
-    ``channels`` counts the input and output channels together."""
+    """Peak memory of one FFT product of ``batch`` samples in ``dtype`` (beyond its input).
+
+    ``channels`` counts the input and output channels together.
+    """
     fr = spec.frame
     itemsize = _complex_itemsize(dtype)
     spectra = batch * channels * _frequencies(fr, not dtype.is_complex) * itemsize

@@ -46,8 +46,10 @@ class Side:
 
 
 class Core:
-    """What one rank keeps for a distributed convolution and its adjoint: the plan, the
-    transfers of this rank, and the local operators (built on first use)."""
+    """What one rank keeps for a distributed convolution and its adjoint.
+
+    The plan, the transfers of this rank, and the local operators (built on first use).
+    """
 
     def __init__(self, op: ConvOperator, plan: SlabPlan, comm: Any) -> None:
         conv, keep, axis = plan.conv, plan.keep, plan.axis
@@ -62,7 +64,7 @@ class Core:
 
     # ------------------------------------------------------------------ built on first use
     def local(self, conj: bool) -> ConvOperator:
-        """This rank's convolution of its extended slab (weight conjugated if ``conj``)."""
+        """The convolution of this rank's extended slab (weight conjugated if ``conj``)."""
         if conj not in self._local:
             if False not in self._local:
                 geometry = self.plan.local_geometry(self.rank)
@@ -171,8 +173,11 @@ def _run(index: np.ndarray) -> int | None:
 
 
 def _select(t: torch.Tensor, a: int, index: np.ndarray) -> torch.Tensor:
-    """``t.index_select(a, index)``, as a slice when it is one (a view, no gather: on the
-    strided windows FFT products return, index_select copies the whole tensor first)."""
+    """``t.index_select(a, index)``, as a view when ``index`` is one slice.
+
+    No gather then: on the strided windows FFT products return, ``index_select`` would copy
+    the whole tensor first.
+    """
     start = _run(index)
     if start is not None:
         return t.narrow(a, start, len(index))

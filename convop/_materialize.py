@@ -63,8 +63,11 @@ def _sources(n: int, before: int, after: int, k: int, s: int, d: int, mode: str,
 
 
 def _distinct(source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sort each row's sources: ``(ordered, order, fresh)``, ``fresh`` marking the first
-    copy of every valid (>= 0) source; its row sums count the distinct input samples."""
+    """Sort each row's sources.
+
+    ``(ordered, order, fresh)``, ``fresh`` marking the first copy of every valid (>= 0) source;
+    its row sums count the distinct input samples.
+    """
     ordered, order = torch.sort(source, dim=1, stable=True)
     fresh = torch.ones_like(ordered, dtype=torch.bool)
     fresh[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
@@ -122,8 +125,10 @@ def _axis(n: int, before: int, after: int, k: int, s: int, d: int, mode: str, po
 
 def _axis_total(n: int, before: int, after: int, k: int, s: int, d: int, mode: str,
                 positions: int, device: torch.device) -> int:  # fmt: skip
-    """Sum over positions of the distinct input samples read, in bounded memory: ``k`` for
-    each interior position, counted for the border ones, O(border * k) time."""
+    """Sum over positions of the distinct input samples read, in bounded memory.
+
+    ``k`` for each interior position, counted for the border ones, O(border * k) time.
+    """
     inside = _interior(n, before, k, s, d, positions)
     total = len(inside) * k
     for part in (range(inside.start), range(inside.stop, positions)):
@@ -193,8 +198,11 @@ class Plan:
 
 def plan(weight: torch.Tensor, geometry: ConvGeometry, *, adjoint: bool,
          conj: bool = False) -> Plan:  # fmt: skip
-    """Reduce any operator (conv or transposed, forward or adjoint, of ``weight`` or of
-    ``conj(weight)``) to generated conv rows. O(ndim): nothing is built here."""
+    """Reduce any operator to generated conv rows, in O(ndim): nothing is built here.
+
+    Any operator: conv or transposed, forward or adjoint, of ``weight`` or of
+    ``conj(weight)``.
+    """
     if not geometry.transposed:
         return Plan(geometry, weight, geometry.output_size, transpose=adjoint,
                     conj=adjoint != conj)  # fmt: skip
@@ -373,8 +381,9 @@ def compressed(
     convert: bool = False,
     progress: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(indptr, indices, data)`` of the generated rows: CSR of the matrix, or CSC of its
-    transpose when ``p.transpose`` (the same arrays).
+    """``(indptr, indices, data)`` of the generated rows.
+
+    CSR of the matrix, or CSC of its transpose when ``p.transpose`` (the same arrays).
 
     Guarded: the exact number of nonzeros is counted first (bounded memory), then
     ``MemoryError`` is raised before anything large is allocated when the result plus the

@@ -137,8 +137,11 @@ def _check_banner(obj: str, fmt: str, field: str, symmetry: str) -> None:
 
 
 def _mtx_bytes(header: _MtxHeader, text_bytes: int) -> int:
-    """Peak memory of reading the data: one chunk's scan, the parsed numbers, the entries
-    (mirrored for symmetric storage) as COO and as CSR, and the row pointers."""
+    """Peak memory of reading the data.
+
+    One chunk's scan, the parsed numbers, the entries (mirrored for symmetric storage) as COO
+    and as CSR, and the row pointers.
+    """
     itemsize = np.dtype(_DTYPES[header.field]).itemsize
     stored = header.entries * (1 if header.symmetry == "general" else 2)
     scan = 32 * min(text_bytes, CHUNK_BYTES + MAX_LINE_BYTES)

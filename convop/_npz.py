@@ -60,9 +60,11 @@ def read(file: BinaryIO, max_bytes: int | None, what: str) -> sp.sparray:
 
 
 def _member(archive: zipfile.ZipFile, name: str, size: int) -> zipfile.ZipInfo:
-    """The member holding array ``name`` in an archive of ``size`` bytes, if its directory
-    entry is plausible: inside the file, unencrypted, stored or deflated, and claiming no
-    more bytes than its compressed data can hold (so a zip bomb is refused unread)."""
+    """The member holding array ``name`` in an archive of ``size`` bytes, if plausible.
+
+    Its directory entry must be inside the file, unencrypted, stored or deflated, and claim
+    no more bytes than its compressed data can hold (so a zip bomb is refused unread).
+    """
     try:
         info = archive.getinfo(f"{name}.npy")
     except KeyError:
@@ -82,8 +84,11 @@ def _member(archive: zipfile.ZipFile, name: str, size: int) -> zipfile.ZipInfo:
 
 
 def _npy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, *, small: bool = False) -> np.ndarray:
-    """The array in member ``info``, its ``.npy`` header checked against the member's size
-    before the data is read; object arrays are refused, so nothing is ever unpickled."""
+    """The array in member ``info``, its ``.npy`` header checked first.
+
+    The header is checked against the member's size before the data is read; object
+    arrays are refused, so nothing is ever unpickled.
+    """
     name = info.filename.removesuffix(".npy")
     if small and info.file_size > _SMALL_MEMBER:
         raise CorruptFile(f"array {name!r} holds {info.file_size} bytes, expected a few")

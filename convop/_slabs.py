@@ -63,9 +63,11 @@ def conv_form(geom: ConvGeometry) -> tuple[ConvGeometry, tuple[int, ...], bool]:
 
 @dataclass(frozen=True)
 class Transfer:
-    """Samples along the split axis that move from one rank's slab into another's
-    extended slab: ``local`` indices in the owner's slab, ``ext`` positions in the
-    receiver's extended slab (same length, one sample each)."""
+    """Samples along the split axis that move from one rank's slab into another's extended slab.
+
+    ``local`` indices in the owner's slab, ``ext`` positions in the receiver's extended slab
+    (same length, one sample each).
+    """
 
     local: np.ndarray
     ext: np.ndarray
@@ -74,9 +76,11 @@ class Transfer:
         return len(self.local)
 
     def window(self, n: int) -> tuple[int, np.ndarray] | None:
-        """Where local samples ``0 .. n-1`` lie, in order, at consecutive extended
-        positions: ``(ext_start, rest)`` with ``rest`` marking the other entries (samples
-        that padding folds back, reflected or wrapped), or ``None``.
+        """Where the whole slab ``0 .. n-1`` lies, in order, in the extended slab.
+
+        ``(ext_start, rest)`` when local samples ``0 .. n-1`` sit at consecutive extended
+        positions from ``ext_start``, with ``rest`` marking the other entries (samples that
+        padding folds back, reflected or wrapped); ``None`` otherwise.
 
         That window is a plain copy of a whole slab, done with one slice.
         """
@@ -127,8 +131,10 @@ class SlabPlan:
 
     # ------------------------------------------------------------------ one rank
     def extended_source(self, rank: int) -> np.ndarray:
-        """Global input index along ``axis`` of each extended-slab sample of ``rank``
-        (``-1`` where zero padding supplies the sample)."""
+        """Global input index along ``axis`` of each sample of ``rank``'s extended slab.
+
+        ``-1`` where zero padding supplies the sample.
+        """
         g, a = self.conv, self.axis
         b0, b1 = self.output_bounds[rank]
         s, d, k = g.stride[a], g.dilation[a], g.kernel_size[a]

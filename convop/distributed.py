@@ -344,9 +344,11 @@ class DistributedConv(MPILinearOperator):
         return out
 
     def from_local(self, block: Any, *, output: bool = False) -> DistributedArray:
-        """This rank's input block ``(C, *local_slab)`` as a distributed vector (a copy):
-        each rank passes its own part, e.g. read from disk at ``input_slices[rank]``.
-        ``output=True`` for a block of the output space (``output_slices[rank]``)."""
+        """A distributed vector (a copy) from the block ``(C, *local_slab)`` of this rank.
+
+        Each rank passes its own part, e.g. read from disk at ``input_slices[rank]``.
+        ``output=True`` for a block of the output space (``output_slices[rank]``).
+        """
         side = self._side(output)
         arr = _as_numpy(block, "block")
         expected = side.slabs[self._core.rank]
@@ -358,13 +360,15 @@ class DistributedConv(MPILinearOperator):
         return self._wrap_numpy(np.array(arr, dtype=dtype, copy=True).reshape(expected), side)
 
     def zeros(self, *, output: bool = False) -> DistributedArray:
-        """A zero vector in the input layout (``output=True``: the output layout), made on
-        each rank without any global array: e.g. a solver's starting point."""
+        """A zero vector in the input layout (``output=True``: the output layout).
+
+        Made on each rank without any global array: e.g. a solver's starting point.
+        """
         side = self._side(output)
         return self._wrap_numpy(np.zeros(side.slabs[self._core.rank], dtype=self.dtype), side)
 
     def to_local(self, y: DistributedArray, *, output: bool = False) -> Any:
-        """This rank's block of a distributed vector, shaped ``(C, *local_slab)`` (a view).
+        """The block of this rank in a distributed vector, as ``(C, *local_slab)`` (a view).
 
         ``output=True`` for vectors in the output layout (what ``D @ x`` returns).
         """

@@ -20,8 +20,11 @@ _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 @functools.lru_cache(maxsize=256)
 def _split_padding(geom: ConvGeometry) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
-    """``(implicit, explicit)``: the padding torch's conv kernel does itself (symmetric
-    zeros) and the rest, done explicitly by :func:`convop.padding.pad`."""
+    """``(implicit, explicit)``.
+
+    The padding torch's conv kernel does itself (symmetric zeros) and the rest, done explicitly
+    by :func:`convop.padding.pad`.
+    """
     if geom.padding_mode != "zeros":
         return (0,) * geom.ndim, geom.padding
     implicit = tuple(min(pair) for pair in geom.padding)

@@ -236,8 +236,11 @@ def read_image(path: str | os.PathLike) -> Image:
 
 
 def _samples(picture) -> tuple[np.ndarray, int, bool]:
-    """``(samples, bits, alpha)`` of a Pillow image: ``(H, W)`` gray or ``(H, W, 3)`` RGB
-    unsigned samples, their bits (8, or 16 for 16-bit gray), whether alpha was dropped."""
+    """``(samples, bits, alpha)`` of a Pillow image.
+
+    ``(H, W)`` gray or ``(H, W, 3)`` RGB unsigned samples, their bits (8, or 16 for 16-bit
+    gray), whether alpha was dropped.
+    """
     alpha = any(band in "Aa" for band in picture.getbands()) or "transparency" in picture.info
     bits = _GRAY_BITS.get(picture.mode)
     if bits == 16:
@@ -253,8 +256,11 @@ def _samples(picture) -> tuple[np.ndarray, int, bool]:
 
 
 def _quantised(values: np.ndarray, like: Image | None) -> np.ndarray:
-    """``values`` as unsigned samples of ``like``'s depth (8 bits for ``.npy`` data), scaled
-    from [0, 1] when ``like``'s pixels lie in it (overshoot clipped), else from their range."""
+    """``values`` as unsigned samples of ``like``'s depth (8 bits for ``.npy`` data).
+
+    Scaled from [0, 1] when ``like``'s pixels lie in it (overshoot clipped), else from their
+    range.
+    """
     bits = (like.bits if like is not None else None) or 8
     reference = like.pixels if like is not None else values
     lo, hi = (

@@ -217,8 +217,10 @@ class ConvOperator(LinearOperator):
 
     @property
     def method(self) -> str:
-        """``'direct'`` or ``'fft'``: how products are evaluated now (``'auto'`` resolved
-        for the weight's current dtype and device)."""
+        """How products are evaluated now: ``'direct'`` or ``'fft'``.
+
+        ``'auto'`` is resolved for the weight's current dtype and device.
+        """
         return self._method_for(self._current_weight())
 
     def _method_for(self, weight: torch.Tensor) -> str:
@@ -331,9 +333,11 @@ class ConvOperator(LinearOperator):
         return out.reshape(*lead, *out.shape[1:])
 
     def _run(self, batch: torch.Tensor, weight: torch.Tensor, adjoint: bool) -> torch.Tensor:
-        """The forward map (or its adjoint) of ``batch`` (B, ...) with ``weight``, the
-        current weight cast to the batch's dtype. FFT only where it is exact (see
-        :func:`convop._fft.representable`); empty batches run directly."""
+        """The forward map (or its adjoint) of ``batch`` (B, ...) with ``weight``.
+
+        ``weight`` is the current weight cast to the batch's dtype. FFT only where it is
+        exact (see :func:`convop._fft.representable`); empty batches run directly.
+        """
         geom = self.geometry
         if batch.shape[0] and self._method_for(self._weight) == "fft":
             found = self._spectrum(weight)
@@ -347,8 +351,11 @@ class ConvOperator(LinearOperator):
         return (functional.adjoint if adjoint else functional.forward)(batch, weight, geom)
 
     def _spectrum(self, weight: torch.Tensor) -> tuple[_fft.Spectrum, float] | None:
-        """The FFT spectrum for ``weight``: the cached one for the weight's own precision;
-        a fresh, differentiable one when autograd needs it or for a promoted precision."""
+        """The FFT spectrum for ``weight``.
+
+        The cached one for the weight's own precision; a fresh, differentiable one when
+        autograd needs it or for a promoted precision.
+        """
         raw = self._weight
         if (torch.is_grad_enabled() and weight.requires_grad) or (
             weight.real.dtype != raw.real.dtype
@@ -505,7 +512,7 @@ class ConvOperator(LinearOperator):
 
     # ------------------------------------------------------------------ pylops face
     def to_pylops(self, name: str | None = None):
-        """This operator as a ``pylops.LinearOperator`` with N-d ``dims`` and ``dimsd``.
+        """The operator as a ``pylops.LinearOperator`` with N-d ``dims`` and ``dimsd``.
 
         ``dims == op.input_shape`` and ``dimsd == op.output_shape``, so ``P @ x`` works on
         N-d arrays; it composes with PyLops operators (``VStack``, ``BlockDiag``,
@@ -540,7 +547,7 @@ class ConvOperator(LinearOperator):
         return PyLopsConv(self, name=name)
 
     def to_pylops_mpi(self, comm=None, axis: int | None = None):
-        """This operator spread over MPI ranks, as a ``pylops_mpi.MPILinearOperator``.
+        """The operator spread over MPI ranks, as a ``pylops_mpi.MPILinearOperator``.
 
         One contiguous slab of the spatial axis ``axis`` per rank, with exact halo
         exchange for every geometry (see :class:`convop.distributed.DistributedConv`).
@@ -577,9 +584,12 @@ class ConvOperator(LinearOperator):
 
     # ------------------------------------------------------------------ scipy face
     def _array_product(self, X: np.ndarray, *, adjoint: bool) -> np.ndarray:
-        """Internal entry point of the numpy faces (scipy, PyLops): the product of every
-        column of ``X`` (shape ``(n, k)``) as one batched convolution, ``(m, k)`` out, in
-        ``np.result_type(op.dtype, X.dtype)``, under convop's thread policy for arrays."""
+        """Internal entry point of the numpy faces (scipy, PyLops).
+
+        The product of every column of ``X`` (shape ``(n, k)``) as one batched convolution,
+        ``(m, k)`` out, in ``np.result_type(op.dtype, X.dtype)``, under convop's thread
+        policy for arrays.
+        """
         X = np.asarray(X)
         dtype = result_dtype(self.dtype, X.dtype, "x")
         shape_in = self.output_shape if adjoint else self.input_shape

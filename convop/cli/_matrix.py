@@ -155,8 +155,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------- --module files
 def _load_module(spec: str, *, unsafe: bool) -> nn.Module:
-    """A conv module saved with ``torch.save(module)``, read by torch's restricted unpickler
-    (only :data:`CONV_MODULES`, tensors and plain data), or fully unpickled when ``unsafe``."""
+    """A conv module saved with ``torch.save(module)``.
+
+    Read by torch's restricted unpickler (only :data:`CONV_MODULES`, tensors and plain
+    data), or fully unpickled when ``unsafe``.
+    """
     path = Path(spec)
     if not path.is_file():
         raise CommandError(f"module file not found: {spec!r}")
@@ -191,8 +194,11 @@ def _load_module(spec: str, *, unsafe: bool) -> nn.Module:
 
 
 def _load_error(spec: str, error: Exception, *, safe: bool) -> CommandError:
-    """Why ``torch.load`` failed on a ``--module`` file: what the restricted unpickler
-    refuses, by torch's scan of the file (it runs nothing), or the file is damaged."""
+    """Why ``torch.load`` failed on a ``--module`` file.
+
+    What the restricted unpickler refuses, by torch's scan of the file (it runs nothing), or
+    the file is damaged.
+    """
     refused: list[str] = []
     if safe:
         try:

@@ -53,8 +53,11 @@ def warn(text: str) -> None:
 
 @contextlib.contextmanager
 def concerning(what: str) -> Iterator[None]:
-    """Report a library ``ValueError``, ``TypeError`` or ``MemoryError`` raised inside as
-    its own message prefixed by ``what`` (the option or input it is about)."""
+    """Report a library error raised inside, prefixed by ``what``.
+
+    A ``ValueError``, ``TypeError`` or ``MemoryError`` keeps its own message, prefixed by
+    ``what`` (the option or input it is about).
+    """
     try:
         yield
     except (ValueError, TypeError, MemoryError) as error:
@@ -148,9 +151,11 @@ def byte_count(text: str) -> int:
 
 # ---------------------------------------------------------------------- kernels
 def kernel_weight(spec: str, ndim: int, dtype: str | None) -> np.ndarray:
-    """The ``--kernel`` as a finite weight in PyTorch's layout ``(C_out, C_in/groups, *k)``
-    for ``ndim`` spatial dimensions, cast to ``dtype`` (default: as stored, integers and
-    built-in kernels as float64)."""
+    """The ``--kernel`` as a finite weight in PyTorch's layout ``(C_out, C_in/groups, *k)``.
+
+    For ``ndim`` spatial dimensions, cast to ``dtype`` (default: as stored, integers and
+    built-in kernels as float64).
+    """
     kernel = load_kernel(spec)
     if kernel.ndim not in (ndim, ndim + 2):
         raise CommandError(
