@@ -33,11 +33,13 @@ class ConvGeometry:
         Kernel extent per spatial dimension (without dilation).
     input_size : tuple of int
         Spatial size of one input sample.
-    stride, dilation : tuple of int
+    stride : tuple of int
         Per spatial dimension, each >= 1.
     padding : tuple of (int, int)
         ``(before, after)`` per spatial dimension. Transposed convolutions pad symmetrically
         (the implicit crop of ``conv_transpose``), so there both entries are equal.
+    dilation : tuple of int
+        Per spatial dimension, each >= 1.
     groups : int
         Number of blocked connections; divides both channel counts.
     padding_mode : {'zeros', 'reflect', 'replicate', 'circular'}

@@ -289,9 +289,17 @@ class ConvOperator(LinearOperator):
         return self._apply(x, adjoint=self.is_adjoint, shape_in=self.input_shape)
 
     def apply_adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        """Apply the adjoint to a batch of tensors of shape ``(..., *output_shape)``.
+        """Apply the adjoint to a batch of tensors.
 
-        Returns a tensor of shape ``(..., *input_shape)``, differentiable like :meth:`apply`.
+        Parameters
+        ----------
+        y : torch.Tensor
+            Shape ``(..., *output_shape)`` on the operator's device; any leading dimensions.
+
+        Returns
+        -------
+        torch.Tensor
+            Shape ``(..., *input_shape)``, differentiable like :meth:`apply`.
 
         Examples
         --------
@@ -410,7 +418,20 @@ class ConvOperator(LinearOperator):
     def to_dense(
         self, *, max_bytes: int | None = None, progress: bool | None = None
     ) -> torch.Tensor:
-        """The exact matrix as a dense tensor on the operator's device (see :meth:`todense`)."""
+        """The exact matrix as a dense tensor on the operator's device.
+
+        Parameters
+        ----------
+        max_bytes : int, optional
+            As for :meth:`todense`.
+        progress : bool, optional
+            As for :meth:`todense`.
+
+        Returns
+        -------
+        torch.Tensor
+            Shape ``op.shape``, the weight's dtype; the tensor form of :meth:`todense`.
+        """
         plan = self._plan()
         return _materialize.dense(plan, max_bytes=max_bytes, progress=progress)
 
@@ -483,6 +504,18 @@ class ConvOperator(LinearOperator):
         """The exact matrix as a torch sparse CSR tensor on the operator's device.
 
         Same entries as :meth:`tosparse`; the torch counterpart of ``tensor.to_sparse_csr()``.
+
+        Parameters
+        ----------
+        max_bytes : int, optional
+            As for :meth:`tosparse`.
+        progress : bool, optional
+            As for :meth:`tosparse`.
+
+        Returns
+        -------
+        torch.Tensor
+            Sparse CSR, shape ``op.shape``, the weight's dtype.
 
         Examples
         --------
@@ -651,11 +684,33 @@ class ConvOperator(LinearOperator):
         return self._array_product(np.reshape(x, (-1, 1)), adjoint=True)[:, 0]
 
     def matvec(self, x):
-        """The convolution of one flattened sample ``x`` (shape ``(n,)`` or ``(n, 1)``)."""
+        """The convolution of one flattened sample.
+
+        Parameters
+        ----------
+        x : array_like
+            Shape ``(n,)`` or ``(n, 1)``: a sample of ``input_shape``, flattened.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(m,)`` or ``(m, 1)`` like ``x``, in ``np.result_type(op.dtype, x.dtype)``.
+        """
         return self._vector_apply(x, adjoint=False)
 
     def rmatvec(self, x):
-        """The adjoint applied to one flattened output sample (shape ``(m,)`` or ``(m, 1)``)."""
+        """The adjoint applied to one flattened output sample.
+
+        Parameters
+        ----------
+        x : array_like
+            Shape ``(m,)`` or ``(m, 1)``: a sample of ``output_shape``, flattened.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(n,)`` or ``(n, 1)`` like ``x``.
+        """
         return self._vector_apply(x, adjoint=True)
 
     # Overrides of scipy's public methods, each kept because it pays (benchmarks/
@@ -666,19 +721,49 @@ class ConvOperator(LinearOperator):
     def dot(self, x):
         """``op @ x``: :meth:`matvec` for a vector, :meth:`matmat` for a matrix.
 
-        Operators compose as in scipy (``op @ other_operator`` is a product operator).
+        Parameters
+        ----------
+        x : array_like, scalar or LinearOperator
+            Operators and scalars compose as in scipy (``op @ other_operator`` is a product
+            operator, ``op.dot(2.0)`` a scaled one).
+
+        Returns
+        -------
+        numpy.ndarray or LinearOperator
         """
         if type(x) is np.ndarray and x.ndim == 1:  # skip scipy's dispatch for the common case
             return self._vector_apply(x, adjoint=False)
         return super().dot(x)
 
     def matmat(self, X):
-        """The convolution of each column of ``X`` (shape ``(n, k)``), as one batched conv."""
+        """The convolution of each column of ``X``, as one batched convolution.
+
+        Parameters
+        ----------
+        X : array_like
+            Shape ``(n, k)``: one flattened input sample per column.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(m, k)``.
+        """
         self._check_matrix(X, self.shape[1], self.input_shape)
         return super().matmat(X)
 
     def rmatmat(self, X):
-        """The adjoint applied to each column of ``X`` (shape ``(m, k)``), batched."""
+        """The adjoint applied to each column of ``X``, as one batched convolution.
+
+        Parameters
+        ----------
+        X : array_like
+            Shape ``(m, k)``: one flattened output sample per column.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(n, k)``.
+        """
         self._check_matrix(X, self.shape[0], self.output_shape)
         return super().rmatmat(X)
 

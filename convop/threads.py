@@ -75,7 +75,7 @@ def set_array_threads(n: Setting) -> None:
 
     See Also
     --------
-    array_threads : the same, for a ``with`` block.
+    array_threads : The same, for a ``with`` block.
 
     Examples
     --------
@@ -96,6 +96,11 @@ def array_threads(n: Setting) -> Iterator[None]:
     ----------
     n : 'auto', None or int
         As for :func:`set_array_threads`; the previous setting returns on exit.
+
+    Yields
+    ------
+    None
+        Inside the block, products on numpy arrays use the setting ``n``.
 
     Examples
     --------
