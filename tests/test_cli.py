@@ -22,12 +22,13 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
-from modules import MODULE_CASES, ModuleCase
 from PIL import Image
 
 import convop
 from convop import cli
 from convop.data import gaussian_kernel, motion_kernel, phantom
+
+from .modules import MODULE_CASES, ModuleCase
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,10 +9,11 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 import torch
-from modules import MODULE_CASES, ModuleCase
 from torch import nn
 
 import convop
+
+from .modules import MODULE_CASES, ModuleCase
 
 RTOL = 1e-12  # float64, short accumulations
 

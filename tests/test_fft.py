@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from checks import assert_close
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import COMBO_IDS, COMBOS, conv_cases, draw_case
 
 import convop
 from convop import _fft as fft
 from convop import functional
+
+from .checks import assert_close
+from .strategies import COMBO_IDS, COMBOS, conv_cases, draw_case
 
 DTYPE_PAIRS = st.sampled_from(
     [

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from checks import assert_close
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import COMBO_IDS, COMBOS, ConvCase, draw_case
 
 from convop import functional
+
+from .checks import assert_close
+from .strategies import COMBO_IDS, COMBOS, ConvCase, draw_case
 
 
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)

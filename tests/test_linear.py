@@ -9,14 +9,15 @@ from typing import NamedTuple
 
 import pytest
 import torch
-from checks import assert_close
 from hypothesis import given
 from hypothesis import strategies as st
-from modules import F64, MODULE_CASES, NO_BIAS_CASES, ModuleCase
-from strategies import COMBO_IDS, COMBOS, conv_cases
 from torch import nn
 
 import convop
+
+from .checks import assert_close
+from .modules import F64, MODULE_CASES, NO_BIAS_CASES, ModuleCase
+from .strategies import COMBO_IDS, COMBOS, conv_cases
 
 CONV_TYPES = (
     nn.Conv1d,

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from checks import assert_close
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import COMBO_IDS, COMBOS, draw_operator
 
 import convop
 from convop import _materialize as materialize
+
+from .checks import assert_close
+from .strategies import COMBO_IDS, COMBOS, draw_operator
 
 
 def _assert_canonical(matrix) -> None:

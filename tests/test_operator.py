@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import scipy.sparse.linalg as spla
 import torch
-from checks import assert_close, assert_dot_test
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import COMBO_IDS, COMBOS, conv_cases, draw_operator, real_or_complex
 
 import convop
 from convop import functional
+
+from .checks import assert_close, assert_dot_test
+from .strategies import COMBO_IDS, COMBOS, conv_cases, draw_operator, real_or_complex
 
 NP = {torch.float32: np.float32, torch.float64: np.float64, torch.complex128: np.complex128}
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from checks import assert_close, assert_dot_test
 from hypothesis import given
 from hypothesis import strategies as st
 
 from convop.padding import pad, pad_adjoint, source_index
+
+from .checks import assert_close, assert_dot_test
 
 MODES = ["zeros", "reflect", "replicate", "circular"]
 

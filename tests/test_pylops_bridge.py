@@ -15,10 +15,11 @@ from pylops.optimization.basic import cgls, lsqr
 from pylops.optimization.leastsquares import regularized_inversion
 from pylops.optimization.sparsity import fista
 from pylops.utils import dottest
-from strategies import COMBO_IDS, COMBOS, draw_operator
 
 import convop
 from convop.pylops_bridge import PyLopsConv
+
+from .strategies import COMBO_IDS, COMBOS, draw_operator
 
 
 def _blur(shape=(1, 24, 20), dtype=torch.float64) -> convop.ConvOperator:

@@ -15,13 +15,14 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from checks import assert_close
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import COMBO_IDS, COMBOS, conv_cases
 
 from convop import functional
 from convop._slabs import SlabPlan, Transfer, conv_form, split
+
+from .checks import assert_close
+from .strategies import COMBO_IDS, COMBOS, conv_cases
 
 
 @pytest.mark.parametrize(("n", "parts"), [(10, 3), (7, 7), (5, 1), (9, 4)])

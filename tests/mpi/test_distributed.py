@@ -23,11 +23,12 @@ from hypothesis import strategies as st
 from mpi4py import MPI
 from pylops_mpi.optimization.basic import cg as mpi_cg
 from pylops_mpi.optimization.basic import cgls as mpi_cgls
-from strategies import COMBO_IDS, COMBOS, conv_cases
 
 import convop
 import convop.data
 from convop.distributed import DistributedConv, block_diag, local_device
+
+from ..strategies import COMBO_IDS, COMBOS, conv_cases
 
 pytestmark = pytest.mark.mpi
 

@@ -1,0 +1,1 @@
+"""convop's test suite (a package: helpers are imported relatively)."""
