@@ -2,6 +2,9 @@
 
 They turn PyTorch's arguments into a :class:`~convop.geometry.ConvGeometry` (which
 validates everything) and wrap the weight in a :class:`~convop.operator.ConvOperator`.
+The six have explicit signatures, mirroring ``torch.nn.functional`` (for readers, IDEs
+and the API reference), so their one-line bodies look alike on purpose: each calls
+``_build``. :data:`CONSTRUCTORS` finds one by ``(ndim, transposed)``.
 """
 
 from __future__ import annotations
@@ -225,6 +228,16 @@ def conv_transpose3d(weight: Weight, input_shape: Sequence[int], *, stride: IntO
                   output_padding=output_padding, groups=groups, dilation=dilation,
                   method=method)  # fmt: skip
 
+
+#: The constructor of each kind of convolution, by ``(ndim, transposed)``.
+CONSTRUCTORS: dict[tuple[int, bool], Callable[..., ConvOperator]] = {
+    (1, False): conv1d,
+    (2, False): conv2d,
+    (3, False): conv3d,
+    (1, True): conv_transpose1d,
+    (2, True): conv_transpose2d,
+    (3, True): conv_transpose3d,
+}
 
 MODULE_KINDS = {
     nn.Conv1d: (1, False),

@@ -30,14 +30,6 @@ _MODULES = {
     (2, True): nn.ConvTranspose2d,
     (3, True): nn.ConvTranspose3d,
 }
-_CONSTRUCTORS = {
-    (1, False): convop.conv1d,
-    (2, False): convop.conv2d,
-    (3, False): convop.conv3d,
-    (1, True): convop.conv_transpose1d,
-    (2, True): convop.conv_transpose2d,
-    (3, True): convop.conv_transpose3d,
-}
 
 
 class ConvCase(NamedTuple):
@@ -75,7 +67,7 @@ class ConvCase(NamedTuple):
         return torch.randn(shape, dtype=dtype, generator=self.generator(offset))
 
     def operator(self, weight: Any, method: str = "direct") -> convop.ConvOperator:
-        build = _CONSTRUCTORS[self.ndim, self.transposed]
+        build = convop.constructors.CONSTRUCTORS[self.ndim, self.transposed]
         return build(weight, self.input_shape, method=method, **self.options)
 
     def module(self, weight: torch.Tensor) -> nn.Module:

@@ -910,6 +910,7 @@ UNEXPECTED_CASES = {
 @pytest.mark.parametrize("argv", UNEXPECTED_CASES.values(), ids=UNEXPECTED_CASES)
 def test_unexpected_failure_is_one_line_with_exit_status_1(error_files, capsys, monkeypatch, argv):
     monkeypatch.setattr(convop.constructors, "conv2d", out_of_memory)  # what all three call
+    monkeypatch.setitem(convop.constructors.CONSTRUCTORS, (2, False), out_of_memory)
     code, out, err = run(capsys, *[a.replace("{tmp}", str(error_files)) for a in argv])
     assert (code, out) == (1, "")
     assert err == (

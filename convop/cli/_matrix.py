@@ -223,7 +223,7 @@ def _load_error(spec: str, error: Exception, *, safe: bool) -> CommandError:
 # ---------------------------------------------------------------------- the operator
 def _constructor(ndim: int, transposed: bool):
     """convop's constructor of that kind, named like PyTorch's (conv2d, conv_transpose3d)."""
-    return getattr(constructors, f"conv{'_transpose' * transposed}{ndim}d")
+    return constructors.CONSTRUCTORS[ndim, transposed]
 
 
 def _build_operator(args: argparse.Namespace) -> tuple[ConvOperator, str]:
