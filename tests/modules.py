@@ -125,40 +125,34 @@ MODULE_CASES = [
     ),
 ]
 
+
+def _without_bias(case: ModuleCase, input_shape: tuple[int, ...] | None = None) -> ModuleCase:
+    """The same layer with its bias removed, as ``bias=False`` would have built it."""
+
+    def make() -> nn.Module:
+        module = case.make()
+        module.register_parameter("bias", None)
+        return module
+
+    return ModuleCase(f"{case.id}-nobias", make, input_shape or case.input_shape)
+
+
+_BY_ID = {case.id: case for case in MODULE_CASES}
 NO_BIAS_CASES = [
-    ModuleCase(
-        "conv1d-dilation-groups-reflect-nobias",
-        lambda: nn.Conv1d(
-            4, 6, 3, padding=2, dilation=2, groups=2, padding_mode="reflect", bias=False, **F64
-        ),
-        (4, 9),
+    _without_bias(_BY_ID["conv1d-dilation-groups-reflect"]),
+    _without_bias(
+        ModuleCase(
+            "conv2d-replicate",
+            lambda: nn.Conv2d(2, 2, 3, padding=(3, 1), padding_mode="replicate", **F64),
+            (2, 4, 5),
+        )
     ),
-    ModuleCase(
-        "conv2d-replicate-nobias",
-        lambda: nn.Conv2d(2, 2, 3, padding=(3, 1), padding_mode="replicate", bias=False, **F64),
-        (2, 4, 5),
+    _without_bias(
+        ModuleCase(
+            "conv3d-same-circular",
+            lambda: nn.Conv3d(1, 2, (2, 3, 2), padding="same", padding_mode="circular", **F64),
+            (1, 3, 4, 3),
+        )
     ),
-    ModuleCase(
-        "conv3d-same-circular-nobias",
-        lambda: nn.Conv3d(
-            1, 2, (2, 3, 2), padding="same", padding_mode="circular", bias=False, **F64
-        ),
-        (1, 3, 4, 3),
-    ),
-    ModuleCase(
-        "conv_transpose2d-full-nobias",
-        lambda: nn.ConvTranspose2d(
-            4,
-            2,
-            (3, 4),
-            stride=(2, 3),
-            padding=(1, 2),
-            output_padding=(1, 0),
-            dilation=(1, 2),
-            groups=2,
-            bias=False,
-            **F64,
-        ),
-        (4, 4, 3),
-    ),
+    _without_bias(_BY_ID["conv_transpose2d-full"], (4, 4, 3)),
 ]
