@@ -1,6 +1,6 @@
 """The PyLops face of a :class:`~convop.operator.ConvOperator`.
 
-Imported only by :meth:`ConvOperator.to_pylops`, so ``import convop`` never imports pylops.
+Imported only by :meth:`convop.ConvOperator.to_pylops`, so ``import convop`` never imports pylops.
 numpy arrays go through the operator's numpy face; any other array (CuPy on a GPU, ...)
 crosses into torch and back by DLPack, without copies, on the operator's device.
 """
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 class PyLopsConv(pylops.LinearOperator):
     """A convolution as a ``pylops.LinearOperator`` with N-d ``dims`` and ``dimsd``.
 
-    Made by :meth:`ConvOperator.to_pylops`; ``dims == op.input_shape`` and
+    Made by :meth:`convop.ConvOperator.to_pylops`; ``dims == op.input_shape`` and
     ``dimsd == op.output_shape``, so ``P @ x`` takes an array of shape ``op.input_shape``
     (or its flattened form) and returns ``op.output_shape`` (or flat), as PyLops operators do.
 

@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, str, list[tuple[str, str]]]] = [
             ("_memory", "memory guard"),
             ("_files", "atomic writes"),
             ("threads", "thread policy"),
-            ("data", "test images"),
+            ("data + imaging", "test images, image files, kernels"),
         ],
     ),
     (
@@ -45,9 +45,9 @@ LAYERS: list[tuple[str, str, list[tuple[str, str]]]] = [
         "how products run",
         [
             ("functional", "direct: torch conv + fold"),
-            ("fft", "FFT frames, spectra"),
-            ("method", "cost model: 'auto'"),
-            ("materialize", "todense / tosparse"),
+            ("_fft", "FFT frames, spectra"),
+            ("_cost", "cost model: 'auto'"),
+            ("_materialize", "todense / tosparse"),
         ],
     ),
     (
@@ -67,7 +67,7 @@ LAYERS: list[tuple[str, str, list[tuple[str, str]]]] = [
             ("linear", "to_linear, to_linear_model"),
             ("matrix_io + _mtx, _npz", "save_matrix, load_matrix"),
             ("pylops_bridge", "op.to_pylops()"),
-            ("distributed + _slabs", "op.to_pylops_mpi()"),
+            ("distributed + _halo, _slabs", "op.to_pylops_mpi()"),
         ],
     ),
     (
