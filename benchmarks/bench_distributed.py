@@ -415,7 +415,7 @@ def run(
     stop_on(ref["problem"])
     D = op.to_pylops_mpi()
     DH = D.H
-    local_method = D._core.local(False).method
+    local_method = D._core.local(conj=False).method
     xd = D.scatter(x, root=0)
     vd = DH.scatter(v, root=0)
     y = D.gather(D @ xd, root=0)
@@ -488,7 +488,7 @@ def run(
                      WORLD, many)  # fmt: skip
     reduce.note = f"{reduce.seconds / adj.seconds:.1%} of D.H @ y"
     print_row(reduce)
-    local = D._core.local(False)
+    local = D._core.local(conj=False)
     conv = measure(group, "local convolution alone (extended slab)",
                    lambda: local._product(ext[None], adjoint=False), WORLD, repeats)  # fmt: skip
     conv.note = f"{conv.seconds / fwd.seconds:.1%} of D @ x"

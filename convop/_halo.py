@@ -63,7 +63,7 @@ class Core:
         self._transfers: tuple[dict, dict] | None = None
 
     # ------------------------------------------------------------------ built on first use
-    def local(self, conj: bool) -> ConvOperator:
+    def local(self, *, conj: bool) -> ConvOperator:
         """The convolution of this rank's extended slab (weight conjugated if ``conj``)."""
         if conj not in self._local:
             if False not in self._local:
@@ -84,15 +84,17 @@ class Core:
         return self._transfers
 
     # ------------------------------------------------------------------ products
-    def forward(self, x: torch.Tensor, conj: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, conj: bool) -> torch.Tensor:
         """``crop o C`` on this rank: ``x`` is the local input slab (C_in, *slab)."""
         ext = self._gather(x)  # (C_in, *extended slab)
-        y = self.local(conj)._product(ext[None], adjoint=False)[0]  # (C_out, *out slab, uncropped)
+        y = self.local(conj=conj)._product(ext[None], adjoint=False)[
+            0
+        ]  # (C_out, *out slab, uncropped)
         return _crop(y, self.conv_out.slabs[self.rank])
 
-    def adjoint(self, y: torch.Tensor, conj: bool) -> torch.Tensor:
+    def adjoint(self, y: torch.Tensor, *, conj: bool) -> torch.Tensor:
         """Adjoint of :meth:`forward`: local adjoint, then the halo reduce."""
-        local = self.local(conj)
+        local = self.local(conj=conj)
         full = list(local.geometry.output_shape)
         y = _zero_extend(y, full)  # undo the crop
         ext = local._product(y[None], adjoint=True)[0]  # (C_in, *extended slab)

@@ -205,18 +205,18 @@ class DistributedConv(MPILinearOperator):
 
     # ------------------------------------------------------------------ products
     def _matvec(self, x: DistributedArray) -> DistributedArray:
-        return self._product(x, self._forward, self._in, self._out)
+        return self._product(x, forward=self._forward, side_in=self._in, side_out=self._out)
 
     def _rmatvec(self, x: DistributedArray) -> DistributedArray:
-        return self._product(x, not self._forward, self._out, self._in)
+        return self._product(x, forward=not self._forward, side_in=self._out, side_out=self._in)
 
-    def _product(self, x: DistributedArray, forward: bool, side_in, side_out):
+    def _product(self, x: DistributedArray, *, forward: bool, side_in, side_out):
         self._check_vector(x, side_in)
         core, rank = self._core, self._core.rank
         weight = self.operator.weight
         dtype = result_dtype(self.operator.dtype, np.dtype(x.dtype), "x")
         t = _local_tensor(x, dtype, weight.device).reshape(side_in.slabs[rank])
-        y = core.forward(t, self._conj) if forward else core.adjoint(t, self._conj)
+        y = core.forward(t, conj=self._conj) if forward else core.adjoint(t, conj=self._conj)
         return self._wrap(y, side_out, x.engine)
 
     def _check_vector(self, x: Any, side: Side, name: str = "x") -> None:

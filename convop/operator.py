@@ -35,8 +35,8 @@ from ._checks import check_choice
 from ._cost import check as check_method
 from ._cost import choose
 from ._memory import check_memory
+from ._threads import product_threads, run_with_threads
 from .geometry import ConvGeometry
-from .threads import product_threads, run_with_threads
 
 SPARSE_FORMATS = ("csr", "csc", "coo")
 _CPU = torch.device("cpu")
@@ -334,13 +334,13 @@ class ConvOperator(LinearOperator):
         if weight.dtype != dtype:
             weight = weight.to(dtype)
         if x.ndim == k + 1:  # already one batch dimension: no reshapes (a few us per call)
-            return self._run(x, weight, adjoint)
+            return self._run(x, weight, adjoint=adjoint)
         lead = x.shape[: x.ndim - k]
         batch = x.reshape(math.prod(lead), *shape_in)  # (B, *shape_in)
-        out = self._run(batch, weight, adjoint)
+        out = self._run(batch, weight, adjoint=adjoint)
         return out.reshape(*lead, *out.shape[1:])
 
-    def _run(self, batch: torch.Tensor, weight: torch.Tensor, adjoint: bool) -> torch.Tensor:
+    def _run(self, batch: torch.Tensor, weight: torch.Tensor, *, adjoint: bool) -> torch.Tensor:
         """The forward map (or its adjoint) of ``batch`` (B, ...) with ``weight``.
 
         ``weight`` is the current weight cast to the batch's dtype. FFT only where it is
@@ -632,7 +632,7 @@ class ConvOperator(LinearOperator):
         y = run_with_threads(threads, self._product, x, adjoint=adjoint)  # (k, *shape_out)
         return to_numpy(y.reshape(k, m)).T
 
-    def _vector_apply(self, x, adjoint: bool) -> np.ndarray:
+    def _vector_apply(self, x, *, adjoint: bool) -> np.ndarray:
         """matvec (rmatvec if ``adjoint``) of one flattened sample, validated."""
         n = self.shape[0] if adjoint else self.shape[1]
         sample = self.output_shape if adjoint else self.input_shape
@@ -667,9 +667,9 @@ class ConvOperator(LinearOperator):
             dtype = torch.promote_types(weight.dtype, x.dtype)
             x, weight = x.to(dtype), weight.to(dtype)
         if not weight.requires_grad:  # data from arrays never requires grad
-            return self._run(x, weight, adjoint != self.is_adjoint)
+            return self._run(x, weight, adjoint=adjoint != self.is_adjoint)
         with torch.no_grad():
-            return self._run(x, weight.detach(), adjoint != self.is_adjoint)
+            return self._run(x, weight.detach(), adjoint=adjoint != self.is_adjoint)
 
     def _matmat(self, X: np.ndarray) -> np.ndarray:
         return self._array_product(X, adjoint=False)

@@ -64,7 +64,7 @@ class PyLopsConv(pylops.LinearOperator):
         """The convop operator's dtype now (it follows the weight)."""
         return self.conv.dtype
 
-    def _apply(self, X: Any, adjoint: bool) -> Any:
+    def _apply(self, X: Any, *, adjoint: bool) -> Any:
         """``X`` of shape (n, k) -> (m, k) in X's own array library and device."""
         if isinstance(X, np.ndarray):
             return self.conv._array_product(X, adjoint=adjoint)
@@ -83,11 +83,11 @@ class PyLopsConv(pylops.LinearOperator):
         y = y.reshape(k, m).T.contiguous()  # (m, k)
         return y if isinstance(X, torch.Tensor) else get_array_module(X).from_dlpack(y)
 
-    def _vector(self, x: Any, adjoint: bool) -> Any:
+    def _vector(self, x: Any, *, adjoint: bool) -> Any:
         if self.frames is None:
-            return self._apply(x.reshape(-1, 1), adjoint)[:, 0]
+            return self._apply(x.reshape(-1, 1), adjoint=adjoint)[:, 0]
         # frame f is the f-th contiguous block: the columns of a (sample, frames) matrix
-        return self._apply(x.reshape(self.frames, -1).T, adjoint).T.reshape(-1)
+        return self._apply(x.reshape(self.frames, -1).T, adjoint=adjoint).T.reshape(-1)
 
     def _matvec(self, x: Any) -> Any:
         return self._vector(x, adjoint=False)

@@ -63,7 +63,7 @@ def test_matmat_is_one_batched_convolution(monkeypatch):
     calls = []
     run = type(op)._run
     monkeypatch.setattr(
-        type(op), "_run", lambda s, b, w, a: calls.append(b.shape) or run(s, b, w, a)
+        type(op), "_run", lambda s, b, w, **k: calls.append(b.shape) or run(s, b, w, **k)
     )
     X = np.random.default_rng(0).standard_normal((10, 5))
     Y = P.matmat(X)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import convop
+from convop._threads import product_threads, run_with_threads
 from convop.operator import ConvOperator
-from convop.threads import product_threads, run_with_threads
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")  # a device object only: nothing runs on it here
@@ -32,9 +32,9 @@ def seen_threads(monkeypatch):
     seen: list[int] = []
     run = ConvOperator._run
 
-    def spy(self, *args):
+    def spy(self, *args, **kwargs):
         seen.append(torch.get_num_threads())
-        return run(self, *args)
+        return run(self, *args, **kwargs)
 
     monkeypatch.setattr(ConvOperator, "_run", spy)
     return seen
@@ -161,7 +161,7 @@ def test_torch_face_keeps_torchs_setting(seen_threads):
 
 @pytest.mark.usefixtures("four_torch_threads")
 def test_thread_count_is_restored_when_a_product_fails(monkeypatch):
-    def fail(*args):
+    def fail(*args, **kwargs):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(ConvOperator, "_run", fail)

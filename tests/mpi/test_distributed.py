@@ -418,7 +418,7 @@ def test_memory_per_rank_is_the_local_blocks_and_halo(method):
     D = op.to_pylops_mpi(axis=0)
     x = D.from_local(random(D.local_input_shape, np.float32, 19 + RANK))  # no global volume
     y = D.H.from_local(random(D.local_output_shape, np.float32, 29 + RANK))
-    local = D._core.local(False)
+    local = D._core.local(conj=False)
     ext = torch.randn(1, *local.input_shape)
     out = torch.randn(1, *local.output_shape)
     torch_alone = {  # the local convolution's own workspace, as in a one-process product
