@@ -6,7 +6,7 @@ convolution again. The operator holds the weight tensor itself and reads it at e
 the one thing it keeps, the FFT spectrum, is keyed on the weight's current values
 (:class:`convop._fft.SpectrumCache`).
 
-This module is longer than most (about 700 lines) because it is one class with many faces
+This module is longer than most (about 800 lines) because it is one class with many faces
 (scipy, torch, PyLops, MPI, explicit matrices), each a public method with a numpydoc
 docstring and a runnable example; the work itself is done in :mod:`convop.functional`,
 ``convop._fft`` and ``convop._materialize``.
