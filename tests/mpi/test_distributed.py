@@ -392,16 +392,22 @@ def _status_kib(field: str) -> int:
     raise LookupError(field)
 
 
-def _peak_bytes(run) -> int:
+def _peak_bytes(run, repeats: int = 5) -> int:
     """Peak of the memory ``run()`` allocates, above what was resident before it (after
-    one warm-up call: plans, spectra and caches are not the product's)."""
+    one warm-up call: plans, spectra and caches are not the product's).
+
+    RSS is the whole process's: anything else that touches fresh pages meanwhile (MPI's
+    progress engine, a library's lazy set-up) adds to one reading and never takes away, so
+    the least of ``repeats`` readings is the run's own peak."""
     run()
-    Path("/proc/self/clear_refs").write_text("5")
-    before = _status_kib("VmRSS")
-    kept = run()
-    peak = (_status_kib("VmHWM") - before) * 1024
-    del kept
-    return peak
+    peaks = []
+    for _ in range(repeats):
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status_kib("VmRSS")
+        kept = run()
+        peaks.append((_status_kib("VmHWM") - before) * 1024)
+        del kept
+    return min(peaks)
 
 
 @pytest.mark.parametrize("method", ["direct", "fft"])
@@ -414,7 +420,7 @@ def test_memory_per_rank_is_the_local_blocks_and_halo(method):
         pytest.skip("needs glibc and Linux /proc/self/clear_refs to measure the peak")
     n = 40 * SIZE
     weight = torch.ones(1, 1, 5, 5, 5, dtype=torch.float32) / 125
-    op = convop.conv3d(weight, (1, n, 96, 96), padding=2, padding_mode="reflect", method=method)
+    op = convop.conv3d(weight, (1, n, 128, 128), padding=2, padding_mode="reflect", method=method)
     D = op.to_pylops_mpi(axis=0)
     x = D.from_local(random(D.local_input_shape, np.float32, 19 + RANK))  # no global volume
     y = D.H.from_local(random(D.local_output_shape, np.float32, 29 + RANK))
