@@ -18,7 +18,7 @@ from .geometry import ConvGeometry
 from .linear import to_linear, to_linear_model
 from .matrix_io import load_matrix, save_matrix
 from .operator import ConvOperator
-from .threads import array_threads, get_array_threads, set_array_threads
+from .threads import solver_threads
 
 __version__ = "0.1.0.dev0"
 
@@ -40,8 +40,6 @@ __all__ = [
     # matrices on disk
     "load_matrix",
     "save_matrix",
-    # threads of products on numpy arrays
-    "array_threads",
-    "get_array_threads",
-    "set_array_threads",
+    # thread pools in solver loops
+    "solver_threads",
 ]

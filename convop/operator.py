@@ -35,11 +35,9 @@ from ._checks import check_choice
 from ._cost import check as check_method
 from ._cost import choose
 from ._memory import check_memory
-from ._threads import product_threads, run_with_threads
 from .geometry import ConvGeometry
 
 SPARSE_FORMATS = ("csr", "csc", "coo")
-_CPU = torch.device("cpu")
 #: Products whose estimated memory exceeds this check the memory available first.
 PRODUCT_GUARD_BYTES = 256 * 1024**2
 
@@ -620,16 +618,14 @@ class ConvOperator(LinearOperator):
         """Internal entry point of the numpy faces (scipy, PyLops).
 
         The product of every column of ``X`` (shape ``(n, k)``) as one batched convolution,
-        ``(m, k)`` out, in ``np.result_type(op.dtype, X.dtype)``, under convop's thread
-        policy for arrays.
+        ``(m, k)`` out, in ``np.result_type(op.dtype, X.dtype)``.
         """
         X = np.asarray(X)
         dtype = result_dtype(self.dtype, X.dtype, "x")
         shape_in = self.output_shape if adjoint else self.input_shape
         m, k = self.shape[1] if adjoint else self.shape[0], X.shape[1]
         x = to_tensor(X.T, dtype, self.device).reshape(k, *shape_in)  # (k, *shape_in)
-        threads = product_threads(x.dtype, self.device)
-        y = run_with_threads(threads, self._product, x, adjoint=adjoint)  # (k, *shape_out)
+        y = self._product(x, adjoint=adjoint)  # (k, *shape_out)
         return to_numpy(y.reshape(k, m)).T
 
     def _vector_apply(self, x, *, adjoint: bool) -> np.ndarray:
@@ -646,8 +642,7 @@ class ConvOperator(LinearOperator):
             and self.weight.is_cpu
         ):  # what solvers pass: one view in, one view out (the general path costs ~20 us)
             t = torch.from_numpy(x).view(1, *sample)  # (1, *sample)
-            threads = product_threads(t.dtype, _CPU)
-            y = run_with_threads(threads, self._product, t, adjoint=adjoint)  # (1, *sample_out)
+            y = self._product(t, adjoint=adjoint)  # (1, *sample_out)
             return y.resolve_conj().numpy().reshape(-1)
         x = np.asanyarray(x)
         self._check_vector(x, n, "x", sample)

@@ -257,9 +257,9 @@ def report(
     n = op.input_shape[1]
     P = op.to_pylops()  # dims = dimsd = (1, n, n, n)
     start = time.perf_counter()
-    # As many torch threads as each rank: numpy-face products of float64 data run on one
-    # thread by default (convop.set_array_threads), the distributed ones on torch's setting.
-    with convop.array_threads(run.threads):
+    # Same torch threads as each rank (set_threads); numpy's BLAS on one thread, as in
+    # any solve through numpy arrays (convop.solver_threads).
+    with convop.solver_threads():
         x0 = np.zeros(P.shape[1])
         serial = serial_cgls(P, b.ravel(), x0=x0, niter=NITER, damp=DAMP, tol=0)[0]
     t_serial = time.perf_counter() - start

@@ -1,20 +1,26 @@
-"""convop.threads: the torch thread count of products on numpy arrays, and its policy."""
+"""Thread settings: products change none; ``convop.solver_threads`` limits BLAS for a block."""
 
 from __future__ import annotations
 
 import threading
-from typing import NamedTuple
 
 import numpy as np
 import pytest
+import scipy.sparse.linalg as spla
 import torch
+from threadpoolctl import threadpool_info
 
 import convop
-from convop._threads import product_threads, run_with_threads
-from convop.operator import ConvOperator
 
-CPU = torch.device("cpu")
-CUDA = torch.device("cuda")  # a device object only: nothing runs on it here
+
+def _op(dtype: torch.dtype, n: int = 24) -> convop.ConvOperator:
+    weight = torch.randn(3, 2, 3, 3, generator=torch.Generator().manual_seed(1)).to(dtype)
+    return convop.conv2d(weight, (2, n, n), padding=1, padding_mode="reflect")
+
+
+def _pools() -> list[tuple[str, str, int]]:
+    """Every thread pool's library and thread count (BLAS, OpenMP), as threadpoolctl sees it."""
+    return sorted((p["filepath"], p["user_api"], p["num_threads"]) for p in threadpool_info())
 
 
 @pytest.fixture
@@ -27,155 +33,137 @@ def four_torch_threads():
 
 
 @pytest.fixture
-def seen_threads(monkeypatch):
-    """Records torch's thread count inside every product of any ConvOperator."""
-    seen: list[int] = []
-    run = ConvOperator._run
+def no_thread_setting(monkeypatch):
+    """Fails the test if anything calls ``torch.set_num_threads`` while it runs."""
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
+    yield
+    assert calls == [], f"torch.set_num_threads was called with {calls}"
+
+
+# ------------------------------------------------------------------ products
+@pytest.mark.usefixtures("four_torch_threads", "no_thread_setting")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128, torch.float32])
+def test_every_face_runs_on_torchs_own_threads(monkeypatch, dtype):
+    seen = []
+    run = convop.ConvOperator._run
 
     def spy(self, *args, **kwargs):
         seen.append(torch.get_num_threads())
         return run(self, *args, **kwargs)
 
-    monkeypatch.setattr(ConvOperator, "_run", spy)
-    return seen
-
-
-def _op(dtype: torch.dtype) -> ConvOperator:
-    return convop.conv2d(torch.ones(2, 1, 3, 3, dtype=dtype), (1, 8, 8), padding=1)
-
-
-class Policy(NamedTuple):
-    setting: object
-    dtype: torch.dtype
-    device: torch.device
-    threads: int | None
-
-
-POLICIES = [
-    Policy("auto", torch.float64, CPU, 1),
-    Policy("auto", torch.complex128, CPU, 1),
-    Policy("auto", torch.float32, CPU, None),
-    Policy("auto", torch.complex64, CPU, None),
-    Policy("auto", torch.float64, CUDA, None),
-    Policy(None, torch.float64, CPU, None),
-    Policy(3, torch.float32, CPU, 3),
-    Policy(3, torch.float64, CPU, 3),
-    Policy(3, torch.float64, CUDA, None),
-]
-
-
-# ---------------------------------------------------------------- the setting
-def test_default_is_auto():
-    assert convop.get_array_threads() == "auto"
-
-
-@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: f"{p.setting}-{p.dtype}-{p.device}")
-def test_policy_by_setting_dtype_and_device(policy):
-    with convop.array_threads(policy.setting):
-        assert product_threads(policy.dtype, policy.device) == policy.threads
-
-
-def test_context_manager_restores_the_previous_setting():
-    with convop.array_threads(2):
-        with convop.array_threads(None):
-            assert convop.get_array_threads() is None
-        assert convop.get_array_threads() == 2
-    assert convop.get_array_threads() == "auto"
-
-
-def test_set_array_threads_sets_the_current_context():
-    try:
-        convop.set_array_threads(5)
-        assert convop.get_array_threads() == 5
-    finally:
-        convop.set_array_threads("auto")
-
-
-def test_other_python_threads_start_from_auto():
-    seen = []
-    with convop.array_threads(7):
-        worker = threading.Thread(target=lambda: seen.append(convop.get_array_threads()))
-        worker.start()
-        worker.join()
-    assert seen == ["auto"]
-
-
-@pytest.mark.parametrize(
-    ("n", "error", "message"),
-    [
-        (0, ValueError, r"n must be >= 1, got n=0"),
-        (-2, ValueError, r"n must be >= 1, got n=-2"),
-        ("all", ValueError, r"n must be 'auto', None or a positive int, got n='all'"),
-        (1.5, TypeError, r"n must be an int, got 1.5"),
-        (True, TypeError, r"n must be an int, got True"),
-    ],
-)
-def test_invalid_settings_are_rejected(n, error, message):
-    with pytest.raises(error, match=message):
-        convop.set_array_threads(n)
-    with pytest.raises(error, match=message), convop.array_threads(n):
-        pass
-    assert convop.get_array_threads() == "auto"
-
-
-# ---------------------------------------------------------------- products
-@pytest.mark.usefixtures("four_torch_threads")
-@pytest.mark.parametrize(
-    ("dtype", "setting", "expected"),
-    [
-        (torch.float64, "auto", 1),
-        (torch.float32, "auto", 4),
-        (torch.float64, None, 4),
-        (torch.float32, 2, 2),
-    ],
-)
-def test_numpy_face_products_run_on_the_chosen_threads(seen_threads, dtype, setting, expected):
+    monkeypatch.setattr(convop.ConvOperator, "_run", spy)
     op = _op(dtype)
     x = np.ones(op.shape[1], dtype=op.dtype)
-    y = np.ones(op.shape[0], dtype=op.dtype)
-    with convop.array_threads(setting):
-        op @ x
-        op.rmatvec(y)
-        op.matmat(np.ones((op.shape[1], 3), dtype=op.dtype))
-        op.H.rmatmat(np.ones((op.shape[1], 2), dtype=op.dtype))
-        op.matvec(x[::-1])  # the general path (a negative stride)
-        op.to_pylops() @ x
-    assert seen_threads == [expected] * 6
-    assert torch.get_num_threads() == 4
+    op @ x
+    op.rmatvec(np.ones(op.shape[0], dtype=op.dtype))
+    op.matmat(np.ones((op.shape[1], 3), dtype=op.dtype))
+    op.matvec(x[::-1])  # the general path (a negative stride)
+    op.to_pylops() @ x
+    op.apply(torch.ones(op.input_shape, dtype=dtype))
+    assert seen == [4] * 6
 
 
-@pytest.mark.usefixtures("four_torch_threads")
-def test_float32_operator_on_float64_data_computes_single_threaded(seen_threads):
-    op = _op(torch.float32)
-    assert (op @ np.ones(op.shape[1])).dtype == np.float64
-    assert seen_threads == [1]
+def test_concurrent_products_are_exact_and_change_no_setting():
+    """Four Python threads run products of every face while a fifth watches torch's thread
+    count, in itself and in threads it starts afresh (which read torch's process default):
+    nothing changes, and every result equals the same product run alone."""
+    ops = [_op(torch.float64), _op(torch.float32), _op(torch.complex128)]
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal(op.shape[1]).astype(op.dtype) for op in ops]
+    expected = [(op @ x, op.rmatvec(op @ x)) for op, x in zip(ops, inputs)]
+    threads_before, pools_before = torch.get_num_threads(), _pools()
+
+    stop, seen, failures = threading.Event(), set(), []
+
+    def fresh_thread_reading() -> int:
+        out = []
+        reader = threading.Thread(target=lambda: out.append(torch.get_num_threads()))
+        reader.start()
+        reader.join()
+        return out[0]
+
+    def watch():
+        while not stop.is_set():
+            seen.add(torch.get_num_threads())
+            seen.add(fresh_thread_reading())
+
+    def work(seed: int):
+        try:
+            for i in range(30):
+                j = (seed + i) % len(ops)
+                op, x = ops[j], inputs[j]
+                y = op @ x
+                back = op.rmatvec(y)
+                batch = op.matmat(np.stack([x, 2 * x], axis=1))
+                tensor = op.apply(torch.from_numpy(x).reshape(op.input_shape)).reshape(-1)
+                np.testing.assert_array_equal(y, expected[j][0])
+                np.testing.assert_array_equal(back, expected[j][1])
+                scale = float(np.abs(expected[j][0]).max())  # batched: another algorithm
+                np.testing.assert_allclose(batch[:, 1], 2 * expected[j][0], atol=1e-5 * scale)
+                np.testing.assert_allclose(tensor.numpy(), expected[j][0], atol=1e-5 * scale)
+        except Exception as error:  # reported in the main thread
+            failures.append(error)
+
+    watcher = threading.Thread(target=watch)
+    workers = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    watcher.start()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    stop.set()
+    watcher.join()
+    assert failures == []
+    assert seen == {threads_before}
+    assert torch.get_num_threads() == threads_before
+    assert _pools() == pools_before
 
 
-@pytest.mark.usefixtures("four_torch_threads")
-def test_torch_face_keeps_torchs_setting(seen_threads):
-    op = _op(torch.float64)
-    op.apply(torch.ones(op.input_shape, dtype=torch.float64))
-    op.apply_adjoint(torch.ones(op.output_shape, dtype=torch.float64))
-    assert seen_threads == [4, 4]
+# ------------------------------------------------------------------ solver_threads
+def _blas_threads() -> list[int]:
+    return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
 
 
-@pytest.mark.usefixtures("four_torch_threads")
-def test_thread_count_is_restored_when_a_product_fails(monkeypatch):
-    def fail(*args, **kwargs):
+@pytest.mark.usefixtures("no_thread_setting")
+def test_solver_threads_limits_blas_only_and_restores():
+    before, torch_threads = _pools(), torch.get_num_threads()
+    openmp = [p for p in before if p[1] == "openmp"]
+    with convop.solver_threads():
+        assert _blas_threads()
+        assert set(_blas_threads()) == {1}
+        assert [p for p in _pools() if p[1] == "openmp"] == openmp  # torch's pool untouched
+        assert torch.get_num_threads() == torch_threads
+        with convop.solver_threads(blas=2):
+            assert set(_blas_threads()) <= {1, 2}
+        assert set(_blas_threads()) == {1}
+    assert _pools() == before
+    with pytest.raises(RuntimeError, match="boom"), convop.solver_threads():
         raise RuntimeError("boom")
-
-    monkeypatch.setattr(ConvOperator, "_run", fail)
-    op = _op(torch.float64)
-    with pytest.raises(RuntimeError, match="boom"):
-        op @ np.ones(op.shape[1])
-    assert torch.get_num_threads() == 4
+    assert _pools() == before
 
 
-@pytest.mark.usefixtures("four_torch_threads")
-def test_run_with_threads_nests_and_restores():
-    def inner():
-        return torch.get_num_threads(), run_with_threads(1, torch.get_num_threads)
+def test_a_solve_inside_solver_threads_gives_the_same_answer():
+    op = _op(torch.float64, n=16)
+    y = op @ np.random.default_rng(2).standard_normal(op.shape[1])
+    plain = spla.lsqr(op, y, iter_lim=20, atol=0, btol=0)[0]
+    with convop.solver_threads():
+        limited = spla.lsqr(op, y, iter_lim=20, atol=0, btol=0)[0]
+    np.testing.assert_allclose(limited, plain, rtol=1e-10, atol=1e-12)
 
-    assert run_with_threads(2, inner) == (2, 1)
-    assert run_with_threads(None, torch.get_num_threads) == 4
-    assert torch.get_num_threads() == 4
+
+@pytest.mark.parametrize(
+    ("blas", "error", "message"),
+    [
+        (0, ValueError, r"blas must be >= 1, got blas=0"),
+        (-2, ValueError, r"blas must be >= 1, got blas=-2"),
+        (None, TypeError, r"blas must be an int, got None"),
+        (1.5, TypeError, r"blas must be an int, got 1.5"),
+        (True, TypeError, r"blas must be an int, got True"),
+    ],
+)
+def test_invalid_blas_is_rejected(blas, error, message):
+    before = _pools()
+    with pytest.raises(error, match=message), convop.solver_threads(blas):
+        pass
+    assert _pools() == before

@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from ..operator import ConvOperator
+from ..threads import solver_threads
 
 
 def _progress(iterations: int, desc: str, quiet: bool):
@@ -58,8 +59,8 @@ def solve(
     from scipy.sparse.linalg import lsmr, lsqr
 
     tol = dict(atol=0.0, btol=0.0) if exact_count else {}
-    # Products on float64 arrays run torch single-threaded (convop.threads): no pool fight.
-    with _progress(iterations, label or name, quiet) as bar:
+    # numpy's BLAS on one thread: no fight with torch's workers (convop.threads).
+    with _progress(iterations, label or name, quiet) as bar, solver_threads():
         A = _counted(op, bar)
         start = time.perf_counter()
         if name == "lsqr":

@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, str, list[tuple[str, str]]]] = [
             ("_arrays", "numpy ↔ torch"),
             ("_memory", "memory guard"),
             ("_files", "atomic writes"),
-            ("threads + _threads", "thread policy"),
+            ("threads", "BLAS threads in solves"),
             ("data + imaging", "test images, image files, kernels"),
         ],
     ),
