@@ -157,6 +157,8 @@ class ConvOperator(LinearOperator):
         shape = (math.prod(self.output_shape), math.prod(self.input_shape))
         self._weight_shape = torch.Size(geometry.weight_shape)
         self._sample_numel = sum(shape)  # one sample in and out, for the product guard
+        # (1, *sample) of a flattened vector in (matvec, rmatvec), for the solvers' fast path
+        self._vector_shapes = ((1, *self.input_shape), (1, *self.output_shape))
         super().__init__(dtype=None, shape=shape)  # dtype is a property: it follows the weight
 
     @classmethod
@@ -631,33 +633,39 @@ class ConvOperator(LinearOperator):
     def _vector_apply(self, x, *, adjoint: bool) -> np.ndarray:
         """matvec (rmatvec if ``adjoint``) of one flattened sample, validated."""
         n = self.shape[0] if adjoint else self.shape[1]
-        sample = self.output_shape if adjoint else self.input_shape
+        weight = self._current_weight()
         if (
             type(x) is np.ndarray
             and x.shape == (n,)
-            and x.dtype == self.dtype
-            and x.flags.c_contiguous
-            and x.flags.aligned
-            and x.flags.writeable
-            and self.weight.is_cpu
+            and x.dtype == TORCH_TO_NUMPY[weight.dtype]
+            and weight.is_cpu
         ):  # what solvers pass: one view in, one view out (the general path costs ~20 us)
-            t = torch.from_numpy(x).view(1, *sample)  # (1, *sample)
-            y = self._product(t, adjoint=adjoint)  # (1, *sample_out)
-            return y.resolve_conj().numpy().reshape(-1)
+            flags = x.flags  # a new object at every access
+            if flags.c_contiguous and flags.aligned and flags.writeable:
+                t = torch.from_numpy(x.reshape(self._vector_shapes[adjoint]))  # (1, *sample)
+                y = self._product(t, adjoint=adjoint, weight=weight)  # (1, *sample_out)
+                return (y.resolve_conj() if y.is_conj() else y).numpy().reshape(-1)
+        sample = self.output_shape if adjoint else self.input_shape
         x = np.asanyarray(x)
         self._check_vector(x, n, "x", sample)
         y = self._rmatvec(x) if adjoint else self._matvec(x)
         return y.reshape(self.shape[1] if adjoint else self.shape[0], *x.shape[1:])
 
-    def _product(self, x: torch.Tensor, *, adjoint: bool) -> torch.Tensor:
+    def _product(
+        self, x: torch.Tensor, *, adjoint: bool, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Internal entry point of every array face (numpy, PyLops, DLPack, MPI slabs).
 
         ``x`` is a batch ``(B, *shape_in)`` on the operator's device; the result is
         ``(B, *shape_out)`` in ``torch.promote_types(weight.dtype, x.dtype)``, without
         autograd, of the operator (``adjoint=False``) or of its adjoint. Unlike
-        :meth:`apply` it does not validate shapes or devices: callers do.
+        :meth:`apply` it does not validate shapes or devices: callers do. ``weight``: the
+        result of :meth:`_current_weight` if the caller already has it.
         """
-        weight = self._weight_now()
+        if weight is None:
+            weight = self._current_weight()
+        if self._conj:
+            weight = weight.conj()
         if weight.dtype != x.dtype:
             dtype = torch.promote_types(weight.dtype, x.dtype)
             x, weight = x.to(dtype), weight.to(dtype)
