@@ -50,6 +50,7 @@ import numpy as np
 from _common import KERNEL_SIZE, NOISE, SIGMA, blur_problem, check, parse_args
 from scipy.sparse.linalg import LinearOperator, lsmr, lsqr
 
+import convop
 from convop.data import psnr
 
 matplotlib.use("Agg")  # files only, no display needed
@@ -83,7 +84,8 @@ def solve(
     """Run ``lsqr`` or ``lsmr`` to tolerance TOL, or for at most ``iterations`` steps."""
     function, limit = SOLVERS[name]
     start = time.perf_counter()
-    result = function(A, b, damp=damp, atol=TOL, btol=TOL, **{limit: iterations})
+    with convop.solver_threads():  # numpy's BLAS on one thread: no fight with torch
+        result = function(A, b, damp=damp, atol=TOL, btol=TOL, **{limit: iterations})
     return Solve(result[0], int(result[2]), time.perf_counter() - start)
 
 

@@ -40,6 +40,7 @@ from _common import KERNEL_SIZE, NOISE, SIGMA, blur_problem, check, parse_args
 from pylops.optimization.leastsquares import regularized_inversion
 from pylops.optimization.sparsity import splitbregman
 
+import convop
 from convop.data import psnr
 
 matplotlib.use("Agg")  # files only, no display needed
@@ -66,7 +67,8 @@ def laplacian(P: pylops.LinearOperator, b: np.ndarray, eps: float) -> Result:
     """Tikhonov with a Laplacian: regularized_inversion (lsqr on [A; eps L])."""
     L = pylops.Laplacian(P.dims, axes=(-2, -1), dtype=P.dtype)  # on the (1, n, n) model
     start = time.perf_counter()
-    x, _, itn, _, _ = regularized_inversion(P, b, [L], epsRs=[eps], atol=TOL, btol=TOL)
+    with convop.solver_threads():  # numpy's BLAS on one thread: no fight with torch
+        x, _, itn, _, _ = regularized_inversion(P, b, [L], epsRs=[eps], atol=TOL, btol=TOL)
     return Result("Laplacian", eps, x, f"{itn} lsqr", time.perf_counter() - start)
 
 
@@ -77,19 +79,20 @@ def total_variation(P: pylops.LinearOperator, b: np.ndarray, eps: float, outer: 
         for axis in (-2, -1)
     ]
     start = time.perf_counter()
-    x, itn, _ = splitbregman(
-        P,
-        b,
-        D,
-        niter_outer=outer,
-        niter_inner=1,
-        mu=TV_MU,
-        epsRL1s=[eps, eps],
-        tol=1e-4,
-        tau=1.0,
-        iter_lim=TV_INNER_LSQR,  # passed on to lsqr
-        damp=1e-4,
-    )
+    with convop.solver_threads():
+        x, itn, _ = splitbregman(
+            P,
+            b,
+            D,
+            niter_outer=outer,
+            niter_inner=1,
+            mu=TV_MU,
+            epsRL1s=[eps, eps],
+            tol=1e-4,
+            tau=1.0,
+            iter_lim=TV_INNER_LSQR,  # passed on to lsqr
+            damp=1e-4,
+        )
     return Result("TV", eps, x, f"{itn}x{TV_INNER_LSQR} lsqr", time.perf_counter() - start)
 
 

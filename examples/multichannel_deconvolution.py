@@ -84,7 +84,8 @@ def show_adjoint(layer: nn.Conv2d, op: convop.ConvOperator, rng: np.random.Gener
 def recover(op: convop.ConvOperator, data: np.ndarray) -> tuple[np.ndarray, int, float, float]:
     """lsqr on ``op x = data``: (x, iterations, condition estimate, seconds)."""
     start = time.perf_counter()
-    x, _, itn, _, _, _, acond, *_ = lsqr(op, data, atol=TOL, btol=TOL)
+    with convop.solver_threads():  # numpy's BLAS on one thread: no fight with torch
+        x, _, itn, _, _, _, acond, *_ = lsqr(op, data, atol=TOL, btol=TOL)
     return x, int(itn), float(acond), time.perf_counter() - start
 
 
