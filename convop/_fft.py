@@ -94,15 +94,43 @@ class Spectrum:
     half: bool  # rfft half spectrum (real weight)
 
     @functools.cached_property
-    def adjoint_mixing(self) -> torch.Tensor:
-        """``conj(mixing)`` as a tensor of its own, for the adjoint with one channel per group.
+    def full_mixing(self) -> torch.Tensor:
+        """The mixing matrices over the full spectrum, for complex data through a real weight.
 
-        A product with a lazily conjugated tensor conjugates it on every call (2.3x the
-        time of the plain pointwise product of a 576x289 spectrum), so the adjoint of a
-        deblurring operator keeps its own copy, made on first use. Many channels per group
-        mix by matmul, whose BLAS kernels read the conjugate transpose directly.
+        Complex data take the complex transforms (``fftn``/``ifftn``) on the grid: the
+        FFT floor of complex data, where a real and an imaginary half through ``rfftn``
+        need a split, a join and a two-sample inverse (about 1.6x the time here). Made on
+        first use from the half spectrum (a real signal's), by one inverse and one forward
+        transform; differentiable like :attr:`mixing`.
         """
-        return self.mixing.detach().conj().resolve_conj()
+        if not self.half:
+            return self.mixing
+        groups, _, rows, cols = self.mixing.shape
+        sizes = self.frame.sizes
+        dims = tuple(range(3, 3 + len(sizes)))
+        half = self.mixing.permute(0, 2, 3, 1).reshape(
+            groups, rows, cols, *sizes[:-1], sizes[-1] // 2 + 1
+        )  # (G, O/G, C/G, *F)
+        full = torch.fft.fftn(torch.fft.irfftn(half, s=sizes, dim=dims), dim=dims)
+        return full.flatten(3).permute(0, 3, 1, 2).contiguous()  # (G, L, O/G, C/G)
+
+    def operand(self, *, full: bool, adjoint: bool) -> tuple[torch.Tensor, bool]:
+        """``(K, conjugate_transpose)``: what :func:`_mix` multiplies by, and how.
+
+        ``full``: the full spectrum (complex data). For the adjoint with one channel per
+        group, ``conj(K)`` is kept as a tensor of its own, made on first use: a product
+        with a lazily conjugated tensor conjugates it at every call (2.3x the time of the
+        plain pointwise product of a 576x289 spectrum). Many channels per group mix by
+        matmul, whose BLAS kernels read the conjugate transpose directly.
+        """
+        mixing = self.full_mixing if full else self.mixing
+        if not adjoint or mixing.shape[-2:] != (1, 1) or mixing.requires_grad:
+            return mixing, adjoint
+        key = "_conj_full" if full else "_conj"
+        kept = self.__dict__.get(key)  # a race computes it twice, harmlessly
+        if kept is None:
+            kept = self.__dict__[key] = mixing.conj().resolve_conj()
+        return kept, False
 
 
 def spectrum(weight: torch.Tensor, geom: ConvGeometry) -> Spectrum:
@@ -309,17 +337,6 @@ def _circulant(x: torch.Tensor, mixing: torch.Tensor, fr: Frame, *, place: tuple
     return inverse(mixed, s=fr.sizes, dim=dims)[(..., *take)]
 
 
-def _real_batches(x: torch.Tensor, half: bool) -> tuple[torch.Tensor, bool]:
-    """Complex data through a half (real-weight) spectrum: stack real and imaginary parts."""
-    if half and x.is_complex():
-        return torch.cat([x.real, x.imag]), True
-    return x, False
-
-
-def _join(out: torch.Tensor, split: bool) -> torch.Tensor:
-    return torch.complex(*out.chunk(2)) if split else out
-
-
 def forward(x: torch.Tensor, spec: Spectrum, geom: ConvGeometry) -> torch.Tensor:
     """FFT evaluation of :func:`convop.functional.forward`, with ``spec`` from :func:`spectrum`.
 
@@ -335,27 +352,23 @@ def forward(x: torch.Tensor, spec: Spectrum, geom: ConvGeometry) -> torch.Tensor
     True
     """
     fr = spec.frame
-    x, split = _real_batches(x, spec.half)
+    full = x.is_complex() or not spec.half  # complex transforms (real weight: full_mixing)
+    mixing, _ = spec.operand(full=full, adjoint=False)
     if not geom.transposed and geom.padding_mode == "zeros":  # the padding and the grid at once
         x = _zero_pad(x, tuple(lo for lo, _ in geom.padding), fr.sizes)  # (B, C_in, *L)
     elif not geom.transposed:
         x = pad(x, geom.padding, geom.padding_mode)  # (B, C_in, *padded)
-    out = _circulant(x, spec.mixing, fr, place=fr.input_window, take=fr.output_window,
-                     groups=geom.groups, adjoint=False, half=spec.half)  # fmt: skip
-    return _join(out, split)
+    return _circulant(x, mixing, fr, place=fr.input_window, take=fr.output_window,
+                      groups=geom.groups, adjoint=False, half=not full)  # fmt: skip
 
 
 def adjoint(y: torch.Tensor, spec: Spectrum, geom: ConvGeometry) -> torch.Tensor:
     """FFT evaluation of :func:`convop.functional.adjoint`, with ``spec`` from :func:`spectrum`."""
     fr = spec.frame
-    y, split = _real_batches(y, spec.half)
-    pointwise = spec.mixing.shape[-1] == spec.mixing.shape[-2] == 1
-    if pointwise and not spec.mixing.requires_grad:  # K^H = conj(K), kept (adjoint_mixing)
-        mixing, adjoint_mix = spec.adjoint_mixing, False
-    else:
-        mixing, adjoint_mix = spec.mixing, True
+    full = y.is_complex() or not spec.half
+    mixing, conjugate = spec.operand(full=full, adjoint=True)
     x = _circulant(y, mixing, fr, place=fr.output_window, take=fr.input_window,
-                   groups=geom.groups, adjoint=adjoint_mix, half=spec.half)  # fmt: skip
+                   groups=geom.groups, adjoint=conjugate, half=not full)  # fmt: skip
     if not geom.transposed:
         x = pad_adjoint(x, geom.padding, geom.padding_mode)
-    return _join(x, split)
+    return x

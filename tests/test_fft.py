@@ -19,7 +19,7 @@ DTYPE_PAIRS = st.sampled_from(
     [
         (torch.float64, torch.float64),  # rfft
         (torch.complex128, torch.complex128),  # fft
-        (torch.float64, torch.complex128),  # real weight, complex data: split real/imag
+        (torch.float64, torch.complex128),  # real weight, complex data: full transforms
         (torch.complex128, torch.float64),  # complex weight, real data
     ]
 )
