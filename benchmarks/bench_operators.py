@@ -764,6 +764,11 @@ def machine() -> list[str]:
     ]
 
 
+def cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def goals_table(report: Report) -> str:
     lines = ["| goal | case | ratio | bound | verdict | detail |", "|---|---|---:|---:|---|---|"]
     for g in sorted(report.goals, key=lambda g: g.goal):
@@ -773,14 +778,17 @@ def goals_table(report: Report) -> str:
             g.verdict, g.verdict
         )
         detail = g.error or g.detail
-        lines.append(f"| {g.goal} | {g.what} | {ratio} | {bound} | {verdict} | {detail} |")
+        lines.append(
+            f"| {g.goal} | {cell(g.what)} | {ratio} | {bound} | {verdict} | {cell(detail)} |"
+        )
     return "\n".join(lines)
 
 
 def timings_table(report: Report) -> str:
     lines = ["| group | case | method | median | vs anchor |", "|---|---|---|---:|---|"]
     for t in report.timings:
-        lines.append(f"| {t.group} | {t.case} | {t.method} | {shown(t.seconds)} | {t.note} |")
+        cells = (t.group, cell(t.case), cell(t.method), shown(t.seconds), cell(t.note))
+        lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
