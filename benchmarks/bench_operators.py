@@ -10,8 +10,10 @@ Usage::
 
 Every alternative is first checked to compute the same linear map as convop (same array in,
 same array out, to round-off), then timed: the median of repeats of a loop of calls at
-least 10 ms long, after 0.1 s of warm-up, all in this process and one method after the
-other, with torch's default threads. Ratios are ``time / anchor`` (< 1: convop is faster).
+least 10 ms long, after 0.1 s of warm-up, all in this process, with torch's default threads.
+The torch computations that a ratio compares run in interleaved rounds (:func:`interleaved`);
+numpy-based anchors run one after the other (:func:`timeit`). Ratios are ``time / anchor``
+(< 1: convop is faster).
 
 The goals (each a row of the goals table; a goal measured on several cases has one row per
 case, whose ratio is the worst of its products):
@@ -172,6 +174,36 @@ def timeit(fn: Callable[[], object], repeats: int, budget: float = 10.0) -> floa
     return statistics.median(times)
 
 
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int,
+                budget: float = 20.0) -> dict[str, float]:  # fmt: skip
+    """Like :func:`timeit` for several torch computations at once, in interleaved rounds.
+
+    Each round runs one timed loop (>= 10 ms) of every function, so slow drift of the
+    machine (seconds to minutes on this VM) falls alike on the products a ratio compares.
+    Only for torch work: alternating torch's spinning OpenMP workers with numpy's threads
+    every few milliseconds makes both slower (see :func:`timeit`), so numpy-based anchors
+    are timed by :func:`timeit`, one after the other.
+    """
+    numbers, first = {}, {}
+    for name, fn in fns.items():  # warm-up, as in timeit
+        start = time.perf_counter()
+        fn()
+        first[name] = time.perf_counter() - start
+        while time.perf_counter() - start < 0.1:
+            fn()
+        numbers[name] = max(1, int(0.01 / max(first[name], 1e-9)))
+    per_round = sum(first[name] * numbers[name] for name in fns)
+    runs = max(1, min(repeats, int(budget / max(per_round, 1e-9))))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(numbers[name]):
+                fn()
+            times[name].append((time.perf_counter() - start) / numbers[name])
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def shown(seconds: float) -> str:
     """``'41.2 us'``, ``'3.05 ms'``, ``'1.55 s'``: three significant digits; ``'—'`` for NaN."""
     if seconds != seconds:
@@ -290,22 +322,6 @@ def timed_checked(report: Report, group: str, case: str, method: str,
     return timed(report, group, case, method, fn, budget=slow)
 
 
-def faces(report: Report, b: Blur) -> dict[str, float]:
-    """The four products of a blur, numpy and torch faces."""
-    op = b.op
-    return {
-        "matvec": timed(report, "blur", b.case, f"numpy face op.matvec [{op.method}]",
-                        lambda: op.matvec(b.x)),
-        "rmatvec": timed(report, "blur", b.case, f"numpy face op.rmatvec [{op.method}]",
-                         lambda: op.rmatvec(b.y)),
-        "apply": timed(report, "blur", b.case, f"torch face op.apply [{op.method}]",
-                       lambda: op.apply(b.tx)),
-        "apply_adjoint": timed(report, "blur", b.case,
-                               f"torch face op.apply_adjoint [{op.method}]",
-                               lambda: op.apply_adjoint(b.ty)),
-    }  # fmt: skip
-
-
 def fft_grid(op: convop.ConvOperator) -> tuple[tuple[int, ...], str]:
     """The operator's FFT grid, and where it came from."""
     try:
@@ -321,29 +337,59 @@ def fft_grid(op: convop.ConvOperator) -> tuple[tuple[int, ...], str]:
         return sizes, "next_fast_len of the padded size"
 
 
-def floor_time(report: Report, b: Blur) -> float:
-    """One FFT pair with one pointwise product on the operator's grid: no method can beat it."""
+def floor(b: Blur) -> tuple[str, Callable[[], torch.Tensor]]:
+    """One FFT pair with one pointwise product on the operator's grid: the least any FFT
+    evaluation of the operator does. The input is zero-padded onto the grid beforehand, so
+    the floor holds the transforms and the product alone (no padding, no cropping)."""
     sizes, source = fft_grid(b.op)
     dims = tuple(range(-b.ndim, 0))
+    pad = [p for n, size in zip(reversed(b.tx.shape[1:]), reversed(sizes)) for p in (0, size - n)]
+    grid = F.pad(b.tx, pad)  # (1, *L): the input on the grid
     w = torch.from_numpy(b.weight[0])  # (1, *k)
     if np.dtype(b.dtype).kind == "c":
         spectrum = torch.fft.fftn(w, s=sizes, dim=dims)  # (1, *L)
 
-        def floor():
-            return torch.fft.ifftn(torch.fft.fftn(b.tx, s=sizes, dim=dims) * spectrum, dim=dims)
+        def product():
+            return torch.fft.ifftn(torch.fft.fftn(grid, dim=dims) * spectrum, dim=dims)
 
         what = "fftn + ifftn"
     else:
         spectrum = torch.fft.rfftn(w, s=sizes, dim=dims)  # (1, *L[:-1], L[-1]//2+1)
 
-        def floor():
-            half = torch.fft.rfftn(b.tx, s=sizes, dim=dims) * spectrum
-            return torch.fft.irfftn(half, s=sizes, dim=dims)
+        def product():
+            return torch.fft.irfftn(torch.fft.rfftn(grid, dim=dims) * spectrum, s=sizes, dim=dims)
 
         what = "rfftn + irfftn"
-    grid = "x".join(map(str, sizes))
-    return timed(report, "blur", b.case, f"FFT floor: {what} on {grid}", floor,
-                 f"grid from {source}")  # fmt: skip
+    return f"FFT floor: {what} on {'x'.join(map(str, sizes))} (grid: {source})", product
+
+
+def blur_times(report: Report, b: Blur) -> dict[str, float]:
+    """numpy face, torch face and FFT floor of a blur, interleaved; measured once per run."""
+    key = ("times", b.case)
+    if key in report.cache:
+        return report.cache[key]
+    op, method = b.op, b.op.method
+    fns = {
+        "matvec": (f"numpy face op.matvec [{method}]", lambda: op.matvec(b.x)),
+        "rmatvec": (f"numpy face op.rmatvec [{method}]", lambda: op.rmatvec(b.y)),
+        "apply": (f"torch face op.apply [{method}]", lambda: op.apply(b.tx)),
+        "apply_adjoint": (
+            f"torch face op.apply_adjoint [{method}]",
+            lambda: op.apply_adjoint(b.ty),
+        ),
+        "floor": floor(b),
+    }
+    if np.dtype(b.dtype).kind == "c":  # goal 1 is about real data
+        del fns["matvec"], fns["rmatvec"]
+    times = interleaved({name: fn for name, (_, fn) in fns.items()}, report.settings.repeats)
+    anchors = {"matvec": "apply", "rmatvec": "apply_adjoint", "apply": "floor",
+               "apply_adjoint": "floor"}  # fmt: skip
+    for name, (label, _) in fns.items():
+        anchor = anchors.get(name)
+        note = f"{times[name] / times[anchor]:.2f}x {anchor}" if anchor else ""
+        report.record("blur", b.case, label, times[name], note)
+    report.cache[key] = times
+    return times
 
 
 def goal_faces(report: Report) -> None:
@@ -353,25 +399,16 @@ def goal_faces(report: Report) -> None:
             case = f"{n}^{ndim}, k={k}, {dtype}"
             if dtype != "complex128":
                 with section(report, 1, f"numpy face / torch face, {case}"):
-                    b = blur(report, ndim, n, k, dtype)
-                    t = faces(report, b)
-                    report.goal(1, f"numpy face / torch face, {b.case}", {
+                    t = blur_times(report, blur(report, ndim, n, k, dtype))
+                    report.goal(1, f"numpy face / torch face, {case}", {
                         "matvec": t["matvec"] / t["apply"],
                         "rmatvec": t["rmatvec"] / t["apply_adjoint"],
                     })  # fmt: skip
             with section(report, 5, f"torch face / FFT floor, {case}"):
-                b = blur(report, ndim, n, k, dtype)
-                t = faces(report, b) if dtype != "complex128" else {
-                    "apply": timed(report, "blur", b.case,
-                                   f"torch face op.apply [{b.op.method}]",
-                                   lambda b=b: b.op.apply(b.tx)),
-                    "apply_adjoint": timed(report, "blur", b.case,
-                                           f"torch face op.apply_adjoint [{b.op.method}]",
-                                           lambda b=b: b.op.apply_adjoint(b.ty)),
-                }  # fmt: skip
-                floor = floor_time(report, b)
-                report.goal(5, f"torch face / FFT floor, {b.case}", {
-                    "apply": t["apply"] / floor, "apply_adjoint": t["apply_adjoint"] / floor,
+                t = blur_times(report, blur(report, ndim, n, k, dtype))
+                report.goal(5, f"torch face / FFT floor, {case}", {
+                    "apply": t["apply"] / t["floor"],
+                    "apply_adjoint": t["apply_adjoint"] / t["floor"],
                 })  # fmt: skip
 
 
@@ -380,41 +417,36 @@ def conv_layer(report: Report, c_in: int, c_out: int, k: int, n: int, dtype: tor
                goal: bool) -> None:  # fmt: skip
     torch.manual_seed(0)
     weight = torch.randn(c_out, c_in, k, k, dtype=dtype)
-    op = convop.conv2d(weight, (c_in, n, n), padding=k // 2)
+    op = convop.conv2d(weight, (c_in, n, n), padding=k // 2)  # 'same'
     case = f"{c_in}->{c_out}, {k}x{k}, {n}^2, {str(dtype)[6:]}"
     x = rng_array(op.shape[1], op.dtype, seed=0)
     v = rng_array(op.shape[0], op.dtype, seed=1)
     tx = torch.from_numpy(x).reshape(1, c_in, n, n)
     tv = torch.from_numpy(v).reshape(1, *op.output_shape)
+    padding, r = k // 2, report.settings.repeats
     rtol = 1e-4 if dtype == torch.float32 else 1e-12
-    check(op.matvec(x), F.conv2d(tx, weight, padding=k // 2), f"{case} matvec", rtol)
-    expected = F.conv_transpose2d(tv, weight, padding=k // 2)
+    check(op.matvec(x), F.conv2d(tx, weight, padding=padding), f"{case} matvec", rtol)
+    expected = F.conv_transpose2d(tv, weight, padding=padding)
     check(op.rmatvec(v), expected, f"{case} rmatvec", rtol)
-    r = report.settings.repeats
-    raw = report.record("layer", case, "raw F.conv2d on tensors (anchor)",
-                        timeit(lambda: F.conv2d(tx, weight, padding=k // 2), r))  # fmt: skip
-    seconds = timeit(lambda: F.conv2d(torch.from_numpy(x).view(1, c_in, n, n), weight,
-                                      padding=k // 2).numpy(), r)  # fmt: skip
-    report.record("layer", case, "raw F.conv2d, from and to numpy (floor)", seconds,
-                  f"{seconds / raw:.2f}x")  # fmt: skip
-    fwd = timeit(lambda: op.matvec(x), r)
-    report.record("layer", case, f"numpy face op.matvec [{op.method}]", fwd,
-                  f"{fwd / raw:.2f}x")  # fmt: skip
-    seconds = timeit(lambda: op.apply(tx), r)
-    report.record("layer", case, f"torch face op.apply [{op.method}]", seconds,
-                  f"{seconds / raw:.2f}x")  # fmt: skip
-    raw_t = report.record(
-        "layer",
-        case,
-        "raw F.conv_transpose2d on tensors (anchor)",
-        timeit(lambda: F.conv_transpose2d(tv, weight, padding=k // 2), r),
-    )
-    adj = timeit(lambda: op.rmatvec(v), r)
-    report.record("layer", case, f"numpy face op.rmatvec [{op.method}]", adj,
-                  f"{adj / raw_t:.2f}x")  # fmt: skip
-    seconds = timeit(lambda: op.apply_adjoint(tv), r)
-    report.record("layer", case, f"torch face op.apply_adjoint [{op.method}]", seconds,
-                  f"{seconds / raw_t:.2f}x")  # fmt: skip
+    fns = {  # name: (label, anchor, product)
+        "raw": ("raw F.conv2d on tensors (anchor)", "",
+                lambda: F.conv2d(tx, weight, padding=padding)),
+        "floor": ("raw F.conv2d, from and to numpy (floor)", "raw",
+                  lambda: F.conv2d(torch.from_numpy(x).view(1, c_in, n, n), weight,
+                                   padding=padding).numpy()),
+        "matvec": (f"numpy face op.matvec [{op.method}]", "raw", lambda: op.matvec(x)),
+        "apply": (f"torch face op.apply [{op.method}]", "raw", lambda: op.apply(tx)),
+        "raw_t": ("raw F.conv_transpose2d on tensors (anchor)", "",
+                  lambda: F.conv_transpose2d(tv, weight, padding=padding)),
+        "rmatvec": (f"numpy face op.rmatvec [{op.method}]", "raw_t", lambda: op.rmatvec(v)),
+        "apply_adjoint": (f"torch face op.apply_adjoint [{op.method}]", "raw_t",
+                          lambda: op.apply_adjoint(tv)),
+    }  # fmt: skip
+    t = interleaved({name: fn for name, (_, _, fn) in fns.items()}, r)
+    for name, (label, anchor, _) in fns.items():
+        report.record("layer", case, label, t[name],
+                      f"{t[name] / t[anchor]:.2f}x" if anchor else "")  # fmt: skip
+    raw, raw_t, fwd, adj = t["raw"], t["raw_t"], t["matvec"], t["rmatvec"]
     if goal:
         matrix = op.tosparse()
         check(matrix @ x, op.matvec(x), f"{case} CSR", 1e-12)
@@ -541,7 +573,7 @@ def deblur_case(report: Report, b: Blur) -> None:
     kernel = np.ascontiguousarray(b.weight[0, 0, ::-1, ::-1])  # PyLops and scipy convolve
     image, outside = b.x.reshape(n, n), b.y.reshape(n, n)
     expected, expected_adjoint = b.op.matvec(b.x), b.op.rmatvec(b.y)
-    t = faces(report, b)
+    t = blur_times(report, b)
     pylops_times = {}
     for method in ("fft", "direct"):
         P = pylops.signalprocessing.Convolve2D((n, n), h=kernel, offset=(k // 2, k // 2),
@@ -693,7 +725,7 @@ def deepinv_case(report: Report, functional: types.ModuleType, b: Blur) -> None:
                 lambda ft=ft: ft(y, h, padding="constant"), adjoint,
                 f"{b.case} deepinv {transpose_name}", rtol, norm1 * np.abs(b.y).max(),
             )  # fmt: skip
-    t = faces(report, b)
+    t = blur_times(report, b)
     best = min(times, key=lambda m: times[m][0])
     ratios = {"apply": t["apply"] / times[best][0]}
     extra = f"anchor deepinv {best} (forward)"
