@@ -297,29 +297,21 @@ def blur(report: Report, ndim: int, n: int, k: int, dtype_name: str) -> Blur:
     return b
 
 
-def timed(report: Report, group: str, case: str, method: str, fn: Callable[[], object],
-          note: str = "", budget: float = 10.0) -> float:  # fmt: skip
-    """Time ``fn`` once per run and record it; the same (case, method) is measured once."""
-    key = ("time", case, method)
-    if key not in report.cache:
-        seconds = timeit(fn, report.settings.repeats, budget)
-        report.cache[key] = report.record(group, case, method, seconds, note)
-    return report.cache[key]
-
-
 def timed_checked(report: Report, group: str, case: str, method: str,
                   fn: Callable[[], object], expected, what: str, rtol: float,
                   scale: float | None = None, slow: float = 1.0) -> float:  # fmt: skip
-    """Check ``fn()`` against ``expected``, then time it; a call slower than ``slow`` seconds
-    (a direct convolution 30-300x slower than the FFT) is timed by that one checked call."""
+    """Check ``fn()`` against ``expected``, then time it (:func:`timeit`) and record it.
+
+    A call slower than ``slow`` seconds (a direct convolution 30-300x slower than the FFT)
+    is timed by that one checked call.
+    """
     start = time.perf_counter()
     out = fn()
     first = time.perf_counter() - start
     check(out, expected, what, rtol, scale)
-    if first > slow and ("time", case, method) not in report.cache:
-        report.cache["time", case, method] = report.record(group, case, method, first,
-                                                           "one cold call")  # fmt: skip
-    return timed(report, group, case, method, fn, budget=slow)
+    if first > slow:
+        return report.record(group, case, method, first, "one cold call")
+    return report.record(group, case, method, timeit(fn, report.settings.repeats))
 
 
 def fft_grid(op: convop.ConvOperator) -> tuple[tuple[int, ...], str]:
@@ -569,35 +561,49 @@ def goal_deblur(report: Report) -> None:
 
 
 def deblur_case(report: Report, b: Blur) -> None:
+    """Forward, then adjoint: convop's numpy face, then each PyLops method, back to back.
+
+    PyLops runs numpy: timed one after the other (:func:`timeit`), and convop's products
+    are timed afresh right beside them rather than taken from goal 1's measurement minutes
+    earlier, so that drift of the machine does not enter the ratio.
+    """
     n, k = b.n, b.k
     kernel = np.ascontiguousarray(b.weight[0, 0, ::-1, ::-1])  # PyLops and scipy convolve
     image, outside = b.x.reshape(n, n), b.y.reshape(n, n)
     expected, expected_adjoint = b.op.matvec(b.x), b.op.rmatvec(b.y)
-    t = blur_times(report, b)
-    pylops_times = {}
-    for method in ("fft", "direct"):
-        P = pylops.signalprocessing.Convolve2D((n, n), h=kernel, offset=(k // 2, k // 2),
-                                               method=method)  # fmt: skip
-        pylops_times[method] = (
-            timed_checked(report, "blur", b.case, f"PyLops Convolve2D {method}",
-                          lambda P=P: P @ b.x, expected, f"{b.case} pylops {method}", 1e-11),
-            timed_checked(report, "blur", b.case, f"PyLops Convolve2D {method} adjoint",
-                          lambda P=P: P.H @ b.y, expected_adjoint,
-                          f"{b.case} pylops {method} adjoint", 1e-11),
+    P = {method: pylops.signalprocessing.Convolve2D((n, n), h=kernel, offset=(k // 2, k // 2),
+                                                    method=method)
+         for method in ("fft", "direct")}  # fmt: skip
+    r = report.settings.repeats
+    convop_times, pylops_times = {}, {}
+    for product, name, expected_y in (("forward", "matvec", expected),
+                                      ("adjoint", "rmatvec", expected_adjoint)):  # fmt: skip
+        apply = getattr(b.op, name)
+        data = b.x if product == "forward" else b.y
+        convop_times[product] = report.record(
+            "deblur", b.case, f"convop numpy face op.{name} [{b.op.method}]",
+            timeit(lambda apply=apply, data=data: apply(data), r),
         )  # fmt: skip
-    timed_checked(report, "blur", b.case, "scipy.signal.fftconvolve",
+        for method, op in P.items():
+            call = (lambda op=op: op @ b.x) if product == "forward" else (lambda op=op: op.H @ b.y)
+            pylops_times[product, method] = timed_checked(
+                report, "deblur", b.case, f"PyLops Convolve2D {method} {product}", call,
+                expected_y, f"{b.case} pylops {method} {product}", 1e-11,
+            )  # fmt: skip
+    timed_checked(report, "deblur", b.case, "scipy.signal.fftconvolve forward",
                   lambda: scipy.signal.fftconvolve(image, kernel, mode="same"),
                   expected.reshape(n, n), f"{b.case} fftconvolve", 1e-11)  # fmt: skip
-    timed_checked(report, "blur", b.case, "scipy.signal.fftconvolve (adjoint)",
+    timed_checked(report, "deblur", b.case, "scipy.signal.fftconvolve adjoint",
                   lambda: scipy.signal.fftconvolve(outside, b.weight[0, 0], mode="same"),
                   expected_adjoint.reshape(n, n), f"{b.case} fftconvolve adjoint",
                   1e-11)  # fmt: skip
-    forward = min(pylops_times, key=lambda m: pylops_times[m][0])
-    adjoint = min(pylops_times, key=lambda m: pylops_times[m][1])
-    report.goal(4, f"deblur {b.case}, numpy face / PyLops", {
-        "matvec": t["matvec"] / pylops_times[forward][0],
-        "rmatvec": t["rmatvec"] / pylops_times[adjoint][1],
-    }, extra=f"anchor PyLops {forward} (forward), {adjoint} (adjoint)")  # fmt: skip
+    ratios, anchors = {}, []
+    for product, name in (("forward", "matvec"), ("adjoint", "rmatvec")):
+        best = min(P, key=lambda method: pylops_times[product, method])
+        ratios[name] = convop_times[product] / pylops_times[product, best]
+        anchors.append(f"{best} ({product})")
+    report.goal(4, f"deblur {b.case}, numpy face / PyLops", ratios,
+                extra=f"anchor PyLops {', '.join(anchors)}")  # fmt: skip
 
 
 # ---------------------------------------------------------------------- 6. auto
@@ -698,43 +704,55 @@ def goal_deepinv(report: Report) -> None:
 
 
 def deepinv_case(report: Report, functional: types.ModuleType, b: Blur) -> None:
+    """deepinv's four functions checked, then timed with convop's torch face interleaved
+    (all torch); a function slower than a second (the direct transpose) by its one call."""
     # deepinv convolves: hand it the flipped kernel. Its 'constant' padding pads k//2 zeros
     # on each side for odd k: the same map as padding='same', compared on the whole image.
     h = torch.from_numpy(np.ascontiguousarray(b.weight[..., ::-1, ::-1]))  # (1, 1, k, k)
     x, y = b.tx[None], b.ty[None]  # (1, 1, n, n)
-    forward, adjoint = b.op.apply(b.tx), b.op.apply_adjoint(b.ty)
+    expected = {"forward": b.op.apply(b.tx), "adjoint": b.op.apply_adjoint(b.ty)}
     rtol = 1e-5 if b.dtype == np.float32 else 1e-11
     norm1 = float(np.abs(b.weight).sum())
-    pairs = {"conv2d": "conv_transpose2d", "conv2d_fft": "conv_transpose2d_fft"}
-    times = {}
-    for name, transpose_name in pairs.items():
+    names = {"conv2d": "forward", "conv_transpose2d": "adjoint", "conv2d_fft": "forward",
+             "conv_transpose2d_fft": "adjoint"}  # fmt: skip
+    fast, slow = {}, {}
+    for name, product in names.items():
         f = getattr(functional, name, None)
-        ft = getattr(functional, transpose_name, None)
         if f is None:
             report.note(f"deepinv has no {name}")
             continue
-        times[name] = [
-            timed_checked(report, "deepinv", b.case, f"deepinv {name}",
-                          lambda f=f: f(x, h, padding="constant"), forward,
-                          f"{b.case} deepinv {name}", rtol, norm1 * np.abs(b.x).max()),
-            float("nan"),
-        ]  # fmt: skip
-        if ft is not None:
-            times[name][1] = timed_checked(
-                report, "deepinv", b.case, f"deepinv {transpose_name}",
-                lambda ft=ft: ft(y, h, padding="constant"), adjoint,
-                f"{b.case} deepinv {transpose_name}", rtol, norm1 * np.abs(b.y).max(),
-            )  # fmt: skip
-    t = blur_times(report, b)
-    best = min(times, key=lambda m: times[m][0])
-    ratios = {"apply": t["apply"] / times[best][0]}
-    extra = f"anchor deepinv {best} (forward)"
-    adjoints = {m: v[1] for m, v in times.items() if v[1] == v[1]}
-    if adjoints:
-        best = min(adjoints, key=adjoints.get)
-        ratios["apply_adjoint"] = t["apply_adjoint"] / adjoints[best]
-        extra += f", {pairs[best]} (adjoint)"
-    report.goal(7, f"torch face / DeepInverse, {b.case}", ratios, extra=extra)
+        data = x if product == "forward" else y
+
+        def call(f=f, data=data):
+            return f(data, h, padding="constant")
+
+        start = time.perf_counter()
+        out = call()
+        first = time.perf_counter() - start
+        check(out, expected[product], f"{b.case} deepinv {name}", rtol,
+              norm1 * float(np.abs(data.numpy()).max()))  # fmt: skip
+        if first > 1.0:
+            slow[name] = report.record("deepinv", b.case, f"deepinv {name}", first,
+                                       "one cold call")  # fmt: skip
+        else:
+            fast[name] = call
+    fast["apply"] = lambda: b.op.apply(b.tx)
+    fast["apply_adjoint"] = lambda: b.op.apply_adjoint(b.ty)
+    times = interleaved(fast, report.settings.repeats)
+    for name, seconds in times.items():
+        label = f"convop torch face op.{name} [{b.op.method}]" if name.startswith("apply") else (
+            f"deepinv {name}")  # fmt: skip
+        report.record("deepinv", b.case, label, seconds)
+    times.update(slow)
+    ratios, anchors = {}, []
+    for face, product in (("apply", "forward"), ("apply_adjoint", "adjoint")):
+        theirs = {name: times[name] for name in names if names[name] == product and name in times}
+        if theirs:
+            best = min(theirs, key=theirs.get)
+            ratios[face] = times[face] / theirs[best]
+            anchors.append(f"{best} ({product})")
+    report.goal(7, f"torch face / DeepInverse, {b.case}", ratios,
+                extra=f"anchor deepinv {', '.join(anchors)}")  # fmt: skip
 
 
 # ---------------------------------------------------------------------- machine and output
