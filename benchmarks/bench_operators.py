@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_operators.py                # full run (6-8 minutes on 2 cores)
+    python benchmarks/bench_operators.py                # full run (~1.5 min + bench_auto's grid)
     python benchmarks/bench_operators.py --quick        # fewer repeats, smaller grids (< 2 min)
     python benchmarks/bench_operators.py --markdown     # also print the tables as Markdown
     python benchmarks/bench_operators.py --write docs/benchmarks.md  # regenerate its tables
