@@ -287,7 +287,8 @@ def spectrum_of(weight: torch.Tensor, geom: ConvGeometry) -> tuple[Spectrum, flo
 def _mix(mixing: torch.Tensor, x: torch.Tensor, *, adjoint: bool) -> torch.Tensor:
     """``y[b, g, o] = sum_c K[g, f, o, c] x[b, g, c]`` per frequency ``f`` (``K^H``: adjoint).
 
-    ``x`` is ``(B, G, C/G, *F)``; one batched matmul over (group, frequency).
+    ``x`` is ``(B, G, C/G, *F)``; one batched matmul over (group, frequency). With one
+    channel per group, a pointwise product into ``x`` itself (unless autograd needs it).
     """
     if adjoint:
         mixing = mixing.transpose(-1, -2).conj()
@@ -295,7 +296,10 @@ def _mix(mixing: torch.Tensor, x: torch.Tensor, *, adjoint: bool) -> torch.Tenso
     if (
         mixing.shape[-1] == 1 and mixing.shape[-2] == 1
     ):  # one channel per group: a pointwise product
-        return x * mixing.reshape(1, groups, 1, *freqs)
+        mixing = mixing.reshape(1, groups, 1, *freqs)
+        if torch.is_grad_enabled() and (x.requires_grad or mixing.requires_grad):
+            return x * mixing
+        return x.mul_(mixing)  # x is the transform's fresh output: no new buffer
     xf = x.reshape(batch, groups, x.shape[2], -1).permute(1, 3, 2, 0)  # (G, F, C/G, B)
     y = torch.matmul(mixing, xf)  # (G, F, O/G, B)
     return y.permute(3, 0, 2, 1).reshape(batch, groups, mixing.shape[-2], *freqs)
