@@ -93,6 +93,19 @@ def test_fft_gradients_flow_to_the_weight():
     assert torch.autograd.gradcheck(lambda y, w: op.apply_adjoint(y), (y, weight))
 
 
+@pytest.mark.parametrize("weight_grad", [False, True])
+@pytest.mark.parametrize("data", [torch.float64, torch.complex128])
+def test_fft_gradients_of_one_channel_operators(weight_grad, data):
+    """The pointwise mixing (in place when autograd needs nothing) and the full spectrum of
+    a real weight for complex data keep their gradients."""
+    weight = torch.randn(1, 1, 3, 3, dtype=torch.float64, requires_grad=weight_grad)
+    op = convop.conv2d(weight, (1, 6, 5), padding="same", method="fft")
+    x = torch.randn(1, 1, 6, 5, dtype=data, requires_grad=True)
+    y = torch.randn(1, *op.output_shape, dtype=data, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w: op.apply(x), (x, weight))
+    assert torch.autograd.gradcheck(lambda y, w: op.apply_adjoint(y), (y, weight))
+
+
 def test_float32_fft_operator_promotes_to_float64_exactly_as_direct():
     weight = torch.randn(1, 1, 7, 7)
     direct = convop.conv2d(weight, (1, 20, 20), padding=3, method="direct")
