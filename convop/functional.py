@@ -6,8 +6,6 @@ weight, and never write into their arguments.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 
@@ -16,24 +14,6 @@ from .padding import pad, pad_adjoint
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
-
-
-@functools.lru_cache(maxsize=256)
-def _split_padding(
-    geom: ConvGeometry,
-) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...] | None]:
-    """``(implicit, explicit)``.
-
-    The padding torch's conv kernel does itself (symmetric zeros) and the rest, done explicitly
-    by :func:`convop.padding.pad`; ``explicit`` is ``None`` when there is none (cached: a
-    small layer's product takes tens of microseconds, so each one counts).
-    """
-    if geom.padding_mode != "zeros":
-        implicit, explicit = (0,) * geom.ndim, geom.padding
-    else:
-        implicit = tuple(min(pair) for pair in geom.padding)
-        explicit = tuple((lo - p, hi - p) for (lo, hi), p in zip(geom.padding, implicit))
-    return implicit, (explicit if any(any(pair) for pair in explicit) else None)
 
 
 def forward(x: torch.Tensor, weight: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
@@ -72,7 +52,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, geom: ConvGeometry) -> torch.
             geom.groups,
             geom.dilation,
         )
-    implicit, explicit = _split_padding(geom)
+    implicit, explicit = geom.conv_padding
     if explicit is not None:
         x = pad(x, explicit, geom.padding_mode)  # (B, C_in, *partly padded)
     return _CONV[geom.ndim](x, weight, None, geom.stride, implicit, geom.dilation, geom.groups)
@@ -123,7 +103,7 @@ def adjoint(y: torch.Tensor, weight: torch.Tensor, geom: ConvGeometry) -> torch.
         for i, n in enumerate(geom.input_size):
             x = x.narrow(2 + i, 0, n)
         return x
-    implicit, explicit = _split_padding(geom)
+    implicit, explicit = geom.conv_padding
     z = _CONV_T[geom.ndim](  # (B, C_in, *partly padded)
         y,
         weight,

@@ -8,6 +8,7 @@ with a message naming the parameter, and nowhere else.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -222,6 +223,30 @@ class ConvGeometry:
         )
 
     # ------------------------------------------------------------------ derived shapes
+    @functools.cached_property
+    def conv_padding(self) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...] | None]:
+        """``(implicit, explicit)``: how a direct product pads.
+
+        ``implicit`` is the symmetric zero padding torch's conv kernel does itself;
+        ``explicit`` the rest, ``(before, after)`` per spatial dimension, done beforehand by
+        :func:`convop.padding.pad` (``None`` when there is none). Computed once: a small
+        layer's product takes tens of microseconds, so each one counts.
+
+        Examples
+        --------
+        >>> ConvGeometry.from_torch((1, 1, 4), (1, 9), padding="same").conv_padding
+        ((1,), ((0, 1),))
+        >>> ConvGeometry.from_torch((1, 1, 3), (1, 9), padding=1,
+        ...                         padding_mode="circular").conv_padding
+        ((0,), ((1, 1),))
+        """
+        if self.padding_mode != "zeros":
+            implicit, explicit = (0,) * self.ndim, self.padding
+        else:
+            implicit = tuple(min(pair) for pair in self.padding)
+            explicit = tuple((lo - p, hi - p) for (lo, hi), p in zip(self.padding, implicit))
+        return implicit, (explicit if any(any(pair) for pair in explicit) else None)
+
     @property
     def ndim(self) -> int:
         """Number of spatial dimensions (1, 2 or 3)."""
