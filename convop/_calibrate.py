@@ -149,7 +149,7 @@ def encode(speed: Throughput) -> dict[str, object]:
     """``speed`` as plain JSON values."""
 
     def side(d: Direct) -> dict[str, object]:
-        return {"call": d.call, "group": d.group, "dilated": d.dilated,
+        return {"call": d.call, "group": d.group, "dilated": d.dilated, "complex": d.complex,
                 "single": [list(row) for row in d.single],
                 "grouped": [list(row) for row in d.grouped], "dense": list(d.dense)}  # fmt: skip
 
@@ -159,6 +159,8 @@ def encode(speed: Throughput) -> dict[str, object]:
         "call_fft": speed.call_fft,
         "transform": list(speed.transform),
         "lone_1d": speed.lone_1d,
+        "odd": speed.odd,
+        "complex_fft": speed.complex_fft,
         "mix": speed.mix,
     }
 
@@ -184,20 +186,23 @@ def _rows(obj: object, what: str) -> list:
 
 def decode(obj: object) -> Throughput:
     """The :class:`Throughput` in ``obj`` (from :func:`encode`); ``CorruptFile`` if invalid."""
-    names = ("conv", "transpose", "call_fft", "transform", "lone_1d", "mix")
+    names = ("conv", "transpose", "call_fft", "transform", "lone_1d", "odd", "complex_fft",
+             "mix")  # fmt: skip
     top = _fields(obj, names, "throughput")
     try:
         sides = []
         for name in ("conv", "transpose"):
-            d = _fields(top[name], ("call", "group", "dilated", *KINDS), name)
+            d = _fields(top[name], ("call", "group", "dilated", "complex", *KINDS), name)
             tables = {
                 kind: tuple(_numbers(row, f"{name}.{kind}") for row in _rows(d[kind], kind))
                 for kind in ("single", "grouped")
             }
             dense = _numbers(d["dense"], f"{name}.dense")
-            sides.append(Direct(d["call"], d["group"], d["dilated"], **tables, dense=dense))
+            scalars = {key: d[key] for key in ("call", "group", "dilated", "complex")}
+            sides.append(Direct(**scalars, **tables, dense=dense))
         transform = _numbers(top["transform"], "transform")
-        return Throughput(*sides, top["call_fft"], transform, top["lone_1d"], top["mix"])
+        scalars = {key: top[key] for key in ("call_fft", "lone_1d", "odd", "complex_fft", "mix")}
+        return Throughput(*sides, transform=transform, **scalars)
     except (TypeError, ValueError) as error:
         raise CorruptFile(str(error)) from error
 
@@ -304,8 +309,10 @@ _ANCHORS = {
 }  # fmt: skip
 # FFT products whose time is mostly transforms (depthwise: the mixing is a pointwise
 # product): (ndim, channels) -> samples per side, on 5-smooth grids that are not powers of
-# two, like most padded sizes (2160, 10000, 150**2, 30**3 samples).
+# two, like most padded sizes (2160, 10000, 150**2, 30**3 samples); and a 1-D one on a grid
+# of odd length (10125 samples).
 _TRANSFORMS = {(1, MANY_CHANNELS): 2158, (1, 1): 9998, (2, 2): 148, (3, 1): 28}
+_ODD = 10123
 
 
 def probe(dtype: torch.dtype, device: torch.device) -> Throughput:
@@ -313,9 +320,10 @@ def probe(dtype: torch.dtype, device: torch.device) -> Throughput:
 
     Small direct convolutions, both ways: single-channel and depthwise ones in 1, 2 and 3
     dimensions and 16-channel ones in 2-D, with kernels of extent 3, 7 and 15, a dilated
-    one and one of many tiny groups; and small FFT products in 1, 2 and 3 dimensions and
-    one that mixes 16 channels. Each is timed as the least of a few runs after a warm-up
-    (:func:`_measure`); nothing random is drawn and nothing is cached.
+    one, a complex one and one of many tiny groups; and small FFT products in 1, 2 and 3
+    dimensions, on a grid of odd length, of complex data, and one that mixes 16 channels.
+    Each is timed as the least of a few runs after a warm-up (:func:`_measure`); nothing
+    random is drawn and nothing is cached.
 
     Raises
     ------
@@ -323,20 +331,21 @@ def probe(dtype: torch.dtype, device: torch.device) -> Throughput:
         If, on a CPU, the probe did not get the CPUs of torch's threads (:func:`disturbed`).
     """
     real = precision(dtype)
+    complex_ = torch.complex128 if real == torch.float64 else torch.complex64
     tasks: dict[object, Callable[[], object]] = {}
 
-    def direct(name: object, geom: ConvGeometry) -> ConvGeometry:
-        weight = _data(geom.weight_shape, real, device)
-        x = _data((1, *geom.input_shape), real, device)
-        y = _data((1, *geom.output_shape), real, device)
+    def direct(name: object, geom: ConvGeometry, kind: torch.dtype = real) -> ConvGeometry:
+        weight = _data(geom.weight_shape, kind, device)
+        x = _data((1, *geom.input_shape), kind, device)
+        y = _data((1, *geom.output_shape), kind, device)
         tasks[name, 0] = lambda: functional.forward(x, weight, geom)
         tasks[name, 1] = lambda: functional.adjoint(y, weight, geom)
         return geom
 
-    def fourier(name: object, geom: ConvGeometry) -> ConvGeometry:
-        weight = _data(geom.weight_shape, real, device)
-        x = _data((1, *geom.input_shape), real, device)
-        y = _data((1, *geom.output_shape), real, device)
+    def fourier(name: object, geom: ConvGeometry, kind: torch.dtype = real) -> ConvGeometry:
+        weight = _data(geom.weight_shape, kind, device)
+        x = _data((1, *geom.input_shape), kind, device)
+        y = _data((1, *geom.output_shape), kind, device)
         with torch.no_grad():
             spec = _fft.spectrum(weight, geom)
         tasks[name, 0] = lambda: _fft.forward(x, spec, geom)
@@ -352,11 +361,15 @@ def probe(dtype: torch.dtype, device: torch.device) -> Throughput:
     dilation = direct(
         "dilated", ConvGeometry.from_torch((1, 1, 5, 5), (1, 100, 100), padding=4, dilation=2)
     )
+    direct("real", _cube(4, 3, 64, 2, 1))
+    direct("complex", _cube(4, 3, 64, 2, 1), complex_)
     fourier("fft call", _cube(1, 1, 4, 2, 1))
     transform_geoms = {
         (ndim, c): fourier(("transform", ndim, c), _cube(c, 3, n, ndim, c))
         for (ndim, c), n in _TRANSFORMS.items()
     }
+    odd = fourier("odd", _cube(1, 3, _ODD, 1, 1))
+    fourier("complex fft", transform_geoms[2, 2], complex_)
     mixing = fourier("mix", _cube(16, 3, 14, 2, 1))
     with torch.no_grad():
         wall, cpu = time.perf_counter(), time.process_time()
@@ -384,24 +397,38 @@ def probe(dtype: torch.dtype, device: torch.device) -> Throughput:
             for kind in ("single", "grouped")
         }
         dense = tuple(per_mac(s, 2, "dense", k, group) for k in EXTENTS)
-        side = Direct(base, group, 1.0, **table, dense=dense)
-        expected = side.mac_seconds(1, 5, 1, 2) * _macs(dilation)
-        factor = (t["dilated", s] - base) / expected
-        sides.append(dataclasses.replace(side, dilated=min(max(factor, 1.0), 100.0)))
+        side = Direct(base, group, 1.0, 1.0, **table, dense=dense)
+        dilated = _net(t["dilated", s], base) / (side.mac_seconds(1, 5, 1, 2) * _macs(dilation))
+        complex_factor = _net(t["complex", s], base) / _net(t["real", s], base)
+        sides.append(
+            dataclasses.replace(side, dilated=_clip(dilated), complex=_clip(complex_factor))
+        )
 
     def fft(name: object) -> float:
         return (t[name, 0] + t[name, 1]) / 2
 
     fft_call = fft("fft call")
-    per = {
-        key: _per(_net(fft(("transform", *key)), fft_call), _transforms(geom))
-        for key, geom in transform_geoms.items()
-    }
+
+    def per_unit(name: object, geom: ConvGeometry) -> float:
+        return _per(_net(fft(name), fft_call), _transforms(geom))
+
+    per = {key: per_unit(("transform", *key), geom) for key, geom in transform_geoms.items()}
     per_transform = (per[1, MANY_CHANNELS], per[2, 2], per[3, 1])
-    lone = min(max(per[1, 1] / per[1, MANY_CHANNELS], 0.01), 100.0)
     mix_work = _net(fft("mix"), fft_call + _transforms(mixing) * per_transform[1])
-    mix = _per(mix_work, _mixing(mixing))
-    return Throughput(*sides, call_fft=fft_call, transform=per_transform, lone_1d=lone, mix=mix)
+    return Throughput(
+        *sides,
+        call_fft=fft_call,
+        transform=per_transform,
+        lone_1d=_clip(per[1, 1] / per[1, MANY_CHANNELS], low=0.01),
+        odd=_clip(per_unit("odd", odd) / per[1, 1]),
+        complex_fft=_clip(per_unit("complex fft", transform_geoms[2, 2]) / per[2, 2]),
+        mix=_per(mix_work, _mixing(mixing)),
+    )
+
+
+def _clip(factor: float, low: float = 1.0, high: float = 100.0) -> float:
+    """A measured factor, within ``[low, high]`` (noise must not make it absurd)."""
+    return min(max(factor, low), high)
 
 
 class Busy(Exception):

@@ -8,7 +8,7 @@ which depends on whether the geometry is transposed). Both are seen as one convo
 ``C_a`` to ``C_b`` channels at ``P`` output positions with ``t`` taps and ``G`` groups, so
 ``M = P * C_b * (C_a/G) * t`` multiply-adds; each side (:class:`Direct`) costs::
 
-    call + G * group + M * mac(C_b/G, k, G, ndim) [* dilated] [x 3 if complex]
+    call + G * group + M * mac(C_b/G, k, G, ndim) [* dilated] [* complex]
 
 ``mac`` is a table against the GEMM rows ``C_b/G`` (one row is memory bound, dozens are
 compute bound), the kernel's extent ``k`` (torch switches kernels with the kernel size),
@@ -16,18 +16,18 @@ whether there are several groups (depthwise kernels) and, for one row, the numbe
 dimensions (1-D, 2-D and 3-D convolutions run different kernels), interpolated
 log-linearly. ``group`` is what torch pays per group where it runs groups one by one;
 ``dilated`` is the extra cost of a dilated one-row convolution (fading out towards dense
-ones, like ``mac``); a complex convolution is three real ones.
+ones, like ``mac``); ``complex`` that of a complex one (torch runs three real ones).
 
 FFT evaluation transforms every input and output channel on a grid of ``L`` samples and
 mixes channels per frequency (``F`` frequencies, ``C_out * C_in/G`` complex multiply-adds
 each, as batched matrix products; with one channel in and out per group it is a pointwise
 product, counted with the transforms)::
 
-    call + transform[ndim] * (C_in + C_out) * L log2 L [x 2 if complex] + mix * F * C_out * C_in/G
+    call + transform[ndim] * (C_in + C_out) * L log2 L [* complex_fft] + mix * F * C_out * C_in/G
 
 with a factor ``lone_1d`` on 1-D transforms of one channel (torch's FFTs are several times
 faster per sample on many rows at once than on one long row), interpolated log-linearly to 1
-at 16 channels.
+at 16 channels, and a factor ``odd`` when the last length of the grid is odd.
 
 "auto" takes the method whose estimate, the mean of forward and adjoint, is smaller. The
 constants are measured on first use by :mod:`convop._calibrate`; the built-in ones here are
@@ -50,8 +50,6 @@ KINDS = ("single", "grouped", "dense")
 EXTENTS = (3, 7, 15)
 DENSE_ROWS = 16  # C_b/G of the "dense" row; "single" and "grouped" have one row
 MANY_CHANNELS = 16  # channels per transform call from which a 1-D FFT runs at full speed
-COMPLEX_DIRECT = 3  # torch runs a complex convolution as three real ones
-COMPLEX_FFT = 2  # full complex transforms and spectra instead of real, half ones
 
 
 def _positive(value: object, name: str) -> float:
@@ -74,6 +72,9 @@ class Direct:
         Seconds per group.
     dilated : float
         Factor on the multiply-adds of a dilated convolution.
+    complex : float
+        Factor on the multiply-adds of a complex convolution (torch runs three real ones,
+        and splits and joins the real and imaginary parts).
     single, grouped : tuple of tuple of float
         Seconds per multiply-add of convolutions with one output channel per group, of one
         group (``single``) or several (``grouped``): ``single[ndim - 1][j]`` for kernels of
@@ -86,12 +87,13 @@ class Direct:
     call: float
     group: float
     dilated: float
+    complex: float
     single: tuple[tuple[float, ...], ...]
     grouped: tuple[tuple[float, ...], ...]
     dense: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        for name in ("call", "group", "dilated"):
+        for name in ("call", "group", "dilated", "complex"):
             _positive(getattr(self, name), name)
         for name in ("single", "grouped"):
             table = getattr(self, name)
@@ -158,6 +160,12 @@ class Throughput:
         channels at once, in 1, 2 and 3 dimensions.
     lone_1d : float
         Factor on ``transform[0]`` for 1-D transforms of one channel.
+    odd : float
+        Factor on the transforms when the grid's last length is odd (real FFTs prefer even
+        lengths).
+    complex_fft : float
+        Factor on the transforms of complex data (full complex transforms instead of real
+        ones).
     mix : float
         Seconds per complex multiply-add of the per-frequency channel mixing.
     """
@@ -167,13 +175,15 @@ class Throughput:
     call_fft: float
     transform: tuple[float, float, float]
     lone_1d: float
+    odd: float
+    complex_fft: float
     mix: float
 
     def __post_init__(self) -> None:
         for name in ("conv", "transpose"):
             if not isinstance(getattr(self, name), Direct):
                 raise TypeError(f"{name} must be a Direct, got {type(getattr(self, name))}")
-        for name in ("call_fft", "lone_1d", "mix"):
+        for name in ("call_fft", "lone_1d", "odd", "complex_fft", "mix"):
             _positive(getattr(self, name), name)
         if not (isinstance(self.transform, tuple) and len(self.transform) == 3):
             raise ValueError(f"transform must be a tuple of 3 numbers, got {self.transform!r}")
@@ -182,57 +192,63 @@ class Throughput:
 
 
 # Measured on this project's 2-core x86-64 CPU (AMD EPYC, AVX2) with torch 2.13 and its two
-# threads, by convop._calibrate's probe: the median of 7 (float64) and 14 (float32) runs that
-# the machine's other load did not disturb. Rows of `single` and `grouped`: 1-D, 2-D, 3-D.
+# threads, by convop._calibrate's probe: the median of 12 (float64) and 19 (float32) runs
+# that the machine's other load did not disturb (5 of each for `odd` and the complex
+# factors). Rows of `single` and `grouped`: 1-D, 2-D, 3-D.
 CPU = {
     torch.float64: Throughput(
         conv=Direct(
-            call=2.1e-5, group=1e-5, dilated=1.9,
-            single=((1.7e-9, 9.1e-10, 9.1e-10), (1.4e-9, 1.1e-9, 7.7e-10),
-                    (1.9e-9, 1.8e-9, 1.8e-9)),
-            grouped=((1.9e-9, 1e-9, 8e-10), (1.2e-9, 9.5e-10, 1.2e-9),
-                     (1.4e-9, 1.6e-9, 1.6e-9)),
-            dense=(1.6e-10, 1.3e-10, 1.5e-10),
+            call=2e-5, group=1.2e-5, dilated=1.9, complex=3.9,
+            single=((1.8e-9, 1.4e-9, 1.3e-9), (1.4e-9, 1.2e-9, 1.1e-9),
+                    (1.9e-9, 1.7e-9, 1.7e-9)),
+            grouped=((2.1e-9, 1.6e-9, 1.4e-9), (1.7e-9, 1.7e-9, 2.2e-9),
+                     (1.4e-9, 1.5e-9, 1.5e-9)),
+            dense=(1.7e-10, 1.4e-10, 1.7e-10),
         ),
         transpose=Direct(
-            call=2.7e-5, group=8.8e-6, dilated=1.1,
-            single=((3.4e-9, 3.1e-9, 3.5e-9), (3.6e-9, 3.4e-9, 2.8e-9),
-                    (2.3e-9, 2.2e-9, 2.2e-9)),
-            grouped=((3.6e-9, 3.1e-9, 2.9e-9), (3.1e-9, 2.7e-9, 2.1e-9),
+            call=2.7e-5, group=8.6e-6, dilated=1.1, complex=3.9,
+            single=((4.3e-9, 4e-9, 3.9e-9), (3.7e-9, 3.5e-9, 3.3e-9),
+                    (2.1e-9, 2e-9, 2e-9)),
+            grouped=((3.8e-9, 3.1e-9, 2.9e-9), (3.1e-9, 2.7e-9, 2.1e-9),
                      (2e-9, 1.9e-9, 1.9e-9)),
-            dense=(2.8e-10, 2.4e-10, 2.2e-10),
+            dense=(2.9e-10, 2.5e-10, 2.5e-10),
         ),
-        call_fft=2.3e-4, transform=(4.5e-10, 4.3e-10, 5.7e-10), lone_1d=3.0, mix=4.4e-9,
+        call_fft=2.3e-4, transform=(4.9e-10, 5.3e-10, 7.2e-10), lone_1d=2.9, odd=2.0,
+        complex_fft=1.2, mix=5.1e-9,
     ),
     torch.float32: Throughput(
         conv=Direct(
-            call=1.6e-5, group=3.7e-6, dilated=1.5,
-            single=((2.8e-9, 1.6e-9, 5.9e-10), (1.2e-9, 8.2e-10, 5.2e-9),
-                    (1.5e-9, 4.9e-10, 4.9e-10)),
-            grouped=((1e-9, 5.5e-10, 1.1e-9), (5.1e-10, 3.5e-10, 1.1e-9),
-                     (4.3e-10, 1.2e-10, 1.2e-10)),
-            dense=(6.3e-11, 5.5e-11, 1.1e-10),
+            call=1.9e-5, group=4e-6, dilated=1.5, complex=3.9,
+            single=((3.5e-9, 1.7e-9, 7.3e-10), (1.3e-9, 8.5e-10, 5.3e-9),
+                    (1.6e-9, 5e-10, 5e-10)),
+            grouped=((1.4e-9, 6.7e-10, 1.2e-9), (6.3e-10, 4e-10, 1.1e-9),
+                     (5.2e-10, 1.5e-10, 1.5e-10)),
+            dense=(7.2e-11, 6.5e-11, 1.1e-10),
         ),
         transpose=Direct(
-            call=1.9e-5, group=2.6e-6, dilated=1.0,
-            single=((6e-9, 3.8e-9, 2.3e-9), (3e-9, 2.3e-9, 2.1e-9),
-                    (1.5e-9, 1.4e-9, 1.4e-9)),
-            grouped=((1e-9, 6.9e-10, 4.6e-10), (6.3e-10, 4.7e-10, 3.8e-10),
-                     (1.7e-9, 7.8e-10, 7.8e-10)),
-            dense=(6.2e-11, 5.4e-11, 5.1e-11),
+            call=2.4e-5, group=2.8e-6, dilated=1.0, complex=3.2,
+            single=((6.3e-9, 4.2e-9, 2.9e-9), (3.1e-9, 2.4e-9, 2.2e-9),
+                    (1.9e-9, 1.3e-9, 1.3e-9)),
+            grouped=((1.4e-9, 9e-10, 6.5e-10), (7.2e-10, 5.8e-10, 4.6e-10),
+                     (1.6e-9, 8.1e-10, 8.1e-10)),
+            dense=(7e-11, 6.5e-11, 5.3e-11),
         ),
-        call_fft=2.1e-4, transform=(2.4e-10, 3.2e-10, 5.2e-10), lone_1d=3.4, mix=3.5e-9,
+        call_fft=2.1e-4, transform=(2.5e-10, 3.3e-10, 5.7e-10), lone_1d=3.4, odd=2.6,
+        complex_fft=1.2, mix=3.5e-9,
     ),
 }  # fmt: skip
 # GPUs: not measured here (no GPU on the development machine); scaled so that, as on GPUs
 # generally, direct convolution stays the choice for small kernels and FFT for large ones.
-_GPU_DIRECT = Direct(call=2e-5, group=1e-7, dilated=1.5, single=((2e-11,) * 3,) * 3,
+_GPU_DIRECT = Direct(call=2e-5, group=1e-7, dilated=1.5, complex=3.0,
+                     single=((2e-11,) * 3,) * 3,
                      grouped=((2e-11,) * 3,) * 3, dense=(2e-12,) * 3)  # fmt: skip
 CUDA = {
     torch.float64: Throughput(conv=_GPU_DIRECT, transpose=_GPU_DIRECT, call_fft=6e-5,
-                              transform=(4e-12,) * 3, lone_1d=1.0, mix=2e-11),
+                              transform=(4e-12,) * 3, lone_1d=1.0, odd=1.0,
+                              complex_fft=2.0, mix=2e-11),
     torch.float32: Throughput(conv=_GPU_DIRECT, transpose=_GPU_DIRECT, call_fft=6e-5,
-                              transform=(2e-12,) * 3, lone_1d=1.0, mix=1e-11),
+                              transform=(2e-12,) * 3, lone_1d=1.0, odd=1.0,
+                              complex_fft=2.0, mix=1e-11),
 }  # fmt: skip
 
 
@@ -265,7 +281,7 @@ def side_seconds(geom: ConvGeometry, dtype: torch.dtype, side: Direct) -> float:
     if any(d > 1 for d in geom.dilation):  # measured on one row; dense GEMMs hide it
         work *= side.dilated ** (1 - _fraction((1, DENSE_ROWS), rows))
     if dtype.is_complex:
-        work *= COMPLEX_DIRECT
+        work *= side.complex
     return side.call + g * side.group + work
 
 
@@ -304,10 +320,12 @@ def fft_seconds(
     transform = speed.transform[geom.ndim - 1]
     if geom.ndim == 1:  # one long row is slower per sample than many
         transform *= speed.lone_1d ** (1 - _fraction((1, MANY_CHANNELS), channels // 2))
+    if sizes[-1] % 2:
+        transform *= speed.odd
     pairs = geom.out_channels * (geom.in_channels // geom.groups)
     # one channel in and out per group: a pointwise product, part of what transform measures
     mixing = 0 if pairs == geom.groups else freqs * pairs
-    factor = COMPLEX_FFT if dtype.is_complex else 1
+    factor = speed.complex_fft if dtype.is_complex else 1
     return speed.call_fft + factor * transforms * transform + mixing * speed.mix
 
 

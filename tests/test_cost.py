@@ -20,6 +20,7 @@ import torch
 import convop
 from convop import _calibrate, _cost
 from convop._cost import Direct, Estimate, Throughput
+from convop._fft import frame
 from convop.geometry import ConvGeometry
 
 CPU = torch.device("cpu")
@@ -46,10 +47,10 @@ def calibrating(tmp_path, monkeypatch):
 def _fake(scale: float = 1.0) -> Throughput:
     single = ((1e-9, 2e-9, 3e-9), (1e-9, 2e-9, 3e-9), (2e-9, 2e-9, 2e-9))
     grouped = ((4e-10, 5e-10, 6e-10),) * 3
-    side = Direct(call=1e-5 * scale, group=2e-6, dilated=2.0, single=single, grouped=grouped,
-                  dense=(5e-11, 6e-11, 7e-11))  # fmt: skip
+    side = Direct(call=1e-5 * scale, group=2e-6, dilated=2.0, complex=3.5, single=single,
+                  grouped=grouped, dense=(5e-11, 6e-11, 7e-11))  # fmt: skip
     return Throughput(conv=side, transpose=side, call_fft=1e-4, transform=(1e-9, 5e-10, 6e-10),
-                      lone_1d=3.0, mix=3e-9)  # fmt: skip
+                      lone_1d=3.0, odd=1.5, complex_fft=2.2, mix=3e-9)  # fmt: skip
 
 
 @pytest.fixture
@@ -189,6 +190,18 @@ def test_multiply_add_table_interpolates_between_and_holds_beyond_its_anchors():
     assert side.mac_seconds(1, 1, 1, 2) == pytest.approx(1e-9)
     assert side.mac_seconds(4, 3, 1, 2) == pytest.approx(math.sqrt(1e-9 * 5e-11))  # log-midway
     assert 1e-9 < side.mac_seconds(1, 5, 1, 2) < 2e-9
+
+
+def test_odd_grids_cost_more_per_sample():
+    speed = _fake()
+    even = ConvGeometry.from_torch((1, 1, 3), (1, 4094), padding=1)  # a grid of 4096
+    odd = ConvGeometry.from_torch((1, 1, 3), (1, 10123), padding=1)  # 10125 = 3**4 * 5**3
+    assert (frame(even).sizes, frame(odd).sizes) == ((4096,), (10125,))
+    per_unit = [
+        (_cost.fft_seconds(g, F64, CPU, speed) - speed.call_fft) / (n * math.log2(n))
+        for g, n in ((even, 4096), (odd, 10125))
+    ]
+    assert per_unit[1] / per_unit[0] == pytest.approx(speed.odd)
 
 
 def test_one_long_1d_transform_costs_more_per_sample_than_many():
@@ -422,14 +435,15 @@ def test_the_probe_runs_once_for_many_threads(calibrating, monkeypatch):
 def test_constants_must_be_finite_and_positive():
     side = _fake().conv
     with pytest.raises(ValueError, match=r"call must be a finite number > 0, got call=nan"):
-        Direct(math.nan, side.group, side.dilated, side.single, side.grouped, side.dense)
+        Direct(math.nan, side.group, side.dilated, 3.0, side.single, side.grouped, side.dense)
     with pytest.raises(ValueError, match=r"dense must be a tuple of 3 numbers"):
-        Direct(side.call, side.group, side.dilated, side.single, side.grouped, (1e-9,))
+        Direct(side.call, side.group, side.dilated, 3.0, side.single, side.grouped, (1e-9,))
     with pytest.raises(ValueError, match=r"grouped must be a tuple of 3 rows"):
-        Direct(side.call, side.group, side.dilated, side.single, side.grouped[:2], side.dense)
+        Direct(side.call, side.group, side.dilated, 3.0, side.single, side.grouped[:2],
+               side.dense)  # fmt: skip
     with pytest.raises(ValueError, match=r"grouped\[0\] must be a tuple of 3 numbers"):
-        Direct(side.call, side.group, side.dilated, side.single, side.dense, side.dense)
+        Direct(side.call, side.group, side.dilated, 3.0, side.single, side.dense, side.dense)
     with pytest.raises(TypeError, match=r"mix must be a number, got str"):
-        Throughput(side, side, 1e-4, (1e-9,) * 3, 3.0, "fast")
+        Throughput(side, side, 1e-4, (1e-9,) * 3, 3.0, 1.5, 2.0, "fast")
     with pytest.raises(ValueError, match=r"transform\[2\] must be a finite number > 0"):
-        Throughput(side, side, 1e-4, (1e-9, 1e-9, -1.0), 3.0, 1e-9)
+        Throughput(side, side, 1e-4, (1e-9, 1e-9, -1.0), 3.0, 1.5, 2.0, 1e-9)
