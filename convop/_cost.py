@@ -1,17 +1,41 @@
 """Choosing between direct and FFT evaluation by a cost model of geometry, dtype and device.
 
-Direct convolution costs about ``C_out * C_in/groups * prod(k)`` multiply-adds per output
-sample; FFT evaluation costs two transforms per channel (``L log L`` for an FFT grid of ``L``
-samples) plus a ``C_out x C_in/groups`` matrix per frequency. Which wins depends on the
-kernel size, the channel counts and on how fast each kernel runs on the hardware, so the
-model's costs were measured on the development machine (the timings behind them are the
-benchmarks in ``docs/benchmarks.md``) and are kept per device type and precision. "auto"
-takes the cheaper estimate; ``method="direct"`` or ``"fft"`` overrides it.
+The model estimates the seconds of one product on one sample by each method, as a sum of
+terms whose constants (:class:`Throughput`) depend on the hardware and the precision.
+
+Direct evaluation runs torch's convolution one way and its transpose the other (which is
+which depends on whether the geometry is transposed). Both are seen as one convolution from
+``C_a`` to ``C_b`` channels at ``P`` output positions with ``t`` taps and ``G`` groups, so
+``M = P * C_b * (C_a/G) * t`` multiply-adds; each side (:class:`Direct`) costs::
+
+    call + G * group + M * mac(C_b/G, k, G, ndim) [* dilated] [* complex]
+
+``mac`` is a table against the GEMM rows ``C_b/G`` (one row is memory bound, dozens are
+compute bound), the kernel's extent ``k`` (torch switches kernels with the kernel size),
+whether there are several groups (depthwise kernels) and, for one row, the number of
+dimensions (1-D, 2-D and 3-D convolutions run different kernels), interpolated
+log-linearly. ``group`` is what torch pays per group where it runs groups one by one;
+``dilated`` is the extra cost of a dilated one-row convolution (fading out towards dense
+ones, like ``mac``); ``complex`` that of a complex one (torch runs three real ones).
+
+FFT evaluation transforms every input and output channel on a grid of ``L`` samples and
+mixes channels per frequency (``F`` frequencies, ``C_out * C_in/G`` complex multiply-adds
+each, as batched matrix products; with one channel in and out per group it is a pointwise
+product, counted with the transforms)::
+
+    call + transform[ndim] * (C_in + C_out) * L log2 L [* complex_fft] + mix * F * C_out * C_in/G
+
+with a factor ``lone_1d`` on 1-D transforms of one channel (torch's FFTs are several times
+faster per sample on many rows at once than on one long row), interpolated log-linearly to 1
+at 16 channels, and a factor ``odd`` when the last length of the grid is odd.
+
+"auto" takes the method whose estimate, the mean of forward and adjoint, is smaller. The
+constants are measured on first use by :mod:`convop._calibrate`; the built-in ones here are
+the fallback (``CONVOP_CALIBRATE=0``), measured on the development machine.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -21,99 +45,357 @@ from ._fft import frame
 from .geometry import ConvGeometry
 
 METHODS = ("auto", "direct", "fft")
+#: The multiply-add tables: kinds of convolution, and kernel extents (``max(kernel_size)``).
+KINDS = ("single", "grouped", "dense")
+EXTENTS = (3, 7, 15)
+DENSE_ROWS = 16  # C_b/G of the "dense" row; "single" and "grouped" have one row
+MANY_CHANNELS = 16  # channels per transform call from which a 1-D FFT runs at full speed
+
+
+def _positive(value: object, name: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {name}={value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Direct:
+    """Costs of one side of a direct product (torch's convolution, or its transpose).
+
+    Attributes
+    ----------
+    call : float
+        Seconds of one call, whatever its size.
+    group : float
+        Seconds per group.
+    dilated : float
+        Factor on the multiply-adds of a dilated convolution.
+    complex : float
+        Factor on the multiply-adds of a complex convolution (torch runs three real ones,
+        and splits and joins the real and imaginary parts).
+    single, grouped : tuple of tuple of float
+        Seconds per multiply-add of convolutions with one output channel per group, of one
+        group (``single``) or several (``grouped``): ``single[ndim - 1][j]`` for kernels of
+        extent ``EXTENTS[j]`` in ``ndim`` dimensions.
+    dense : tuple of float
+        The same with :data:`DENSE_ROWS` output channels per group (measured in 2-D, used
+        for every dimension count).
+    """
+
+    call: float
+    group: float
+    dilated: float
+    complex: float
+    single: tuple[tuple[float, ...], ...]
+    grouped: tuple[tuple[float, ...], ...]
+    dense: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        for name in ("call", "group", "dilated", "complex"):
+            _positive(getattr(self, name), name)
+        for name in ("single", "grouped"):
+            table = getattr(self, name)
+            if not (isinstance(table, tuple) and len(table) == 3):
+                raise ValueError(f"{name} must be a tuple of 3 rows (1-D, 2-D, 3-D)")
+            for i, row in enumerate(table):
+                _row(row, f"{name}[{i}]")
+        _row(self.dense, "dense")
+
+    def mac_seconds(self, rows: int, extent: int, groups: int, ndim: int) -> float:
+        """Seconds per multiply-add of a GEMM with ``rows`` rows, for a kernel of ``extent``.
+
+        Interpolated log-linearly in ``rows`` (between 1 and :data:`DENSE_ROWS`) and in
+        ``extent`` (between the :data:`EXTENTS`); constant beyond the ends.
+        """
+        low = (self.grouped if groups > 1 else self.single)[ndim - 1]
+        u = _fraction((1, DENSE_ROWS), rows)
+        j, v = _bracket(EXTENTS, extent)
+        logs = sum(
+            weight * math.log(row[j + dj])
+            for row, wr in ((low, 1 - u), (self.dense, u))
+            for dj, wt in ((0, 1 - v), (1, v))
+            if (weight := wr * wt)
+        )
+        return math.exp(logs)
+
+
+def _row(row: object, name: str) -> None:
+    if not (isinstance(row, tuple) and len(row) == len(EXTENTS)):
+        raise ValueError(f"{name} must be a tuple of {len(EXTENTS)} numbers, got {row!r}")
+    for j, value in enumerate(row):
+        _positive(value, f"{name}[{j}]")
+
+
+def _fraction(ends: tuple[int, int], x: int) -> float:
+    """Where ``x`` lies between ``ends``, in logs, clipped to [0, 1]."""
+    w = math.log(max(x, 1) / ends[0]) / math.log(ends[1] / ends[0])
+    return min(max(w, 0.0), 1.0)
+
+
+def _bracket(anchors: tuple[int, ...], x: int) -> tuple[int, float]:
+    """``(i, w)``: ``x`` lies at fraction ``w`` of ``[anchors[i], anchors[i+1]]`` (in logs)."""
+    for i in range(len(anchors) - 2):
+        if x <= anchors[i + 1]:
+            return i, _fraction((anchors[i], anchors[i + 1]), x)
+    i = len(anchors) - 2
+    return i, _fraction((anchors[i], anchors[i + 1]), x)
 
 
 @dataclass(frozen=True)
 class Throughput:
-    """Measured costs on one device type and precision, in seconds.
+    """The cost model's constants for one device type and precision, in seconds.
 
-    A direct convolution runs as GEMMs whose row count is the output channels per group
-    (``C_out/G``): with one row it is memory bound, with dozens it is compute bound, so the
-    cost of a multiply-add is tabulated against that count and interpolated.
+    Attributes
+    ----------
+    conv : Direct
+        torch's convolution (the forward of a convolution, the adjoint of a transposed one).
+    transpose : Direct
+        torch's transposed convolution (the other side).
+    call_fft : float
+        Seconds of one FFT product, whatever its size.
+    transform : tuple of float
+        Seconds per ``L log2 L`` per channel of real transforms on ``L`` samples of many
+        channels at once, in 1, 2 and 3 dimensions.
+    lone_1d : float
+        Factor on ``transform[0]`` for 1-D transforms of one channel.
+    odd : float
+        Factor on the transforms when the grid's last length is odd (real FFTs prefer even
+        lengths).
+    complex_fft : float
+        Factor on the transforms of complex data (full complex transforms instead of real
+        ones).
+    mix : float
+        Seconds per complex multiply-add of the per-frequency channel mixing.
     """
 
-    mac: tuple[tuple[int, float], ...]  # (C_out/G, seconds per multiply-add), increasing
-    pixel: float  # per output sample (bookkeeping of the direct kernel)
-    fft: float  # per L log2(L) of one real transform of one channel
-    mix: float  # per complex multiply-add of the per-frequency channel mixing
-    call_direct: float  # fixed cost of one direct product
-    call_fft: float  # fixed cost of one FFT product
+    conv: Direct
+    transpose: Direct
+    call_fft: float
+    transform: tuple[float, float, float]
+    lone_1d: float
+    odd: float
+    complex_fft: float
+    mix: float
 
-    def mac_seconds(self, rows: int) -> float:
-        """Cost of one multiply-add of a GEMM with ``rows`` rows (log-linear interpolation)."""
-        table = self.mac
-        if rows <= table[0][0]:
-            return table[0][1]
-        for (r0, t0), (r1, t1) in itertools.pairwise(table):
-            if rows <= r1:
-                w = math.log(rows / r0) / math.log(r1 / r0)
-                return math.exp((1 - w) * math.log(t0) + w * math.log(t1))
-        return table[-1][1]
+    def __post_init__(self) -> None:
+        for name in ("conv", "transpose"):
+            if not isinstance(getattr(self, name), Direct):
+                raise TypeError(f"{name} must be a Direct, got {type(getattr(self, name))}")
+        for name in ("call_fft", "lone_1d", "odd", "complex_fft", "mix"):
+            _positive(getattr(self, name), name)
+        if not (isinstance(self.transform, tuple) and len(self.transform) == 3):
+            raise ValueError(f"transform must be a tuple of 3 numbers, got {self.transform!r}")
+        for i, value in enumerate(self.transform):
+            _positive(value, f"transform[{i}]")
 
 
-# Measured on this project's 2-core x86-64 CPU with torch 2.13 (see docs/benchmarks.md).
+# Measured on this project's 2-core x86-64 CPU (AMD EPYC, AVX2) with torch 2.13 and its two
+# threads, by convop._calibrate's probe: the median of 12 (float64) and 19 (float32) runs
+# that the machine's other load did not disturb (5 of each for `odd` and the complex
+# factors). Rows of `single` and `grouped`: 1-D, 2-D, 3-D.
 CPU = {
     torch.float64: Throughput(
-        mac=((1, 2.0e-9), (4, 6.5e-10), (8, 1.3e-10), (16, 5e-11), (32, 2.5e-11)),
-        pixel=0.0, fft=2.2e-10, mix=2.2e-9, call_direct=2e-5, call_fft=1e-4,
+        conv=Direct(
+            call=2e-5, group=1.2e-5, dilated=1.9, complex=3.9,
+            single=((1.8e-9, 1.4e-9, 1.3e-9), (1.4e-9, 1.2e-9, 1.1e-9),
+                    (1.9e-9, 1.7e-9, 1.7e-9)),
+            grouped=((2.1e-9, 1.6e-9, 1.4e-9), (1.7e-9, 1.7e-9, 2.2e-9),
+                     (1.4e-9, 1.5e-9, 1.5e-9)),
+            dense=(1.7e-10, 1.4e-10, 1.7e-10),
+        ),
+        transpose=Direct(
+            call=2.7e-5, group=8.6e-6, dilated=1.1, complex=3.9,
+            single=((4.3e-9, 4e-9, 3.9e-9), (3.7e-9, 3.5e-9, 3.3e-9),
+                    (2.1e-9, 2e-9, 2e-9)),
+            grouped=((3.8e-9, 3.1e-9, 2.9e-9), (3.1e-9, 2.7e-9, 2.1e-9),
+                     (2e-9, 1.9e-9, 1.9e-9)),
+            dense=(2.9e-10, 2.5e-10, 2.5e-10),
+        ),
+        call_fft=2.3e-4, transform=(4.9e-10, 5.3e-10, 7.2e-10), lone_1d=2.9, odd=2.0,
+        complex_fft=1.2, mix=5.1e-9,
     ),
     torch.float32: Throughput(
-        mac=((1, 9e-11), (4, 3e-11), (8, 2e-11), (16, 1.2e-11), (32, 7e-12)),
-        pixel=4.6e-9, fft=1.3e-10, mix=1.4e-9, call_direct=2e-5, call_fft=1e-4,
+        conv=Direct(
+            call=1.9e-5, group=4e-6, dilated=1.5, complex=3.9,
+            single=((3.5e-9, 1.7e-9, 7.3e-10), (1.3e-9, 8.5e-10, 5.3e-9),
+                    (1.6e-9, 5e-10, 5e-10)),
+            grouped=((1.4e-9, 6.7e-10, 1.2e-9), (6.3e-10, 4e-10, 1.1e-9),
+                     (5.2e-10, 1.5e-10, 1.5e-10)),
+            dense=(7.2e-11, 6.5e-11, 1.1e-10),
+        ),
+        transpose=Direct(
+            call=2.4e-5, group=2.8e-6, dilated=1.0, complex=3.2,
+            single=((6.3e-9, 4.2e-9, 2.9e-9), (3.1e-9, 2.4e-9, 2.2e-9),
+                    (1.9e-9, 1.3e-9, 1.3e-9)),
+            grouped=((1.4e-9, 9e-10, 6.5e-10), (7.2e-10, 5.8e-10, 4.6e-10),
+                     (1.6e-9, 8.1e-10, 8.1e-10)),
+            dense=(7e-11, 6.5e-11, 5.3e-11),
+        ),
+        call_fft=2.1e-4, transform=(2.5e-10, 3.3e-10, 5.7e-10), lone_1d=3.4, odd=2.6,
+        complex_fft=1.2, mix=3.5e-9,
     ),
 }  # fmt: skip
 # GPUs: not measured here (no GPU on the development machine); scaled so that, as on GPUs
 # generally, direct convolution stays the choice for small kernels and FFT for large ones.
+_GPU_DIRECT = Direct(call=2e-5, group=1e-7, dilated=1.5, complex=3.0,
+                     single=((2e-11,) * 3,) * 3,
+                     grouped=((2e-11,) * 3,) * 3, dense=(2e-12,) * 3)  # fmt: skip
 CUDA = {
-    torch.float64: Throughput(
-        mac=((1, 2e-11), (32, 2e-12)), pixel=0.0, fft=4e-12, mix=2e-11,
-        call_direct=2e-5, call_fft=6e-5,
-    ),
-    torch.float32: Throughput(
-        mac=((1, 2e-12), (32, 2e-13)), pixel=0.0, fft=2e-12, mix=1e-11,
-        call_direct=2e-5, call_fft=6e-5,
-    ),
+    torch.float64: Throughput(conv=_GPU_DIRECT, transpose=_GPU_DIRECT, call_fft=6e-5,
+                              transform=(4e-12,) * 3, lone_1d=1.0, odd=1.0,
+                              complex_fft=2.0, mix=2e-11),
+    torch.float32: Throughput(conv=_GPU_DIRECT, transpose=_GPU_DIRECT, call_fft=6e-5,
+                              transform=(2e-12,) * 3, lone_1d=1.0, odd=1.0,
+                              complex_fft=2.0, mix=1e-11),
 }  # fmt: skip
 
 
-def _throughput(dtype: torch.dtype, device: torch.device) -> Throughput:
-    table = CUDA if device.type == "cuda" else CPU
+def precision(dtype: torch.dtype) -> torch.dtype:
+    """The real precision the model keys on: float64 for (complex) doubles, else float32."""
     real = torch.empty((), dtype=dtype).real.dtype
-    return table[torch.float64 if real == torch.float64 else torch.float32]
+    return torch.float64 if real == torch.float64 else torch.float32
 
 
-def direct_seconds(geom: ConvGeometry, dtype: torch.dtype, device: torch.device) -> float:
-    """Estimated time of one direct product for one sample."""
-    speed = _throughput(dtype, device)
-    taps = math.prod(geom.kernel_size)
-    per_group_in = geom.in_channels // geom.groups
-    per_group_out = geom.out_channels // geom.groups
-    if geom.transposed:  # conv_transpose: a GEMM over input samples, then col2im
-        positions = math.prod(geom.input_size)
-        rows = per_group_out * taps
-    else:
-        positions = math.prod(geom.output_size)
-        rows = per_group_out
-    macs = positions * geom.out_channels * per_group_in * taps
-    complex_factor = 4 if dtype.is_complex else 1
-    work = macs * speed.mac_seconds(rows) + positions * speed.pixel
-    return speed.call_direct + complex_factor * work
+def builtin(dtype: torch.dtype, device: torch.device) -> Throughput:
+    """The built-in constants for ``dtype`` on ``device``'s type (CUDA's for any GPU)."""
+    table = CPU if device.type == "cpu" else CUDA
+    return table[precision(dtype)]
 
 
-def fft_seconds(geom: ConvGeometry, dtype: torch.dtype, device: torch.device) -> float:
-    """Estimated time of one FFT product for one sample."""
-    speed = _throughput(dtype, device)
+def _sides(geom: ConvGeometry) -> tuple[int, int, int]:
+    """``(C_a, C_b, P)`` of the convolution torch runs: channels in, out, output positions."""
+    if geom.transposed:  # its conv side maps the output back onto the input grid
+        return geom.out_channels, geom.in_channels, math.prod(geom.input_size)
+    return geom.in_channels, geom.out_channels, math.prod(geom.output_size)
+
+
+def side_seconds(geom: ConvGeometry, dtype: torch.dtype, side: Direct) -> float:
+    """Estimated seconds of one side of a direct product for one sample."""
+    c_a, c_b, positions = _sides(geom)
+    g = geom.groups
+    macs = positions * c_b * (c_a // g) * math.prod(geom.kernel_size)
+    rows = c_b // g
+    work = macs * side.mac_seconds(rows, max(geom.kernel_size), g, geom.ndim)
+    if any(d > 1 for d in geom.dilation):  # measured on one row; dense GEMMs hide it
+        work *= side.dilated ** (1 - _fraction((1, DENSE_ROWS), rows))
+    if dtype.is_complex:
+        work *= side.complex
+    return side.call + g * side.group + work
+
+
+def direct_seconds(
+    geom: ConvGeometry,
+    dtype: torch.dtype,
+    device: torch.device,
+    speed: Throughput | None = None,
+) -> float:
+    """Estimated time of one direct product for one sample (mean of forward and adjoint).
+
+    ``speed`` defaults to the built-in constants (:func:`builtin`).
+    """
+    speed = builtin(dtype, device) if speed is None else speed
+    conv = side_seconds(geom, dtype, speed.conv)
+    transpose = side_seconds(geom, dtype, speed.transpose)
+    return (conv + transpose) / 2
+
+
+def fft_seconds(
+    geom: ConvGeometry,
+    dtype: torch.dtype,
+    device: torch.device,
+    speed: Throughput | None = None,
+) -> float:
+    """Estimated time of one FFT product for one sample (forward and adjoint alike).
+
+    ``speed`` defaults to the built-in constants (:func:`builtin`).
+    """
+    speed = builtin(dtype, device) if speed is None else speed
     sizes = frame(geom).sizes
     total = math.prod(sizes)
-    freqs = total // sizes[-1] * (sizes[-1] // 2 + 1)
-    transforms = (geom.in_channels + geom.out_channels) * total * math.log2(max(total, 2))
-    mixing = freqs * geom.out_channels * (geom.in_channels // geom.groups)
-    complex_factor = 2 if dtype.is_complex else 1
-    return speed.call_fft + complex_factor * (transforms * speed.fft + mixing * speed.mix)
+    freqs = total if dtype.is_complex else total // sizes[-1] * (sizes[-1] // 2 + 1)
+    channels = geom.in_channels + geom.out_channels
+    transforms = channels * total * math.log2(max(total, 2))
+    transform = speed.transform[geom.ndim - 1]
+    if geom.ndim == 1:  # one long row is slower per sample than many
+        transform *= speed.lone_1d ** (1 - _fraction((1, MANY_CHANNELS), channels // 2))
+    if sizes[-1] % 2:
+        transform *= speed.odd
+    pairs = geom.out_channels * (geom.in_channels // geom.groups)
+    # one channel in and out per group: a pointwise product, part of what transform measures
+    mixing = 0 if pairs == geom.groups else freqs * pairs
+    factor = speed.complex_fft if dtype.is_complex else 1
+    return speed.call_fft + factor * transforms * transform + mixing * speed.mix
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Both estimates for one product on one sample, and where the constants came from.
+
+    Attributes
+    ----------
+    direct, fft : float
+        Estimated seconds of a direct and of an FFT product.
+    source : str
+        ``'calibrated'`` (measured on this machine) or ``'built-in'``.
+    """
+
+    direct: float
+    fft: float
+    source: str
+
+    @property
+    def method(self) -> str:
+        """``'fft'`` if its estimate is smaller, else ``'direct'``."""
+        return "fft" if self.fft < self.direct else "direct"
+
+    def __str__(self) -> str:
+        """``'est. fft 2.1 ms, direct 5.4 ms, calibrated'``: the pick first."""
+        other = "direct" if self.method == "fft" else "fft"
+        first, second = getattr(self, self.method), getattr(self, other)
+        return f"est. {self.method} {_seconds(first)}, {other} {_seconds(second)}, {self.source}"
+
+
+def _seconds(value: float) -> str:
+    """``'41 us'``, ``'2.1 ms'``, ``'370 ms'``, ``'1.5 s'``: about two significant digits."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if value >= scale or unit == "us":
+            v = value / scale
+            return f"{v:.0f} {unit}" if v >= 10 else f"{v:.2g} {unit}"
+    raise AssertionError("unreachable")
+
+
+def estimate(
+    geom: ConvGeometry,
+    dtype: torch.dtype,
+    device: torch.device,
+    *,
+    speed: Throughput | None = None,
+    source: str = "built-in",
+) -> Estimate:
+    """Both estimates with the constants ``speed`` (default: the built-in ones).
+
+    Examples
+    --------
+    >>> import torch
+    >>> layer = ConvGeometry.from_torch((64, 64, 3, 3), (64, 56, 56), padding=1)
+    >>> blur = ConvGeometry.from_torch((1, 1, 31, 31), (1, 512, 512), padding="same")
+    >>> cpu = torch.device("cpu")
+    >>> estimate(layer, torch.float32, cpu).method, estimate(blur, torch.float64, cpu).method
+    ('direct', 'fft')
+    >>> str(estimate(blur, torch.float64, cpu))
+    'est. fft ..., direct ..., built-in'
+    """
+    return Estimate(
+        direct_seconds(geom, dtype, device, speed),
+        fft_seconds(geom, dtype, device, speed),
+        source,
+    )
 
 
 def choose(geom: ConvGeometry, dtype: torch.dtype, device: torch.device) -> str:
-    """``'direct'`` or ``'fft'``, whichever the cost model expects to be faster.
+    """``'direct'`` or ``'fft'``, whichever the built-in constants expect to be faster.
 
     Examples
     --------
@@ -124,12 +406,11 @@ def choose(geom: ConvGeometry, dtype: torch.dtype, device: torch.device) -> str:
     >>> choose(layer, torch.float32, cpu), choose(blur, torch.float64, cpu)
     ('direct', 'fft')
     """
-    direct = direct_seconds(geom, dtype, device)
-    return "fft" if fft_seconds(geom, dtype, device) < direct else "direct"
+    return estimate(geom, dtype, device).method
 
 
 def check(method: object) -> str:
-    """Validate a user's ``method`` (``'auto'`` is resolved on use, by :func:`choose`)."""
+    """Validate a user's ``method`` (``'auto'`` is resolved on use)."""
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be one of 'auto', 'direct', 'fft', got method={method!r}")
     return method

@@ -31,9 +31,10 @@ from ._arrays import (
     to_numpy,
     to_tensor,
 )
+from ._calibrate import estimate as estimate_auto
 from ._checks import check_choice
+from ._cost import Estimate
 from ._cost import check as check_method
-from ._cost import choose
 from ._memory import check_memory
 from .geometry import ConvGeometry
 
@@ -113,7 +114,7 @@ class ConvOperator(LinearOperator):
     >>> op = convop.conv2d(torch.ones(1, 1, 2, 2), (1, 3, 3))
     >>> op
     ConvOperator(conv2d, input_shape=(1, 3, 3), output_shape=(1, 2, 2), kernel_size=(2, 2),
-                 method='direct', dtype=float32, device=cpu)
+                 method='direct' (auto: est. direct ..., fft ...), dtype=float32, device=cpu)
     >>> op @ np.arange(9.0, dtype=np.float32)
     array([ 8., 12., 20., 24.], dtype=float32)
     >>> op.H
@@ -146,7 +147,7 @@ class ConvOperator(LinearOperator):
         self._weight = weight
         self._bias = bias
         self._method = method
-        self._choice: tuple | None = None  # (dtype, device, method) 'auto' last resolved to
+        self._choice: tuple | None = None  # (dtype, device, Estimate) 'auto' last resolved by
         self.is_adjoint = adjoint
         self._conj = conj  # use conj(weight): op.T
         self._spectra = spectra
@@ -226,10 +227,18 @@ class ConvOperator(LinearOperator):
     def _method_for(self, weight: torch.Tensor) -> str:
         if self._method != "auto":
             return self._method
+        return self._auto(weight).method
+
+    def _auto(self, weight: torch.Tensor) -> Estimate:
+        """Why 'auto' picks what it picks for ``weight``'s dtype and device.
+
+        Estimated once per dtype and device (the first time calibrates, see
+        ``convop._calibrate``) and kept while they stay the same.
+        """
         choice = self._choice
         if choice is None or choice[0] is not weight.dtype or choice[1] != weight.device:
-            method = choose(self.geometry, weight.dtype, weight.device)
-            choice = self._choice = (weight.dtype, weight.device, method)
+            found = estimate_auto(self.geometry, weight.dtype, weight.device)
+            choice = self._choice = (weight.dtype, weight.device, found)
         return choice[2]
 
     # ------------------------------------------------------------------ descriptive
@@ -257,6 +266,8 @@ class ConvOperator(LinearOperator):
     def __repr__(self) -> str:
         try:
             method, dtype = repr(self.method), self.dtype
+            if self._method == "auto":  # say why: method='fft' (auto: est. fft 2.1 ms, ...)
+                method += f" (auto: {self._auto(self._current_weight())})"
         except (TypeError, ValueError):  # a weight changed into one no product can use
             method, dtype = "unusable", self._weight.dtype
         return (

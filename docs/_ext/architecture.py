@@ -47,6 +47,7 @@ LAYERS: list[tuple[str, str, list[tuple[str, str]]]] = [
             ("functional", "direct: torch conv + fold"),
             ("_fft", "FFT frames, spectra"),
             ("_cost", "cost model: 'auto'"),
+            ("_calibrate", "its constants, measured"),
             ("_materialize", "todense / tosparse"),
         ],
     ),
