@@ -128,12 +128,11 @@ def test_the_probe_gives_valid_constants_that_survive_a_file(measured):
         assert _calibrate.decode(json.loads(json.dumps(_calibrate.encode(speed)))) == speed
 
 
-def test_the_probe_is_short_and_draws_nothing_from_the_global_generator(monkeypatch):
+def test_the_probe_draws_nothing_from_the_global_generator(monkeypatch):
+    # its duration (0.2-0.3 s here) is reported by benchmarks/bench_auto.py, not timed here
     monkeypatch.setattr(_calibrate, "disturbed", lambda *args: False)
     state = torch.get_rng_state()
-    start = time.perf_counter()
     _calibrate.probe(F32, CPU)
-    assert time.perf_counter() - start < 5  # about 0.2-0.3 s on the development machine
     assert torch.equal(torch.get_rng_state(), state)
 
 
