@@ -3,7 +3,7 @@
 ``method="auto"`` compares two estimates (:mod:`convop._cost`) whose constants depend on
 the hardware. The first time "auto" is resolved for a device and precision in a process,
 :func:`throughput` looks for them in a cache file; when there is none (or it is not valid)
-it runs :func:`probe`, a short measurement (0.2-0.3 s on a 2-core CPU: small direct
+it runs :func:`probe`, a short measurement (0.3-0.6 s on a 2-core CPU: small direct
 convolutions both ways, small FFT products), fits the constants to it and writes the file.
 Building an operator never probes; resolving "auto" (the first product, ``op.method`` or
 ``repr(op)``) does, at most once per device and precision per process, under a lock. A
@@ -46,8 +46,10 @@ from . import _fft, functional
 from ._cost import (
     DENSE_ROWS,
     EXTENTS,
+    GRIDS,
     KINDS,
     MANY_CHANNELS,
+    UNFOLDED,
     Direct,
     Estimate,
     Throughput,
@@ -64,7 +66,7 @@ DIRECTORY = "CONVOP_CACHE_DIR"
 MAX_FILE_BYTES = 64 * 1024
 _OFF, _ON = ("0", "false", "no", "off"), ("1", "true", "yes", "on", "")
 _FLOOR = 1e-15  # smallest constant a fit may give (every constant must be > 0)
-_ROUNDS = 4  # timed runs of every measurement, after one warm-up; the least is kept
+_ROUNDS = 3  # timed runs of every measurement, after one warm-up; the least is kept
 _BUDGET = 1.0  # seconds after which the probe starts no new round
 
 _LOCK = threading.Lock()
@@ -150,6 +152,7 @@ def encode(speed: Throughput) -> dict[str, object]:
 
     def side(d: Direct) -> dict[str, object]:
         return {"call": d.call, "group": d.group, "dilated": d.dilated, "complex": d.complex,
+                "large": d.large,
                 "single": [list(row) for row in d.single],
                 "grouped": [list(row) for row in d.grouped], "dense": list(d.dense)}  # fmt: skip
 
@@ -161,6 +164,7 @@ def encode(speed: Throughput) -> dict[str, object]:
         "lone_1d": speed.lone_1d,
         "odd": speed.odd,
         "complex_fft": speed.complex_fft,
+        "large": speed.large,
         "mix": speed.mix,
     }
 
@@ -186,23 +190,22 @@ def _rows(obj: object, what: str) -> list:
 
 def decode(obj: object) -> Throughput:
     """The :class:`Throughput` in ``obj`` (from :func:`encode`); ``CorruptFile`` if invalid."""
-    names = ("conv", "transpose", "call_fft", "transform", "lone_1d", "odd", "complex_fft",
-             "mix")  # fmt: skip
+    scalars = ("call_fft", "lone_1d", "odd", "complex_fft", "large", "mix")
+    names = ("conv", "transpose", "transform", *scalars)
     top = _fields(obj, names, "throughput")
     try:
         sides = []
         for name in ("conv", "transpose"):
-            d = _fields(top[name], ("call", "group", "dilated", "complex", *KINDS), name)
+            costs = ("call", "group", "dilated", "complex", "large")
+            d = _fields(top[name], (*costs, *KINDS), name)
             tables = {
                 kind: tuple(_numbers(row, f"{name}.{kind}") for row in _rows(d[kind], kind))
                 for kind in ("single", "grouped")
             }
             dense = _numbers(d["dense"], f"{name}.dense")
-            scalars = {key: d[key] for key in ("call", "group", "dilated", "complex")}
-            sides.append(Direct(**scalars, **tables, dense=dense))
+            sides.append(Direct(**{key: d[key] for key in costs}, **tables, dense=dense))
         transform = _numbers(top["transform"], "transform")
-        scalars = {key: top[key] for key in ("call_fft", "lone_1d", "odd", "complex_fft", "mix")}
-        return Throughput(*sides, transform=transform, **scalars)
+        return Throughput(*sides, transform=transform, **{key: top[key] for key in scalars})
     except (TypeError, ValueError) as error:
         raise CorruptFile(str(error)) from error
 
@@ -251,10 +254,26 @@ def _measure(tasks: dict[object, Callable[[], object]], device: torch.device) ->
     Each task is warmed up (plans, primitives and buffers are made on first use), then run
     in up to :data:`_ROUNDS` rounds over all tasks, so that a burst of load from other
     processes spoils a few runs of every task rather than all runs of one. No new round
-    starts after :data:`_BUDGET` seconds (a machine so busy that the probe crawls).
+    starts after :data:`_BUDGET` seconds.
+
+    Raises
+    ------
+    Busy
+        On a CPU, as soon as the probe has run for :data:`_BUDGET` seconds without the CPUs
+        of torch's threads, or at its end if it did not get them (:func:`disturbed`).
     """
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *_: None)
-    start_all = time.perf_counter()
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda *_: None)
+    threads = torch.get_num_threads()
+    wall, cpu = time.perf_counter(), time.process_time()
+
+    def check(final: bool) -> None:
+        took = time.perf_counter() - wall
+        if not cuda and (final or took > _BUDGET):
+            share = time.process_time() - cpu
+            if disturbed(took, share, threads):
+                raise Busy(f"the probe ran {took:.2f} s on {share / took:.2f} of {threads} CPUs")
+
     calls = {}
     for key, fn in tasks.items():
         fn()  # the first call pays for plans, primitives and buffers
@@ -264,9 +283,10 @@ def _measure(tasks: dict[object, Callable[[], object]], device: torch.device) ->
         sync(device)
         once = time.perf_counter() - start
         calls[key] = max(1, min(100, int(5e-4 / max(once, 1e-7))))  # runs of >= 0.5 ms
+        check(final=False)
     best = dict.fromkeys(tasks, math.inf)
     for done in range(_ROUNDS):
-        if done and time.perf_counter() - start_all > _BUDGET:
+        if done and time.perf_counter() - wall > _BUDGET:
             break
         for key, fn in tasks.items():
             start = time.perf_counter()
@@ -274,6 +294,7 @@ def _measure(tasks: dict[object, Callable[[], object]], device: torch.device) ->
                 fn()
             sync(device)
             best[key] = min(best[key], (time.perf_counter() - start) / calls[key])
+    check(final=True)
     return best
 
 
@@ -304,15 +325,17 @@ _ANCHORS = {
     (1, "single", 15): (1, 1, 16384),
     (1, "grouped", 3): (16, 16, 4096), (1, "grouped", 7): (16, 16, 2048),
     (1, "grouped", 15): (16, 16, 1024),
-    (3, "single", 3): (1, 1, 24), (3, "single", 7): (1, 1, 12),
-    (3, "grouped", 3): (16, 16, 10), (3, "grouped", 7): (16, 16, 6),
+    (3, "single", 3): (1, 1, 32), (3, "single", 7): (1, 1, 16),
+    (3, "grouped", 3): (16, 16, 14), (3, "grouped", 7): (16, 16, 8),
 }  # fmt: skip
 # FFT products whose time is mostly transforms (depthwise: the mixing is a pointwise
 # product): (ndim, channels) -> samples per side, on 5-smooth grids that are not powers of
-# two, like most padded sizes (2160, 10000, 150**2, 30**3 samples); and a 1-D one on a grid
-# of odd length (10125 samples).
-_TRANSFORMS = {(1, MANY_CHANNELS): 2158, (1, 1): 9998, (2, 2): 148, (3, 1): 28}
+# two, like most padded sizes (2160, 10000, 150**2, 40**3 samples); a 1-D one on a grid of
+# odd length (10125 samples) and a large 2-D one.
+_TRANSFORMS = {(1, MANY_CHANNELS): 2158, (1, 1): 9998, (2, 2): math.isqrt(GRIDS[0]) - 2,
+               (3, 1): 38}  # fmt: skip
 _ODD = 10123
+_LARGE = math.isqrt(GRIDS[1]) - 2  # a 2-D grid of GRIDS[1] samples
 
 
 def probe(dtype: torch.dtype, device: torch.device) -> Throughput:
@@ -320,10 +343,10 @@ def probe(dtype: torch.dtype, device: torch.device) -> Throughput:
 
     Small direct convolutions, both ways: single-channel and depthwise ones in 1, 2 and 3
     dimensions and 16-channel ones in 2-D, with kernels of extent 3, 7 and 15, a dilated
-    one, a complex one and one of many tiny groups; and small FFT products in 1, 2 and 3
-    dimensions, on a grid of odd length, of complex data, and one that mixes 16 channels.
-    Each is timed as the least of a few runs after a warm-up (:func:`_measure`); nothing
-    random is drawn and nothing is cached.
+    one, a complex one, a large one and one of many tiny groups; and small FFT products in
+    1, 2 and 3 dimensions, on a grid of odd length, a large one, of complex data, and one
+    that mixes 16 channels. Each is timed as the least of a few runs after a warm-up
+    (:func:`_measure`); nothing random is drawn and nothing is cached.
 
     Raises
     ------
@@ -361,6 +384,7 @@ def probe(dtype: torch.dtype, device: torch.device) -> Throughput:
     dilation = direct(
         "dilated", ConvGeometry.from_torch((1, 1, 5, 5), (1, 100, 100), padding=4, dilation=2)
     )
+    big = direct("unfolded", _cube(1, 3, math.isqrt(UNFOLDED[1] // 9), 2, 1))
     direct("real", _cube(4, 3, 64, 2, 1))
     direct("complex", _cube(4, 3, 64, 2, 1), complex_)
     fourier("fft call", _cube(1, 1, 4, 2, 1))
@@ -369,15 +393,11 @@ def probe(dtype: torch.dtype, device: torch.device) -> Throughput:
         for (ndim, c), n in _TRANSFORMS.items()
     }
     odd = fourier("odd", _cube(1, 3, _ODD, 1, 1))
+    large_grid = fourier("large grid", _cube(1, 3, _LARGE, 2, 1))
     fourier("complex fft", transform_geoms[2, 2], complex_)
     mixing = fourier("mix", _cube(16, 3, 14, 2, 1))
     with torch.no_grad():
-        wall, cpu = time.perf_counter(), time.process_time()
         t = _measure(tasks, device)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    threads = torch.get_num_threads()
-    if device.type == "cpu" and disturbed(wall, cpu, threads):
-        raise Busy(f"the probe ran {wall:.2f} s on {cpu / wall:.2f} of {threads} CPUs")
 
     def per_mac(side: int, ndim: int, kind: str, extent: int, group: float) -> float:
         key = (ndim, kind, extent)
@@ -397,12 +417,14 @@ def probe(dtype: torch.dtype, device: torch.device) -> Throughput:
             for kind in ("single", "grouped")
         }
         dense = tuple(per_mac(s, 2, "dense", k, group) for k in EXTENTS)
-        side = Direct(base, group, 1.0, 1.0, **table, dense=dense)
+        side = Direct(base, group, 1.0, 1.0, 1.0, **table, dense=dense)
         dilated = _net(t["dilated", s], base) / (side.mac_seconds(1, 5, 1, 2) * _macs(dilation))
         complex_factor = _net(t["complex", s], base) / _net(t["real", s], base)
-        sides.append(
-            dataclasses.replace(side, dilated=_clip(dilated), complex=_clip(complex_factor))
-        )
+        unfolded = _net(t["unfolded", s], base) / (side.mac_seconds(1, 3, 1, 2) * _macs(big))
+        sides.append(dataclasses.replace(
+            side, dilated=_clip(dilated), complex=_clip(complex_factor),
+            large=_clip(unfolded, low=0.1, high=10.0),
+        ))  # fmt: skip
 
     def fft(name: object) -> float:
         return (t[name, 0] + t[name, 1]) / 2
@@ -422,6 +444,7 @@ def probe(dtype: torch.dtype, device: torch.device) -> Throughput:
         lone_1d=_clip(per[1, 1] / per[1, MANY_CHANNELS], low=0.01),
         odd=_clip(per_unit("odd", odd) / per[1, 1]),
         complex_fft=_clip(per_unit("complex fft", transform_geoms[2, 2]) / per[2, 2]),
+        large=_clip(per_unit("large grid", large_grid) / per[2, 2], low=0.05, high=20.0),
         mix=_per(mix_work, _mixing(mixing)),
     )
 

@@ -8,7 +8,7 @@ which depends on whether the geometry is transposed). Both are seen as one convo
 ``C_a`` to ``C_b`` channels at ``P`` output positions with ``t`` taps and ``G`` groups, so
 ``M = P * C_b * (C_a/G) * t`` multiply-adds; each side (:class:`Direct`) costs::
 
-    call + G * group + M * mac(C_b/G, k, G, ndim) [* dilated] [* complex]
+    call + G * group + M * mac(C_b/G, k, G, ndim) [* dilated] [* complex] [* large]
 
 ``mac`` is a table against the GEMM rows ``C_b/G`` (one row is memory bound, dozens are
 compute bound), the kernel's extent ``k`` (torch switches kernels with the kernel size),
@@ -16,7 +16,8 @@ whether there are several groups (depthwise kernels) and, for one row, the numbe
 dimensions (1-D, 2-D and 3-D convolutions run different kernels), interpolated
 log-linearly. ``group`` is what torch pays per group where it runs groups one by one;
 ``dilated`` is the extra cost of a dilated one-row convolution (fading out towards dense
-ones, like ``mac``); ``complex`` that of a complex one (torch runs three real ones).
+ones, like ``mac``), ``large`` that of a one-row convolution too large for the caches, and
+``complex`` that of a complex one (torch runs three real ones).
 
 FFT evaluation transforms every input and output channel on a grid of ``L`` samples and
 mixes channels per frequency (``F`` frequencies, ``C_out * C_in/G`` complex multiply-adds
@@ -27,7 +28,8 @@ product, counted with the transforms)::
 
 with a factor ``lone_1d`` on 1-D transforms of one channel (torch's FFTs are several times
 faster per sample on many rows at once than on one long row), interpolated log-linearly to 1
-at 16 channels, and a factor ``odd`` when the last length of the grid is odd.
+at 16 channels, a factor ``odd`` when the last length of the grid is odd, and a factor
+``large`` for large grids, interpolated log-linearly in the grid's size.
 
 "auto" takes the method whose estimate, the mean of forward and adjoint, is smaller. The
 constants are measured on first use by :mod:`convop._calibrate`; the built-in ones here are
@@ -50,6 +52,8 @@ KINDS = ("single", "grouped", "dense")
 EXTENTS = (3, 7, 15)
 DENSE_ROWS = 16  # C_b/G of the "dense" row; "single" and "grouped" have one row
 MANY_CHANNELS = 16  # channels per transform call from which a 1-D FFT runs at full speed
+GRIDS = (150**2, 540**2)  # FFT grids (samples) at which `transform` and `large` are measured
+UNFOLDED = (160**2 * 9, 512**2 * 9)  # unfolded inputs at which `mac` and `Direct.large` are
 
 
 def _positive(value: object, name: str) -> float:
@@ -75,6 +79,10 @@ class Direct:
     complex : float
         Factor on the multiply-adds of a complex convolution (torch runs three real ones,
         and splits and joins the real and imaginary parts).
+    large : float
+        Factor on the multiply-adds of one-row convolutions whose unfolded input (``P * C_a/G
+        * t`` samples per group) reaches ``UNFOLDED[1]``: they no longer fit in the caches.
+        Interpolated log-linearly from 1 at ``UNFOLDED[0]``; it fades towards dense ones.
     single, grouped : tuple of tuple of float
         Seconds per multiply-add of convolutions with one output channel per group, of one
         group (``single``) or several (``grouped``): ``single[ndim - 1][j]`` for kernels of
@@ -88,12 +96,13 @@ class Direct:
     group: float
     dilated: float
     complex: float
+    large: float
     single: tuple[tuple[float, ...], ...]
     grouped: tuple[tuple[float, ...], ...]
     dense: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        for name in ("call", "group", "dilated", "complex"):
+        for name in ("call", "group", "dilated", "complex", "large"):
             _positive(getattr(self, name), name)
         for name in ("single", "grouped"):
             table = getattr(self, name)
@@ -166,6 +175,10 @@ class Throughput:
     complex_fft : float
         Factor on the transforms of complex data (full complex transforms instead of real
         ones).
+    large : float
+        Factor on the transforms of grids of ``GRIDS[1]`` samples and more (large transforms
+        run faster per sample, on several threads above all), interpolated log-linearly
+        from 1 at ``GRIDS[0]`` samples.
     mix : float
         Seconds per complex multiply-add of the per-frequency channel mixing.
     """
@@ -177,13 +190,14 @@ class Throughput:
     lone_1d: float
     odd: float
     complex_fft: float
+    large: float
     mix: float
 
     def __post_init__(self) -> None:
         for name in ("conv", "transpose"):
             if not isinstance(getattr(self, name), Direct):
                 raise TypeError(f"{name} must be a Direct, got {type(getattr(self, name))}")
-        for name in ("call_fft", "lone_1d", "odd", "complex_fft", "mix"):
+        for name in ("call_fft", "lone_1d", "odd", "complex_fft", "large", "mix"):
             _positive(getattr(self, name), name)
         if not (isinstance(self.transform, tuple) and len(self.transform) == 3):
             raise ValueError(f"transform must be a tuple of 3 numbers, got {self.transform!r}")
@@ -192,63 +206,62 @@ class Throughput:
 
 
 # Measured on this project's 2-core x86-64 CPU (AMD EPYC, AVX2) with torch 2.13 and its two
-# threads, by convop._calibrate's probe: the median of 12 (float64) and 19 (float32) runs
-# that the machine's other load did not disturb (5 of each for `odd` and the complex
-# factors). Rows of `single` and `grouped`: 1-D, 2-D, 3-D.
+# threads, by convop._calibrate's probe: the median of 5 runs that the machine's other load
+# did not disturb. Rows of `single` and `grouped`: 1-D, 2-D, 3-D.
 CPU = {
     torch.float64: Throughput(
         conv=Direct(
-            call=2e-5, group=1.2e-5, dilated=1.9, complex=3.9,
-            single=((1.8e-9, 1.4e-9, 1.3e-9), (1.4e-9, 1.2e-9, 1.1e-9),
-                    (1.9e-9, 1.7e-9, 1.7e-9)),
-            grouped=((2.1e-9, 1.6e-9, 1.4e-9), (1.7e-9, 1.7e-9, 2.2e-9),
-                     (1.4e-9, 1.5e-9, 1.5e-9)),
+            call=2.8e-5, group=1.4e-5, dilated=1.9, complex=3.1, large=1.0,
+            single=((2.2e-9, 1.6e-9, 1.3e-9), (1.5e-9, 1.2e-9, 1.3e-9),
+                    (1.9e-9, 1.9e-9, 1.9e-9)),
+            grouped=((2.4e-9, 1.7e-9, 1.6e-9), (1.9e-9, 1.9e-9, 2.6e-9),
+                     (1.6e-9, 1.6e-9, 1.6e-9)),
             dense=(1.7e-10, 1.4e-10, 1.7e-10),
         ),
         transpose=Direct(
-            call=2.7e-5, group=8.6e-6, dilated=1.1, complex=3.9,
-            single=((4.3e-9, 4e-9, 3.9e-9), (3.7e-9, 3.5e-9, 3.3e-9),
-                    (2.1e-9, 2e-9, 2e-9)),
-            grouped=((3.8e-9, 3.1e-9, 2.9e-9), (3.1e-9, 2.7e-9, 2.1e-9),
-                     (2e-9, 1.9e-9, 1.9e-9)),
+            call=3.8e-5, group=9.4e-6, dilated=1.0, complex=3.4, large=1.0,
+            single=((4.4e-9, 3.9e-9, 4e-9), (3.8e-9, 3.8e-9, 3.4e-9),
+                    (2.1e-9, 2.4e-9, 2.4e-9)),
+            grouped=((3.8e-9, 3.3e-9, 3.2e-9), (3.1e-9, 2.6e-9, 2.2e-9),
+                     (1.9e-9, 1.8e-9, 1.8e-9)),
             dense=(2.9e-10, 2.5e-10, 2.5e-10),
         ),
-        call_fft=2.3e-4, transform=(4.9e-10, 5.3e-10, 7.2e-10), lone_1d=2.9, odd=2.0,
-        complex_fft=1.2, mix=5.1e-9,
+        call_fft=2.5e-4, transform=(5e-10, 5.3e-10, 5.8e-10), lone_1d=2.9, odd=2.0,
+        complex_fft=1.3, large=0.72, mix=5.5e-9,
     ),
     torch.float32: Throughput(
         conv=Direct(
-            call=1.9e-5, group=4e-6, dilated=1.5, complex=3.9,
-            single=((3.5e-9, 1.7e-9, 7.3e-10), (1.3e-9, 8.5e-10, 5.3e-9),
-                    (1.6e-9, 5e-10, 5e-10)),
-            grouped=((1.4e-9, 6.7e-10, 1.2e-9), (6.3e-10, 4e-10, 1.1e-9),
-                     (5.2e-10, 1.5e-10, 1.5e-10)),
-            dense=(7.2e-11, 6.5e-11, 1.1e-10),
+            call=2.1e-5, group=4.6e-6, dilated=1.5, complex=3.1, large=0.53,
+            single=((3.6e-9, 2.1e-9, 7.6e-10), (1.4e-9, 1e-9, 5.7e-9),
+                    (1.6e-9, 5.2e-10, 5.2e-10)),
+            grouped=((1.5e-9, 7e-10, 1.2e-9), (7.1e-10, 3.4e-10, 1.2e-9),
+                     (3.5e-10, 1.1e-10, 1.1e-10)),
+            dense=(7.8e-11, 6.9e-11, 1.1e-10),
         ),
         transpose=Direct(
-            call=2.4e-5, group=2.8e-6, dilated=1.0, complex=3.2,
-            single=((6.3e-9, 4.2e-9, 2.9e-9), (3.1e-9, 2.4e-9, 2.2e-9),
-                    (1.9e-9, 1.3e-9, 1.3e-9)),
-            grouped=((1.4e-9, 9e-10, 6.5e-10), (7.2e-10, 5.8e-10, 4.6e-10),
-                     (1.6e-9, 8.1e-10, 8.1e-10)),
-            dense=(7e-11, 6.5e-11, 5.3e-11),
+            call=2.4e-5, group=3.1e-6, dilated=1.0, complex=3.1, large=0.75,
+            single=((6.9e-9, 4.5e-9, 2.8e-9), (3.1e-9, 2.6e-9, 2.5e-9),
+                    (2.1e-9, 1.5e-9, 1.5e-9)),
+            grouped=((1.5e-9, 9.7e-10, 7.1e-10), (8.1e-10, 6.3e-10, 5.2e-10),
+                     (1.5e-9, 8.1e-10, 8.1e-10)),
+            dense=(7.4e-11, 7.2e-11, 5.5e-11),
         ),
-        call_fft=2.1e-4, transform=(2.5e-10, 3.3e-10, 5.7e-10), lone_1d=3.4, odd=2.6,
-        complex_fft=1.2, mix=3.5e-9,
+        call_fft=2.3e-4, transform=(3.1e-10, 3.7e-10, 5.3e-10), lone_1d=3.6, odd=2.6,
+        complex_fft=1.2, large=0.67, mix=4.9e-9,
     ),
 }  # fmt: skip
 # GPUs: not measured here (no GPU on the development machine); scaled so that, as on GPUs
 # generally, direct convolution stays the choice for small kernels and FFT for large ones.
-_GPU_DIRECT = Direct(call=2e-5, group=1e-7, dilated=1.5, complex=3.0,
+_GPU_DIRECT = Direct(call=2e-5, group=1e-7, dilated=1.5, complex=3.0, large=1.0,
                      single=((2e-11,) * 3,) * 3,
                      grouped=((2e-11,) * 3,) * 3, dense=(2e-12,) * 3)  # fmt: skip
 CUDA = {
     torch.float64: Throughput(conv=_GPU_DIRECT, transpose=_GPU_DIRECT, call_fft=6e-5,
                               transform=(4e-12,) * 3, lone_1d=1.0, odd=1.0,
-                              complex_fft=2.0, mix=2e-11),
+                              complex_fft=2.0, large=1.0, mix=2e-11),
     torch.float32: Throughput(conv=_GPU_DIRECT, transpose=_GPU_DIRECT, call_fft=6e-5,
                               transform=(2e-12,) * 3, lone_1d=1.0, odd=1.0,
-                              complex_fft=2.0, mix=1e-11),
+                              complex_fft=2.0, large=1.0, mix=1e-11),
 }  # fmt: skip
 
 
@@ -278,8 +291,11 @@ def side_seconds(geom: ConvGeometry, dtype: torch.dtype, side: Direct) -> float:
     macs = positions * c_b * (c_a // g) * math.prod(geom.kernel_size)
     rows = c_b // g
     work = macs * side.mac_seconds(rows, max(geom.kernel_size), g, geom.ndim)
-    if any(d > 1 for d in geom.dilation):  # measured on one row; dense GEMMs hide it
-        work *= side.dilated ** (1 - _fraction((1, DENSE_ROWS), rows))
+    one_row = 1 - _fraction((1, DENSE_ROWS), rows)  # measured on one row; dense GEMMs hide it
+    if any(d > 1 for d in geom.dilation):
+        work *= side.dilated**one_row
+    unfolded = positions * (c_a // g) * math.prod(geom.kernel_size)
+    work *= side.large ** (one_row * _fraction(UNFOLDED, unfolded))
     if dtype.is_complex:
         work *= side.complex
     return side.call + g * side.group + work
@@ -322,6 +338,7 @@ def fft_seconds(
         transform *= speed.lone_1d ** (1 - _fraction((1, MANY_CHANNELS), channels // 2))
     if sizes[-1] % 2:
         transform *= speed.odd
+    transform *= speed.large ** _fraction(GRIDS, total)
     pairs = geom.out_channels * (geom.in_channels // geom.groups)
     # one channel in and out per group: a pointwise product, part of what transform measures
     mixing = 0 if pairs == geom.groups else freqs * pairs

@@ -47,10 +47,10 @@ def calibrating(tmp_path, monkeypatch):
 def _fake(scale: float = 1.0) -> Throughput:
     single = ((1e-9, 2e-9, 3e-9), (1e-9, 2e-9, 3e-9), (2e-9, 2e-9, 2e-9))
     grouped = ((4e-10, 5e-10, 6e-10),) * 3
-    side = Direct(call=1e-5 * scale, group=2e-6, dilated=2.0, complex=3.5, single=single,
-                  grouped=grouped, dense=(5e-11, 6e-11, 7e-11))  # fmt: skip
+    side = Direct(call=1e-5 * scale, group=2e-6, dilated=2.0, complex=3.5, large=1.5,
+                  single=single, grouped=grouped, dense=(5e-11, 6e-11, 7e-11))  # fmt: skip
     return Throughput(conv=side, transpose=side, call_fft=1e-4, transform=(1e-9, 5e-10, 6e-10),
-                      lone_1d=3.0, odd=1.5, complex_fft=2.2, mix=3e-9)  # fmt: skip
+                      lone_1d=3.0, odd=1.5, complex_fft=2.2, large=0.5, mix=3e-9)  # fmt: skip
 
 
 @pytest.fixture
@@ -129,7 +129,7 @@ def test_the_probe_gives_valid_constants_that_survive_a_file(measured):
 
 
 def test_the_probe_draws_nothing_from_the_global_generator(monkeypatch):
-    # its duration (0.2-0.3 s here) is reported by benchmarks/bench_auto.py, not timed here
+    # its duration (0.3-0.6 s here) is reported by benchmarks/bench_auto.py, not timed here
     monkeypatch.setattr(_calibrate, "disturbed", lambda *args: False)
     state = torch.get_rng_state()
     _calibrate.probe(F32, CPU)
@@ -167,6 +167,20 @@ def test_groups_cost_more_than_one_group_of_the_same_work():
     assert per_mac[1] > per_mac[0] / 32  # 32x fewer multiply-adds, less than 32x faster
 
 
+def test_one_row_convolutions_too_large_for_the_caches_take_the_large_factor():
+    speed = _fake()
+    small = ConvGeometry.from_torch((1, 1, 3, 3), (1, 160, 160), padding=1)
+    large = ConvGeometry.from_torch((1, 1, 3, 3), (1, 1024, 1024), padding=1)
+    layer = ConvGeometry.from_torch((16, 16, 3, 3), (16, 1024, 1024), padding=1)
+    per_mac = [
+        (_cost.side_seconds(g, F64, speed.conv) - speed.conv.call - speed.conv.group)
+        / (n * n * c * c * 9)
+        for g, n, c in ((small, 160, 1), (large, 1024, 1), (layer, 1024, 16))
+    ]
+    assert per_mac[1] / per_mac[0] == pytest.approx(speed.conv.large)
+    assert per_mac[2] == pytest.approx(speed.conv.dense[0])  # dense: no factor
+
+
 def test_complex_and_dilated_convolutions_cost_more():
     plain = ConvGeometry.from_torch((1, 1, 5, 5), (1, 64, 64), padding=2)
     dilated = ConvGeometry.from_torch((1, 1, 5, 5), (1, 64, 64), padding=4, dilation=2)
@@ -201,6 +215,17 @@ def test_odd_grids_cost_more_per_sample():
         for g, n in ((even, 4096), (odd, 10125))
     ]
     assert per_unit[1] / per_unit[0] == pytest.approx(speed.odd)
+
+
+def test_large_grids_take_the_large_factor():
+    speed = _fake()
+    small = ConvGeometry.from_torch((1, 1, 3, 3), (1, 148, 148), padding=1)  # 150**2
+    large = ConvGeometry.from_torch((1, 1, 3, 3), (1, 1022, 1022), padding=1)  # beyond 540**2
+    per_unit = [
+        (_cost.fft_seconds(g, F32, CPU, speed) - speed.call_fft) / (n * math.log2(n))
+        for g, n in ((small, 150**2), (large, 1024**2))
+    ]  # one channel in and out: no mixing term
+    assert per_unit[1] / per_unit[0] == pytest.approx(speed.large)
 
 
 def test_one_long_1d_transform_costs_more_per_sample_than_many():
@@ -434,15 +459,15 @@ def test_the_probe_runs_once_for_many_threads(calibrating, monkeypatch):
 def test_constants_must_be_finite_and_positive():
     side = _fake().conv
     with pytest.raises(ValueError, match=r"call must be a finite number > 0, got call=nan"):
-        Direct(math.nan, side.group, side.dilated, 3.0, side.single, side.grouped, side.dense)
+        Direct(math.nan, side.group, side.dilated, 3.0, 1.5, side.single, side.grouped, side.dense)
     with pytest.raises(ValueError, match=r"dense must be a tuple of 3 numbers"):
-        Direct(side.call, side.group, side.dilated, 3.0, side.single, side.grouped, (1e-9,))
+        Direct(side.call, side.group, side.dilated, 3.0, 1.5, side.single, side.grouped, (1e-9,))
     with pytest.raises(ValueError, match=r"grouped must be a tuple of 3 rows"):
-        Direct(side.call, side.group, side.dilated, 3.0, side.single, side.grouped[:2],
+        Direct(side.call, side.group, side.dilated, 3.0, 1.5, side.single, side.grouped[:2],
                side.dense)  # fmt: skip
     with pytest.raises(ValueError, match=r"grouped\[0\] must be a tuple of 3 numbers"):
-        Direct(side.call, side.group, side.dilated, 3.0, side.single, side.dense, side.dense)
+        Direct(side.call, side.group, side.dilated, 3.0, 1.5, side.single, side.dense, side.dense)
     with pytest.raises(TypeError, match=r"mix must be a number, got str"):
-        Throughput(side, side, 1e-4, (1e-9,) * 3, 3.0, 1.5, 2.0, "fast")
+        Throughput(side, side, 1e-4, (1e-9,) * 3, 3.0, 1.5, 2.0, 0.5, "fast")
     with pytest.raises(ValueError, match=r"transform\[2\] must be a finite number > 0"):
-        Throughput(side, side, 1e-4, (1e-9, 1e-9, -1.0), 3.0, 1.5, 2.0, 1e-9)
+        Throughput(side, side, 1e-4, (1e-9, 1e-9, -1.0), 3.0, 1.5, 2.0, 0.5, 1e-9)
