@@ -21,7 +21,7 @@ built-in constants of :mod:`convop._cost` are used and nothing is measured or wr
 Only CPUs and CUDA devices are probed (timed with ``torch.cuda.synchronize``); other devices
 use the built-in GPU constants.
 
-The module is longer than most (about 500 lines) because it holds one responsibility from
+The module is longer than most (about 570 lines) because it holds one responsibility from
 end to end: the environment and the cache directory, the file format and its validation,
 the probe and the fit, and the process-wide memory with its lock.
 """

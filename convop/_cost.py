@@ -33,7 +33,8 @@ at 16 channels, a factor ``odd`` when the last length of the grid is odd, and a 
 
 "auto" takes the method whose estimate, the mean of forward and adjoint, is smaller. The
 constants are measured on first use by :mod:`convop._calibrate`; the built-in ones here are
-the fallback (``CONVOP_CALIBRATE=0``), measured on the development machine.
+the fallback (``CONVOP_CALIBRATE=0``), measured on the development machine. (Their tables
+make this module a little longer than most.)
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ EXTENTS = (3, 7, 15)
 DENSE_ROWS = 16  # C_b/G of the "dense" row; "single" and "grouped" have one row
 MANY_CHANNELS = 16  # channels per transform call from which a 1-D FFT runs at full speed
 GRIDS = (150**2, 540**2)  # FFT grids (samples) at which `transform` and `large` are measured
-UNFOLDED = (160**2 * 9, 512**2 * 9)  # unfolded inputs at which `mac` and `Direct.large` are
+UNFOLDED = (160**2 * 9, 512**2 * 9)  # unfolded samples where `mac`, `Direct.large` are measured
 
 
 def _positive(value: object, name: str) -> float:
@@ -355,7 +356,8 @@ class Estimate:
     direct, fft : float
         Estimated seconds of a direct and of an FFT product.
     source : str
-        ``'calibrated'`` (measured on this machine) or ``'built-in'``.
+        ``'calibrated'`` (measured on this machine), ``'built-in'`` or ``'built-in, machine
+        busy'`` (see :func:`convop._calibrate.throughput`).
     """
 
     direct: float
