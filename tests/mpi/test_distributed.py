@@ -412,7 +412,7 @@ def _peak_bytes(run, repeats: int = 5) -> int:
 
 @pytest.mark.parametrize("method", ["direct", "fft"])
 def test_memory_per_rank_is_the_local_blocks_and_halo(method):
-    """Peak memory of a product on each rank <= 1.3 x (input block + halo + output block)
+    """Peak memory of a product on each rank <= 1.6 x (input block + halo + output block)
     plus the workspace torch's convolution needs for the same local problem in one process
     (measured alone on the extended slab): no rank holds the global array or copies beyond
     its extended slab."""
@@ -440,7 +440,11 @@ def test_memory_per_rank_is_the_local_blocks_and_halo(method):
         peak = _peak_bytes(lambda product=product, vector=vector: product @ vector)
         ratios.append((peak - max(torch_alone[forward], 0)) / blocks)
     worst = agree(max(ratios))
-    assert worst <= 1.3, f"(peak - torch's workspace) / (blocks + halo) = {worst:.2f}"
+    # Measured 1.0-1.1 forward, 0.5-0.6 adjoint; CI saw 1.39-1.45 once each for the direct
+    # method, whose oneDNN workspace (4-5x the blocks, subtracted) varies with the process's
+    # allocation history. 1.6 still fails any rank holding the global input or output: on 2
+    # ranks that alone adds >= 1.0.
+    assert worst <= 1.6, f"(peak - torch's workspace) / (blocks + halo) = {worst:.2f}"
 
 
 # ---------------------------------------------------------------------- GPU ranks
