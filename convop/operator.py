@@ -151,6 +151,7 @@ class ConvOperator(LinearOperator):
         self.is_adjoint = adjoint
         self._conj = conj  # use conj(weight): op.T
         self._spectra = spectra
+        self._grids = _fft.Grids()  # FFT products' zero grids, kept per thread
         if adjoint:
             self.input_shape, self.output_shape = geometry.output_shape, geometry.input_shape
         else:
@@ -160,6 +161,11 @@ class ConvOperator(LinearOperator):
         self._sample_numel = sum(shape)  # one sample in and out, for the product guard
         # (1, *sample) of a flattened vector in (matvec, rmatvec), for the solvers' fast path
         self._vector_shapes = ((1, *self.input_shape), (1, *self.output_shape))
+        # the direct evaluation of the geometry's forward map and adjoint, arguments worked out
+        self._direct = (
+            functional.direct(geometry, adjoint=False),
+            functional.direct(geometry, adjoint=True),
+        )
         super().__init__(dtype=None, shape=shape)  # dtype is a property: it follows the weight
 
     @classmethod
@@ -357,19 +363,22 @@ class ConvOperator(LinearOperator):
         ``weight`` is the current weight cast to the batch's dtype. FFT only where it is
         exact (see :func:`convop._fft.representable`); empty batches run directly.
         """
-        geom = self.geometry
-        if batch.shape[0] and self._method_for(self._weight) == "fft":
+        size, method = batch.shape[0], self._method
+        if method == "auto":  # _method_for, inlined: a small layer's product counts microseconds
+            method = self._auto(self._weight).method
+        if size and method == "fft":
             found = self._spectrum(weight)
             if found is not None and _fft.representable(batch, found[1], found[0]):
-                spectrum = found[0]
+                geom, spectrum = self.geometry, found[0]
                 channels = geom.in_channels + geom.out_channels
-                need = _fft.workspace_bytes(spectrum, channels, batch.shape[0], batch.dtype)
+                need = _fft.workspace_bytes(spectrum, channels, size, batch.dtype)
                 self._guard_product(batch, need)
-                return (_fft.adjoint if adjoint else _fft.forward)(batch, spectrum, geom)
-        need = batch.shape[0] * self._sample_numel * batch.element_size()
+                product = _fft.adjoint if adjoint else _fft.forward
+                return product(batch, spectrum, geom, grids=self._grids)
+        need = size * self._sample_numel * batch.element_size()
         if need > PRODUCT_GUARD_BYTES:  # checked here: a small layer's product counts microseconds
             self._guard_product(batch, need)
-        return (functional.adjoint if adjoint else functional.forward)(batch, weight, geom)
+        return self._direct[adjoint](batch, weight)
 
     def _spectrum(self, weight: torch.Tensor) -> tuple[_fft.Spectrum, float] | None:
         """The FFT spectrum for ``weight``.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -50,6 +53,11 @@ def test_fft_forward_equals_direct(combo, data):
     assert actual.dtype == expected.dtype
     assert_close(actual, expected, dtype=torch.float64, terms=case.terms * 64,
                  scale=_bound(weight, x))  # fmt: skip
+    grids = fft.Grids()  # a kept grid, placed into once before: its other samples stay zero
+    fft.forward(case.random(x.shape, dtype, offset=3), spectrum, geometry, grids=grids)
+    actual = fft.forward(x, spectrum, geometry, grids=grids)
+    assert_close(actual, expected, dtype=torch.float64, terms=case.terms * 64,
+                 scale=_bound(weight, x))  # fmt: skip
 
 
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
@@ -60,6 +68,11 @@ def test_fft_adjoint_equals_direct(combo, data):
     expected = functional.adjoint(y.to(weight.dtype), weight, geometry)
     actual = fft.adjoint(y, spectrum, geometry)
     assert actual.dtype == expected.dtype
+    assert_close(actual, expected, dtype=torch.float64, terms=case.terms * 64,
+                 scale=_bound(weight, y))  # fmt: skip
+    grids = fft.Grids()
+    fft.adjoint(case.random(y.shape, dtype, offset=3), spectrum, geometry, grids=grids)
+    actual = fft.adjoint(y, spectrum, geometry, grids=grids)
     assert_close(actual, expected, dtype=torch.float64, terms=case.terms * 64,
                  scale=_bound(weight, y))  # fmt: skip
 
@@ -82,6 +95,54 @@ def test_fft_operator_equals_direct_operator(combo, data):
     X = np.stack([x, 2 * x, -x], axis=1)
     assert_close(fourier.matmat(X), direct.matmat(X), dtype=dtype, terms=terms,
                  scale=2 * _bound(weight, x))  # fmt: skip
+
+
+def test_kept_grids_are_per_direction_thread_and_shape_and_bounded(monkeypatch):
+    grids = fft.Grids()
+    like = torch.zeros((), dtype=torch.float64)
+    grid = grids.get("forward", (2, 1, 8, 8), like)
+    assert grids.get("forward", (2, 1, 8, 8), like) is grid  # reused
+    assert grids.get("adjoint", (2, 1, 8, 8), like) is not grid  # one per direction
+    assert grids.get("forward", (3, 1, 8, 8), like) is not grid  # replaced: another batch
+    other = []
+    thread = threading.Thread(
+        target=lambda: other.append(grids.get("forward", (3, 1, 8, 8), like))
+    )
+    thread.start()
+    thread.join()
+    assert other[0] is not grids.get("forward", (3, 1, 8, 8), like)  # one per thread
+    monkeypatch.setattr(fft, "GRID_KEEP_BYTES", 1000)
+    assert grids.get("forward", (2, 1, 8, 8), like) is None  # 1024 bytes: not kept
+    assert copy.deepcopy(grids)._local.__dict__ == {}  # copies start with no grids
+
+
+def test_fft_products_keep_their_grids_only_where_it_is_safe(monkeypatch):
+    """A kept grid is reused by products without autograd; products that autograd records,
+    and grids beyond the size kept, place into fresh zeros. All of them stay exact."""
+    weight = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    op = convop.conv2d(weight, (3, 9, 8), padding="same", method="fft")
+    direct = convop.conv2d(weight, (3, 9, 8), padding="same", method="direct")
+    placed = []
+    get = fft.Grids.get
+    monkeypatch.setattr(fft.Grids, "get", lambda *a: placed.append(a[1]) or get(*a))
+    for seed in range(3):  # every product into the same kept grid: other samples stay zero
+        x = torch.randn(
+            2, 3, 9, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)
+        )
+        torch.testing.assert_close(op.apply(x), direct.apply(x))
+        y = direct.apply(x)
+        torch.testing.assert_close(op.apply_adjoint(y), direct.apply_adjoint(y))
+    assert placed == ["forward", "adjoint"] * 3
+    kept = op._grids._local.__dict__["forward"]
+    assert kept[..., 2:11, 2:10].abs().sum() > 0
+    assert kept[..., :2, :].abs().sum() == 0
+    placed.clear()
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(op.apply, (x,))
+    assert placed == []  # autograd records these products: fresh grids
+    monkeypatch.setattr(fft, "GRID_KEEP_BYTES", 0)
+    x = x.detach()
+    torch.testing.assert_close(op.apply(x), direct.apply(x))
 
 
 def test_fft_gradients_flow_to_the_weight():

@@ -69,6 +69,8 @@ def test_concurrent_products_are_exact_and_change_no_setting():
     count, in itself and in threads it starts afresh (which read torch's process default):
     nothing changes, and every result equals the same product run alone."""
     ops = [_op(torch.float64), _op(torch.float32), _op(torch.complex128)]
+    fft_weight = torch.randn(2, 2, 5, 5, generator=torch.Generator().manual_seed(2))
+    ops.append(convop.conv2d(fft_weight, (2, 30, 30), padding=2, method="fft"))  # kept grids
     rng = np.random.default_rng(0)
     inputs = [rng.standard_normal(op.shape[1]).astype(op.dtype) for op in ops]
     expected = [(op @ x, op.rmatvec(op @ x)) for op, x in zip(ops, inputs)]
