@@ -67,7 +67,7 @@ class Row(NamedTuple):
     case: str
     direct: float
     fft: float
-    auto: str  # what method="auto" resolves to (calibrated unless CONVOP_CALIBRATE=0)
+    auto: str  # what method="auto" ran: "fft", "direct", or "direct/fft" (forward/adjoint)
     builtin: str  # what the cost model picks with its built-in constants
     forward_direct: float
     forward_fft: float
@@ -77,11 +77,19 @@ class Row(NamedTuple):
         """The faster method, measured."""
         return "fft" if self.fft < self.direct else "direct"
 
-    def ratio(self, pick: str | None = None) -> float:
-        """``time(pick) / time(faster)``; ``pick`` defaults to auto's."""
+    def seconds(self, pick: str | None = None) -> float:
+        """Forward + adjoint time of ``pick`` (``'direct/fft'``: one per direction)."""
         pick = self.auto if pick is None else pick
-        best = min(self.direct, self.fft)
-        return (self.fft if pick == "fft" else self.direct) / best
+        forward, _, adjoint = pick.partition("/")
+        adjoint = adjoint or forward
+        ahead = self.forward_fft if forward == "fft" else self.forward_direct
+        back = (self.fft - self.forward_fft) if adjoint == "fft" else (
+            self.direct - self.forward_direct)  # fmt: skip
+        return ahead + back
+
+    def ratio(self, pick: str | None = None) -> float:
+        """``seconds(pick) / time(faster)``; ``pick`` defaults to auto's."""
+        return self.seconds(pick) / min(self.direct, self.fft)
 
 
 def _case(name, ndim, weight_shape, input_shape, dtype, batch=1, *, transposed=False,
@@ -245,10 +253,28 @@ def measure(case: Case, repeats: int, rounds: int) -> Row:
     t = {key: statistics.median(values) for key, values in samples.items()}
     auto = build(case, "auto")
     device = torch.device("cpu")
+    picks = auto_picks(auto, x, y)
     builtin = _cost.estimate(auto.geometry, case.dtype, device,
                              speed=_cost.builtin(case.dtype, device))  # fmt: skip
     return Row(case.name, t["direct", 0] + t["direct", 1], t["fft", 0] + t["fft", 1],
-               auto.method, builtin.method, t["direct", 0], t["fft", 0])  # fmt: skip
+               picks, builtin.method, t["direct", 0], t["fft", 0])  # fmt: skip
+
+
+def auto_picks(auto: convop.ConvOperator, x: torch.Tensor, y: torch.Tensor) -> str:
+    """What ``auto`` runs on the batches ``x`` and ``y``: ``'fft'``, ``'direct'`` or
+    ``'direct/fft'`` (forward/adjoint).
+
+    One product each way first: where the cost model cannot tell, that product times both
+    methods (convop._trial) and keeps the faster for the batch size. The kept methods are
+    read from the operator's record of them, else the model's pick stands.
+    """
+    auto.apply(x)
+    auto.apply_adjoint(y)
+    raced = getattr(auto, "_raced", {})
+    size = 1 << max(x.shape[0] - 1, 0).bit_length()  # convop._trial.size_class
+    forward, adjoint = (raced.get((x.dtype, x.device, size, side), auto.method)
+                        for side in (False, True))  # fmt: skip
+    return forward if forward == adjoint else f"{forward}/{adjoint}"
 
 
 def grid(quick: bool = False, *, echo: bool = False) -> list[Row]:

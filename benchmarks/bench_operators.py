@@ -633,7 +633,7 @@ def goal_auto(report: Report) -> None:
             direct, fft = getattr(row, "direct", float("nan")), getattr(row, "fft", float("nan"))
             report.record("auto", getattr(row, "case", "?"),
                           f"auto picks {pick} (direct {shown(direct)}, fft {shown(fft)})",
-                          getattr(row, pick, float("nan")),
+                          row.seconds() if hasattr(row, "seconds") else float("nan"),
                           f"{row.ratio():.2f}x the faster")  # fmt: skip
         report.goals.append(Goal(6, what, worst,
                                  f"{cases} cases, {beyond} beyond {BOUNDS[6]} "

@@ -58,6 +58,7 @@ from ._cost import (
 )
 from ._cost import estimate as estimate_with
 from ._files import CorruptFile, atomic_write
+from ._trial import uncertain
 from .geometry import ConvGeometry
 
 SCHEMA = 1  # of the cache files; bump when the probe or the model's terms change
@@ -565,4 +566,7 @@ def estimate(geom: ConvGeometry, dtype: torch.dtype, device: torch.device) -> Es
     ('fft', True)
     """
     speed, source = throughput(dtype, device)
-    return estimate_with(geom, dtype, device, speed=speed, source=source)
+    found = estimate_with(geom, dtype, device, speed=speed, source=source)
+    if source == "calibrated" and uncertain(found.direct, found.fft):
+        return dataclasses.replace(found, uncertain=True)  # settled by timing (convop._trial)
+    return found

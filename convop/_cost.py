@@ -358,11 +358,16 @@ class Estimate:
     source : str
         ``'calibrated'`` (measured on this machine), ``'built-in'`` or ``'built-in, machine
         busy'`` (see :func:`convop._calibrate.throughput`).
+    uncertain : bool
+        Whether the two are too close for the model to tell apart (see
+        :func:`convop._trial.uncertain`): then the first product of each batch size times
+        both methods. Set only for calibrated constants.
     """
 
     direct: float
     fft: float
     source: str
+    uncertain: bool = False
 
     @property
     def method(self) -> str:

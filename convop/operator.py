@@ -22,7 +22,7 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.linalg import LinearOperator
 
-from . import _fft, _materialize, functional
+from . import _fft, _materialize, _trial, functional
 from ._arrays import (
     TORCH_TO_NUMPY,
     check_weight_tensor,
@@ -142,7 +142,8 @@ class ConvOperator(LinearOperator):
         self._setup(weight, geometry, bias, method, adjoint=False, conj=False,
                     spectra=_fft.SpectrumCache(geometry))  # fmt: skip
 
-    def _setup(self, weight, geometry, bias, method, *, adjoint, conj, spectra) -> None:
+    def _setup(self, weight, geometry, bias, method, *, adjoint, conj, spectra,
+               raced=None) -> None:  # fmt: skip
         self.geometry = geometry
         self._weight = weight
         self._bias = bias
@@ -152,6 +153,9 @@ class ConvOperator(LinearOperator):
         self._conj = conj  # use conj(weight): op.T
         self._spectra = spectra
         self._grids = _fft.Grids()  # FFT products' zero grids, kept per thread
+        # what 'auto' measured where the model cannot tell (convop._trial), shared with the
+        # adjoint and transposes: (dtype, device, size class, geometry's adjoint) -> method
+        self._raced: dict[tuple, str] = {} if raced is None else raced
         if adjoint:
             self.input_shape, self.output_shape = geometry.output_shape, geometry.input_shape
         else:
@@ -174,7 +178,7 @@ class ConvOperator(LinearOperator):
         new = cls.__new__(cls)
         spectra = op._spectra if conj == op._conj else _fft.SpectrumCache(op.geometry, conj=conj)
         new._setup(op._weight, op.geometry, op._bias, op._method, adjoint=adjoint, conj=conj,
-                   spectra=spectra)  # fmt: skip
+                   spectra=spectra, raced=op._raced)  # fmt: skip
         return new
 
     # ------------------------------------------------------------------ the weight, now
@@ -226,7 +230,10 @@ class ConvOperator(LinearOperator):
     def method(self) -> str:
         """How products are evaluated now: ``'direct'`` or ``'fft'``.
 
-        ``'auto'`` is resolved for the weight's current dtype and device.
+        ``'auto'`` is resolved for the weight's current dtype and device by the cost model,
+        for one sample. Where the model's two estimates are too close to call (within 4x,
+        with calibrated constants), the first product of each batch size times both methods
+        and keeps the faster for that size; ``repr(op)`` lists what was timed.
         """
         return self._method_for(self._current_weight())
 
@@ -273,7 +280,9 @@ class ConvOperator(LinearOperator):
         try:
             method, dtype = repr(self.method), self.dtype
             if self._method == "auto":  # say why: method='fft' (auto: est. fft 2.1 ms, ...)
-                method += f" (auto: {self._auto(self._current_weight())})"
+                timed = _trial.describe(self._raced)
+                method += f" (auto: {self._auto(self._current_weight())}"
+                method += f"; {timed})" if timed else ")"
         except (TypeError, ValueError):  # a weight changed into one no product can use
             method, dtype = "unusable", self._weight.dtype
         return (
@@ -365,7 +374,36 @@ class ConvOperator(LinearOperator):
         """
         size, method = batch.shape[0], self._method
         if method == "auto":  # _method_for, inlined: a small layer's product counts microseconds
-            method = self._auto(self._weight).method
+            guess = self._auto(self._weight)
+            method = guess.method
+            if guess.uncertain and size:  # too close to call: timed once per size class
+                key = (batch.dtype, batch.device, _trial.size_class(size), adjoint)
+                method = self._raced.get(key)
+                if method is None:
+                    return self._race(batch, weight, adjoint=adjoint, key=key)
+        return self._evaluate(batch, weight, adjoint=adjoint, method=method)
+
+    def _race(self, batch: torch.Tensor, weight: torch.Tensor, *, adjoint: bool,
+              key: tuple) -> torch.Tensor:  # fmt: skip
+        """:meth:`_evaluate` by the faster method, found by timing both (:func:`_trial.race`).
+
+        Timed without autograd; a product that autograd records runs once more, by the
+        method kept.
+        """
+        with torch.no_grad():
+            method, out, _ = _trial.race(
+                lambda method: self._evaluate(batch, weight, adjoint=adjoint, method=method),
+                batch.device,
+            )
+        self._raced[key] = method
+        if torch.is_grad_enabled() and (batch.requires_grad or weight.requires_grad):
+            return self._evaluate(batch, weight, adjoint=adjoint, method=method)
+        return out
+
+    def _evaluate(self, batch: torch.Tensor, weight: torch.Tensor, *, adjoint: bool,
+                  method: str) -> torch.Tensor:  # fmt: skip
+        """:meth:`_run` by ``method``: ``'fft'`` where exact, else the direct sum."""
+        size = batch.shape[0]
         if size and method == "fft":
             found = self._spectrum(weight)
             if found is not None and _fft.representable(batch, found[1], found[0]):

@@ -48,6 +48,7 @@ LAYERS: list[tuple[str, str, list[tuple[str, str]]]] = [
             ("_fft", "FFT frames, spectra"),
             ("_cost", "cost model: 'auto'"),
             ("_calibrate", "its constants, measured"),
+            ("_trial", "close calls timed per batch"),
             ("_materialize", "todense / tosparse"),
         ],
     ),

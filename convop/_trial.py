@@ -1,0 +1,91 @@
+"""When the cost model cannot tell: time both methods on the first product of a batch size.
+
+The model of :mod:`convop._cost` estimates one product on one sample, and its constants are
+calibrated on small problems. Batches change the balance in ways a per-sample model does not
+see: one long 1-D transform runs several times slower per sample than 64 at once, while a
+batched direct 3-D convolution gets faster per sample as the GEMMs grow. Measured here: a
+1-D blur of 4096 samples, k=31, is 2x faster by FFT on one sample and 17x faster on 64; a
+4->4 3x3x3 layer on 16^3 (float32) is about even on one sample and 4x faster direct on 64.
+
+So where the two estimates lie within :data:`RATIO` of each other, "auto" settles the choice
+by measurement, as cuDNN's benchmark mode and FFTW's planners do: the first product of each
+batch size (rounded up to a power of two), forward and adjoint separately, runs both
+methods (:func:`race`) and the faster one is kept for that size. Further products pay
+nothing. Where the estimates are far apart the model's choice stands, and with
+``CONVOP_CALIBRATE=0`` nothing is ever timed (see :mod:`convop._calibrate`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import torch
+
+#: Estimates closer than this factor are settled by :func:`race`.
+RATIO = 4.0
+#: A race whose first timed runs are closer than this factor runs each method once more.
+CLOSE = 1.5
+
+
+def uncertain(direct: float, fft: float) -> bool:
+    """Whether estimates of ``direct`` and ``fft`` seconds are within :data:`RATIO`.
+
+    Examples
+    --------
+    >>> uncertain(1e-3, 3e-3), uncertain(1e-3, 5e-3)
+    (True, False)
+    """
+    return max(direct, fft) < RATIO * min(direct, fft)
+
+
+def size_class(batch: int) -> int:
+    """The batch size rounded up to a power of two: one race per class.
+
+    Examples
+    --------
+    >>> [size_class(b) for b in (1, 2, 3, 64, 65)]
+    [1, 2, 4, 64, 128]
+    """
+    return 1 << max(batch - 1, 0).bit_length()
+
+
+def race(
+    run: Callable[[str], torch.Tensor], device: torch.device
+) -> tuple[str, torch.Tensor, dict[str, float]]:
+    """``(method, its result, seconds per method)`` of the faster of two products.
+
+    ``run(method)`` is the product by ``'direct'`` or ``'fft'``. Each method runs once
+    untimed first (the FFT spectrum, torch's plans and primitives are made then), then
+    once timed; if the two times are within :data:`CLOSE`, each runs once more and the
+    lesser time counts. Either result is exact; the faster one's last result is returned.
+    On a GPU every timed run is synchronised.
+    """
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *_: None)
+    results: dict[str, torch.Tensor] = {}
+    seconds = dict.fromkeys(("direct", "fft"), math.inf)
+    for method in seconds:
+        run(method)
+    for _ in range(2):
+        for method in seconds:
+            sync(device)
+            start = time.perf_counter()
+            results[method] = run(method)
+            sync(device)
+            seconds[method] = min(seconds[method], time.perf_counter() - start)
+        low, high = sorted(seconds.values())
+        if high >= CLOSE * low:
+            break
+    method = min(seconds, key=seconds.__getitem__)
+    return method, results[method], seconds
+
+
+def describe(raced: dict[tuple, str]) -> str:
+    """``'timed: batch 64 fft, batch 64 adjoint direct'``, or ``''`` if nothing was timed.
+
+    ``raced`` maps ``(dtype, device, size class, adjoint)`` to the method kept.
+    """
+    keys = sorted(raced, key=lambda key: (key[2], key[3]))
+    parts = [f"batch {key[2]}{' adjoint' if key[3] else ''} {raced[key]}" for key in keys]
+    return f"timed: {', '.join(parts)}" if parts else ""

@@ -1,0 +1,165 @@
+"""convop._trial: where the cost model cannot tell, "auto" times both methods once per batch size.
+
+Timing here runs on a scripted clock: the tests check what is timed and what is kept, never
+how fast anything is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import convop
+from convop import _calibrate, _trial
+from convop import operator as operator_module
+from convop._cost import Estimate
+
+CPU = torch.device("cpu")
+
+
+class Clock:
+    """A scripted ``time.perf_counter``: each product advances it by its method's seconds."""
+
+    def __init__(self, seconds: dict[str, float]) -> None:
+        self.now, self.seconds, self.calls = 0.0, seconds, []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def run(self, method: str) -> torch.Tensor:
+        self.calls.append(method)
+        self.now += self.seconds[method]
+        return torch.tensor([float(len(self.calls))])
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    def make(direct: float, fft: float) -> Clock:
+        scripted = Clock({"direct": direct, "fft": fft})
+        monkeypatch.setattr(_trial.time, "perf_counter", scripted)
+        return scripted
+
+    return make
+
+
+def test_a_race_keeps_the_faster_and_its_result(clock):
+    timed = clock(direct=0.030, fft=0.001)
+    method, out, seconds = _trial.race(timed.run, CPU)
+    assert method == "fft"
+    assert seconds == pytest.approx({"direct": 0.030, "fft": 0.001})
+    # one untimed run each, then one timed run each: far apart, no second round
+    assert timed.calls == ["direct", "fft", "direct", "fft"]
+    assert out.item() == 4  # the timed FFT run's own result
+
+
+def test_a_close_race_runs_each_method_once_more(clock):
+    timed = clock(direct=0.0020, fft=0.0025)
+    method, out, _ = _trial.race(timed.run, CPU)
+    assert method == "direct"
+    assert timed.calls == ["direct", "fft"] * 3
+    assert out.item() == 5
+
+
+@pytest.mark.parametrize(("direct", "fft", "close"), [
+    (1e-3, 3.9e-3, True), (3.9e-3, 1e-3, True), (1e-3, 4.1e-3, False), (5e-3, 1e-3, False),
+])  # fmt: skip
+def test_estimates_within_the_ratio_are_uncertain(direct, fft, close):
+    assert _trial.uncertain(direct, fft) is close
+
+
+@pytest.mark.parametrize(("batch", "size"), [(1, 1), (2, 2), (3, 4), (4, 4), (5, 8), (64, 64)])
+def test_batches_are_raced_per_power_of_two(batch, size):
+    assert _trial.size_class(batch) == size
+
+
+def test_only_calibrated_close_estimates_are_uncertain(monkeypatch):
+    f64 = torch.float64
+    blur = convop.conv1d(torch.randn(1, 1, 31, dtype=f64), (1, 4096), padding=15).geometry
+    wide = convop.conv2d(torch.randn(1, 1, 31, 31, dtype=f64), (1, 512, 512), padding=15).geometry
+    speed = _calibrate.builtin(f64, CPU)
+    close = _calibrate.estimate_with(blur, f64, CPU, speed=speed)
+    assert _trial.uncertain(close.direct, close.fft)  # a blur the model finds close to call
+    far = _calibrate.estimate_with(wide, f64, CPU, speed=speed)
+    assert not _trial.uncertain(far.direct, far.fft)  # a large blur: FFT by far
+    assert not _calibrate.estimate(blur, f64, CPU).uncertain  # CONVOP_CALIBRATE=0
+    monkeypatch.setattr(_calibrate, "throughput", lambda *a: (speed, "calibrated"))
+    assert _calibrate.estimate(blur, f64, CPU).uncertain
+    assert not _calibrate.estimate(wide, f64, CPU).uncertain
+    monkeypatch.setattr(_calibrate, "throughput", lambda *a: (speed, "built-in, machine busy"))
+    assert not _calibrate.estimate(blur, f64, CPU).uncertain
+
+
+@pytest.fixture
+def races(monkeypatch):
+    """'auto' operators whose estimate is uncertain; every race recorded (and run for real)."""
+    guess = Estimate(1e-3, 1.5e-3, "calibrated", uncertain=True)
+    monkeypatch.setattr(operator_module, "estimate_auto", lambda *a: guess)
+    seen = []
+    real = _trial.race
+
+    def recorded(run, device):
+        method, out, seconds = real(run, device)
+        seen.append(method)
+        return method, out, seconds
+
+    monkeypatch.setattr(_trial, "race", recorded)
+    return seen
+
+
+def _pair(method: str = "auto"):
+    """An operator by ``method`` and the same by the direct method, the oracle."""
+    weight = torch.randn(
+        3, 2, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    auto = convop.conv2d(weight, (2, 12, 11), padding=2, method=method)
+    return auto, convop.conv2d(weight, (2, 12, 11), padding=2, method="direct")
+
+
+def test_auto_races_once_per_size_class_and_direction(races):
+    auto, direct = _pair()
+    g = torch.Generator().manual_seed(1)
+    for batch, raced in ((3, 1), (4, 1), (2, 2), (5, 3), (8, 3)):  # classes 4, 4, 2, 8, 8
+        x = torch.randn(batch, *auto.input_shape, dtype=torch.float64, generator=g)
+        torch.testing.assert_close(auto.apply(x), direct.apply(x))
+        assert len(races) == raced
+    y = torch.randn(4, *auto.output_shape, dtype=torch.float64, generator=g)
+    torch.testing.assert_close(auto.apply_adjoint(y), direct.apply_adjoint(y))
+    assert len(races) == 4  # the adjoint is raced on its own
+    torch.testing.assert_close(auto.H.apply(y), direct.H.apply(y))
+    assert len(races) == 4  # ... and its record is shared with op.H
+    assert set(auto._raced) == {
+        (torch.float64, CPU, 4, False), (torch.float64, CPU, 2, False),
+        (torch.float64, CPU, 8, False), (torch.float64, CPU, 4, True),
+    }  # fmt: skip
+    assert "timed: batch 2 " in repr(auto)
+    assert "batch 4 adjoint " in repr(auto)
+
+
+def test_vector_products_race_once_and_stay_exact(races):
+    auto, direct = _pair()
+    x = np.random.default_rng(0).standard_normal(auto.shape[1])
+    for _ in range(3):
+        np.testing.assert_allclose(auto @ x, direct @ x, rtol=1e-10, atol=1e-12)
+    assert len(races) == 1
+    assert set(auto._raced) == {(torch.float64, CPU, 1, False)}
+
+
+def test_a_raced_product_that_autograd_records_keeps_its_gradient(races):
+    auto, _ = _pair()
+    x = torch.randn(2, *auto.input_shape, dtype=torch.float64, requires_grad=True)
+    assert auto.apply(x).requires_grad
+    assert len(races) == 1
+    assert torch.autograd.gradcheck(auto.apply, (x,))
+
+
+def test_certain_estimates_and_fixed_methods_never_race(races, monkeypatch):
+    for method in ("direct", "fft"):
+        fixed, _ = _pair(method)
+        fixed.apply(torch.randn(4, *fixed.input_shape, dtype=torch.float64))
+    sure = Estimate(1e-3, 1.5e-3, "calibrated", uncertain=False)
+    monkeypatch.setattr(operator_module, "estimate_auto", lambda *a: sure)
+    auto, _ = _pair()
+    auto.apply(torch.randn(4, *auto.input_shape, dtype=torch.float64))
+    assert races == []
+    assert "timed" not in repr(auto)
