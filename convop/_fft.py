@@ -353,11 +353,10 @@ class Grids:
         found = kept.get(direction)
         if found is not None and found.shape == shape and found.dtype == like.dtype:
             return found
-        grid = torch.zeros(shape, dtype=like.dtype)
-        if grid.nbytes > GRID_KEEP_BYTES:
+        if math.prod(shape) * like.element_size() > GRID_KEEP_BYTES:
             kept.pop(direction, None)
             return None
-        kept[direction] = grid
+        grid = kept[direction] = torch.zeros(shape, dtype=like.dtype)
         return grid
 
 

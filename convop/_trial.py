@@ -59,26 +59,37 @@ def race(
     ``run(method)`` is the product by ``'direct'`` or ``'fft'``. Each method runs once
     untimed first (the FFT spectrum, torch's plans and primitives are made then), then
     once timed; if the two times are within :data:`CLOSE`, each runs once more and the
-    lesser time counts. Either result is exact; the faster one's last result is returned.
-    On a GPU every timed run is synchronised.
+    lesser time counts. Either result is exact; the fastest run's result is returned, and
+    no other is kept meanwhile. A method whose product raises ``MemoryError`` (an FFT
+    spectrum or workspace too large for the memory guard) loses; if both do, the error is
+    raised. On a GPU every timed run is synchronised.
     """
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *_: None)
-    results: dict[str, torch.Tensor] = {}
     seconds = dict.fromkeys(("direct", "fft"), math.inf)
+    failed: dict[str, MemoryError] = {}
     for method in seconds:
-        run(method)
+        try:
+            run(method)
+        except MemoryError as error:
+            failed[method] = error
+    if len(failed) == len(seconds):
+        raise failed["direct"]
+    kept: tuple[float, str, torch.Tensor] | None = None
     for _ in range(2):
-        for method in seconds:
+        for method in (m for m in seconds if m not in failed):
             sync(device)
             start = time.perf_counter()
-            results[method] = run(method)
+            out = run(method)
             sync(device)
-            seconds[method] = min(seconds[method], time.perf_counter() - start)
+            took = time.perf_counter() - start
+            seconds[method] = min(seconds[method], took)
+            if kept is None or took < kept[0]:
+                kept = (took, method, out)
+            del out
         low, high = sorted(seconds.values())
         if high >= CLOSE * low:
             break
-    method = min(seconds, key=seconds.__getitem__)
-    return method, results[method], seconds
+    return kept[1], kept[2], seconds
 
 
 def describe(raced: dict[tuple, str]) -> str:
@@ -86,6 +97,11 @@ def describe(raced: dict[tuple, str]) -> str:
 
     ``raced`` maps ``(dtype, device, size class, adjoint)`` to the method kept.
     """
-    keys = sorted(raced, key=lambda key: (key[2], key[3]))
-    parts = [f"batch {key[2]}{' adjoint' if key[3] else ''} {raced[key]}" for key in keys]
+    keys = sorted(raced, key=lambda key: (str(key[0]), str(key[1]), key[2], key[3]))
+    mixed = len({key[:2] for key in keys}) > 1  # then say which dtype and device
+    parts = [
+        f"batch {size}{' adjoint' if adjoint else ''} {raced[dtype, device, size, adjoint]}"
+        + (f" ({str(dtype).removeprefix('torch.')}, {device})" if mixed else "")
+        for dtype, device, size, adjoint in keys
+    ]
     return f"timed: {', '.join(parts)}" if parts else ""

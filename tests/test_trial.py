@@ -58,7 +58,37 @@ def test_a_close_race_runs_each_method_once_more(clock):
     method, out, _ = _trial.race(timed.run, CPU)
     assert method == "direct"
     assert timed.calls == ["direct", "fft"] * 3
-    assert out.item() == 5
+    assert out.item() == 3  # the fastest run's result (the first of equally fast ones)
+
+
+def test_a_method_out_of_memory_loses_the_race(clock):
+    timed = clock(direct=0.030, fft=0.001)
+
+    def run(method):
+        if method == "fft":
+            raise MemoryError("the FFT spectrum would need 40 GiB")
+        return timed.run(method)
+
+    method, _, seconds = _trial.race(run, CPU)
+    assert method == "direct"
+    assert seconds["fft"] == float("inf")
+
+    def neither(method):
+        raise MemoryError(f"{method} does not fit")
+
+    with pytest.raises(MemoryError, match="direct does not fit"):
+        _trial.race(neither, CPU)
+
+
+def test_describe_names_dtype_and_device_only_when_they_differ():
+    f64, c128 = torch.float64, torch.complex128
+    assert _trial.describe({}) == ""
+    one = {(f64, CPU, 64, False): "fft", (f64, CPU, 1, True): "direct"}
+    assert _trial.describe(one) == "timed: batch 1 adjoint direct, batch 64 fft"
+    two = {(f64, CPU, 1, False): "fft", (c128, CPU, 1, False): "direct"}
+    assert _trial.describe(two) == (
+        "timed: batch 1 direct (complex128, cpu), batch 1 fft (float64, cpu)"
+    )
 
 
 @pytest.mark.parametrize(("direct", "fft", "close"), [
