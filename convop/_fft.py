@@ -63,11 +63,14 @@ class Frame:
     sizes: tuple[int, ...]  # FFT length L per dimension
     input_window: tuple[slice, ...]  # where the (padded) input lies on the length-L grid
     output_window: tuple[slice, ...]  # where the output samples lie on the grid
+    # where a convolution's input lies on the grid when its padding is zeros: the padding
+    # and the grid in one placement (transposed convolutions: their input_window)
+    zero_padded_window: tuple[slice, ...]
 
 
 def frame(geom: ConvGeometry) -> Frame:
     """The FFT frame of a geometry (see the module docstring)."""
-    sizes, input_window, output_window = [], [], []
+    sizes, input_window, output_window, zero_padded = [], [], [], []
     for i in range(geom.ndim):
         n, (lo, hi) = geom.input_size[i], geom.padding[i]
         k, s, d = geom.kernel_size[i], geom.stride[i], geom.dilation[i]
@@ -78,12 +81,14 @@ def frame(geom: ConvGeometry) -> Frame:
             sizes.append(fast_length(max(upsampled + span, lo + out)))
             input_window.append(slice(0, upsampled, s))
             output_window.append(slice(lo, lo + out))
+            zero_padded.append(input_window[-1])
         else:
             padded = n + lo + hi
             sizes.append(fast_length(padded))
             input_window.append(slice(0, padded))
             output_window.append(slice(0, padded - span, s))
-    return Frame(tuple(sizes), tuple(input_window), tuple(output_window))
+            zero_padded.append(slice(lo, lo + n))
+    return Frame(tuple(sizes), tuple(input_window), tuple(output_window), tuple(zero_padded))
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,7 @@ def _frequencies(fr: Frame, half: bool) -> int:
     return total // fr.sizes[-1] * (fr.sizes[-1] // 2 + 1) if half else total
 
 
+@functools.cache
 def _complex_itemsize(dtype: torch.dtype) -> int:
     return 2 * torch.empty((), dtype=dtype).real.element_size()
 
@@ -345,19 +351,32 @@ class Grids:
     def __reduce__(self):  # copies and pickles of an operator start with no grids
         return (Grids, ())
 
-    def get(
-        self, direction: str, shape: tuple[int, ...], like: torch.Tensor
-    ) -> torch.Tensor | None:
-        """The kept zero grid of ``shape`` and ``like``'s dtype, or ``None`` if not kept."""
+    def get(self, direction: str, shape: tuple[int, ...], like: torch.Tensor,
+            where: tuple[slice, ...]) -> tuple[torch.Tensor, torch.Tensor] | None:  # fmt: skip
+        """``(grid, window)`` of the kept zero grid, or ``None`` if none is kept.
+
+        ``grid`` has ``shape`` and ``like``'s dtype; ``window`` is its view
+        ``grid[..., *where]``, to place the input into. Everything outside ``where`` is
+        zero: a grid placed into at another window before is zeroed first.
+        """
         kept = self._local.__dict__
         found = kept.get(direction)
-        if found is not None and found.shape == shape and found.dtype == like.dtype:
-            return found
+        if found is not None and found[0].shape == shape and found[0].dtype == like.dtype:
+            grid, placed, window = found
+            if placed is where:  # the same frame as last time: the common case
+                return grid, window
+            if placed != where:
+                grid.zero_()
+            window = grid[(..., *where)]
+            kept[direction] = (grid, where, window)
+            return grid, window
         if math.prod(shape) * like.element_size() > GRID_KEEP_BYTES:
             kept.pop(direction, None)
             return None
-        grid = kept[direction] = torch.zeros(shape, dtype=like.dtype)
-        return grid
+        grid = torch.zeros(shape, dtype=like.dtype)
+        window = grid[(..., *where)]
+        kept[direction] = (grid, where, window)
+        return grid, window
 
 
 def _place(x: torch.Tensor, where: tuple[slice, ...], sizes: tuple[int, ...],
@@ -374,10 +393,10 @@ def _place(x: torch.Tensor, where: tuple[slice, ...], sizes: tuple[int, ...],
         and not (x.requires_grad and torch.is_grad_enabled())
         and tuple(x.shape[2:]) != sizes
     ):
-        grid = kept[0].get(kept[1], shape, x)
-        if grid is not None:
-            grid[(..., *where)] = x
-            return grid
+        found = kept[0].get(kept[1], shape, x, where)
+        if found is not None:
+            found[1].copy_(x)
+            return found[0]
     if all((s.step or 1) == 1 for s in where):
         return _zero_pad(x, tuple(s.start for s in where), sizes)
     grid = x.new_zeros(shape)
@@ -398,7 +417,9 @@ def _circulant(x: torch.Tensor, mixing: torch.Tensor, fr: Frame, *, place: tuple
         torch.fft.fftn, torch.fft.ifftn)  # fmt: skip
     spec = transform(grid, s=fr.sizes, dim=dims)
     spec = spec.reshape(spec.shape[0], groups, -1, *spec.shape[2:])  # (B, G, C/G, *F)
-    mixed = _mix(mixing.to(spec.dtype), spec, adjoint=adjoint).flatten(1, 2)  # (B, C_out, *F)
+    if mixing.dtype != spec.dtype:
+        mixing = mixing.to(spec.dtype)
+    mixed = _mix(mixing, spec, adjoint=adjoint).flatten(1, 2)  # (B, C_out, *F)
     return inverse(mixed, s=fr.sizes, dim=dims)[(..., *take)]
 
 
@@ -424,7 +445,7 @@ def forward(x: torch.Tensor, spec: Spectrum, geom: ConvGeometry, *,
     mixing, _ = spec.operand(full=full, adjoint=False)
     place = fr.input_window
     if not geom.transposed and geom.padding_mode == "zeros":  # the padding and the grid at once
-        place = tuple(slice(lo, lo + n) for (lo, _), n in zip(geom.padding, geom.input_size))
+        place = fr.zero_padded_window
     elif not geom.transposed:
         x = pad(x, geom.padding, geom.padding_mode)  # (B, C_in, *padded)
     return _circulant(x, mixing, fr, place=place, take=fr.output_window, groups=geom.groups,

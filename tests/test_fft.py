@@ -100,19 +100,28 @@ def test_fft_operator_equals_direct_operator(combo, data):
 def test_kept_grids_are_per_direction_thread_and_shape_and_bounded(monkeypatch):
     grids = fft.Grids()
     like = torch.zeros((), dtype=torch.float64)
-    grid = grids.get("forward", (2, 1, 8, 8), like)
-    assert grids.get("forward", (2, 1, 8, 8), like) is grid  # reused
-    assert grids.get("adjoint", (2, 1, 8, 8), like) is not grid  # one per direction
-    assert grids.get("forward", (3, 1, 8, 8), like) is not grid  # replaced: another batch
+    where = (slice(1, 7), slice(2, 6))
+
+    def get(direction, shape, at=where):
+        return grids.get(direction, shape, like, at)
+
+    grid, window = get("forward", (2, 1, 8, 8))
+    assert window.data_ptr() == grid[..., 1, 2].data_ptr()  # a view of the window
+    window.fill_(3.0)
+    assert get("forward", (2, 1, 8, 8))[0] is grid  # reused
+    assert get("adjoint", (2, 1, 8, 8))[0] is not grid  # one per direction
+    moved = (slice(0, 6), slice(0, 4))
+    again, window = get("forward", (2, 1, 8, 8), moved)
+    assert again is grid
+    assert float(grid.sum()) == 0.0  # another window: zeroed first, nothing stale outside
+    assert get("forward", (3, 1, 8, 8))[0] is not grid  # replaced: another batch
     other = []
-    thread = threading.Thread(
-        target=lambda: other.append(grids.get("forward", (3, 1, 8, 8), like))
-    )
+    thread = threading.Thread(target=lambda: other.append(get("forward", (3, 1, 8, 8))[0]))
     thread.start()
     thread.join()
-    assert other[0] is not grids.get("forward", (3, 1, 8, 8), like)  # one per thread
+    assert other[0] is not get("forward", (3, 1, 8, 8))[0]  # one per thread
     monkeypatch.setattr(fft, "GRID_KEEP_BYTES", 1000)
-    assert grids.get("forward", (2, 1, 8, 8), like) is None  # 1024 bytes: not kept
+    assert get("forward", (2, 1, 8, 8)) is None  # 1024 bytes: not kept
     assert copy.deepcopy(grids)._local.__dict__ == {}  # copies start with no grids
 
 
@@ -133,7 +142,7 @@ def test_fft_products_keep_their_grids_only_where_it_is_safe(monkeypatch):
         y = direct.apply(x)
         torch.testing.assert_close(op.apply_adjoint(y), direct.apply_adjoint(y))
     assert placed == ["forward", "adjoint"] * 3
-    kept = op._grids._local.__dict__["forward"]
+    kept = op._grids._local.__dict__["forward"][0]
     assert kept[..., 2:11, 2:10].abs().sum() > 0
     assert kept[..., :2, :].abs().sum() == 0
     placed.clear()
