@@ -25,8 +25,12 @@ import torch
 
 #: Estimates closer than this factor are settled by :func:`race`.
 RATIO = 4.0
-#: A race whose first timed runs are closer than this factor runs each method once more.
+#: A race goes on while its methods' best times are closer than this factor ...
 CLOSE = 1.5
+#: ... for at most this many timed rounds (one run of each method per round) ...
+ROUNDS = 5
+#: ... and only while its timed runs took less than this many seconds in all.
+BUDGET = 0.25
 
 
 def uncertain(direct: float, fft: float) -> bool:
@@ -58,11 +62,13 @@ def race(
 
     ``run(method)`` is the product by ``'direct'`` or ``'fft'``. Each method runs once
     untimed first (the FFT spectrum, torch's plans and primitives are made then), then
-    once timed; if the two times are within :data:`CLOSE`, each runs once more and the
-    lesser time counts. Either result is exact; the fastest run's result is returned, and
-    no other is kept meanwhile. A method whose product raises ``MemoryError`` (an FFT
-    spectrum or workspace too large for the memory guard) loses; if both do, the error is
-    raised. On a GPU every timed run is synchronised.
+    timed in rounds of one run each, the least time of each counting: while the two are
+    within :data:`CLOSE`, for at most :data:`ROUNDS` rounds and :data:`BUDGET` seconds of
+    timed runs (a close call between fast products gets the repeats that this machine's
+    noise needs; a slow product is not run again). Either result is exact; the fastest
+    run's result is returned, and no other is kept meanwhile. A method whose product
+    raises ``MemoryError`` (an FFT spectrum or workspace too large for the memory guard)
+    loses; if both do, the error is raised. On a GPU every timed run is synchronised.
     """
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda *_: None)
     seconds = dict.fromkeys(("direct", "fft"), math.inf)
@@ -75,19 +81,21 @@ def race(
     if len(failed) == len(seconds):
         raise failed["direct"]
     kept: tuple[float, str, torch.Tensor] | None = None
-    for _ in range(2):
+    spent = 0.0
+    for _ in range(ROUNDS):
         for method in (m for m in seconds if m not in failed):
             sync(device)
             start = time.perf_counter()
             out = run(method)
             sync(device)
             took = time.perf_counter() - start
+            spent += took
             seconds[method] = min(seconds[method], took)
             if kept is None or took < kept[0]:
                 kept = (took, method, out)
             del out
         low, high = sorted(seconds.values())
-        if high >= CLOSE * low:
+        if high >= CLOSE * low or spent >= BUDGET:
             break
     return kept[1], kept[2], seconds
 

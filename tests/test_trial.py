@@ -53,12 +53,15 @@ def test_a_race_keeps_the_faster_and_its_result(clock):
     assert out.item() == 4  # the timed FFT run's own result
 
 
-def test_a_close_race_runs_each_method_once_more(clock):
-    timed = clock(direct=0.0020, fft=0.0025)
+def test_a_close_race_repeats_its_rounds_within_limits(clock):
+    timed = clock(direct=2**-9, fft=1.25 * 2**-9)  # binary fractions: the clock sums exactly
     method, out, _ = _trial.race(timed.run, CPU)
     assert method == "direct"
-    assert timed.calls == ["direct", "fft"] * 3
+    assert timed.calls == ["direct", "fft"] * (1 + _trial.ROUNDS)  # warm-up, then all rounds
     assert out.item() == 3  # the fastest run's result (the first of equally fast ones)
+    slow = clock(direct=0.2, fft=0.25)  # close, but one round already spends the budget
+    assert _trial.race(slow.run, CPU)[0] == "direct"
+    assert slow.calls == ["direct", "fft"] * 2
 
 
 def test_a_method_out_of_memory_loses_the_race(clock):
