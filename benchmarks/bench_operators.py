@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_operators.py                # full run (~1.5 min + bench_auto's grid)
+    python benchmarks/bench_operators.py                # full run (~2 min + bench_auto's grid)
     python benchmarks/bench_operators.py --quick        # fewer repeats, smaller grids (< 2 min)
     python benchmarks/bench_operators.py --markdown     # also print the tables as Markdown
     python benchmarks/bench_operators.py --write docs/benchmarks.md  # regenerate its tables
@@ -10,7 +10,9 @@ Usage::
 
 Every alternative is first checked to compute the same linear map as convop (same array in,
 same array out, to round-off), then timed: the median of repeats of a loop of calls at
-least 10 ms long, after 0.1 s of warm-up, all in this process, with torch's default threads.
+least 10 ms long, after 0.1 s of warm-up, with torch's default threads. Each goal's section
+runs in a fresh Python process of its own (:func:`in_fresh_process`), so that no ratio
+depends on what ran before it.
 The torch computations that a ratio compares run in interleaved rounds (:func:`interleaved`);
 numpy-based anchors run one after the other (:func:`timeit`). Ratios are ``time / anchor``
 (< 1: convop is faster).
@@ -43,8 +45,9 @@ case, whose ratio is the worst of its products):
 A goal that is not met prints FAIL; a check or a section that breaks prints ERROR and the run
 goes on; the exit code is 0 either way (2 for a wrong command line).
 
-One file on purpose, longer than most modules: one run, one process, so that every ratio
-compares like with like, and the report that docs/benchmarks.md shows is built from it.
+One file on purpose, longer than most modules: one run, one script (its sections each in a
+process of their own), so that every ratio compares like with like, and the report that
+docs/benchmarks.md shows is built from it.
 """
 
 from __future__ import annotations
