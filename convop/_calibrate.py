@@ -61,7 +61,7 @@ from ._files import CorruptFile, atomic_write
 from ._trial import uncertain
 from .geometry import ConvGeometry
 
-SCHEMA = 1  # of the cache files; bump when the probe or the model's terms change
+SCHEMA = 2  # of the cache files; bump when the probe or the model's terms change
 SWITCH = "CONVOP_CALIBRATE"
 DIRECTORY = "CONVOP_CACHE_DIR"
 MAX_FILE_BYTES = 64 * 1024
@@ -331,11 +331,11 @@ _ANCHORS = {
 }  # fmt: skip
 # FFT products whose time is mostly transforms (depthwise: the mixing is a pointwise
 # product): (ndim, channels) -> samples per side, on 5-smooth grids that are not powers of
-# two, like most padded sizes (2160, 10000, 150**2, 40**3 samples); a 1-D one on a grid of
-# odd length (10125 samples) and a large 2-D one.
+# two, like most padded sizes (2160, 10000, 150**2, 40**3 samples); a 2-D one on a grid of
+# odd lengths (135**2 samples; 1-D grids are always even) and a large 2-D one.
 _TRANSFORMS = {(1, MANY_CHANNELS): 2158, (1, 1): 9998, (2, 2): math.isqrt(GRIDS[0]) - 2,
                (3, 1): 38}  # fmt: skip
-_ODD = 10123
+_ODD = 133
 _LARGE = math.isqrt(GRIDS[1]) - 2  # a 2-D grid of GRIDS[1] samples
 
 
@@ -393,7 +393,7 @@ def probe(dtype: torch.dtype, device: torch.device) -> Throughput:
         (ndim, c): fourier(("transform", ndim, c), _cube(c, 3, n, ndim, c))
         for (ndim, c), n in _TRANSFORMS.items()
     }
-    odd = fourier("odd", _cube(1, 3, _ODD, 1, 1))
+    odd = fourier("odd", _cube(2, 3, _ODD, 2, 2))  # like transform (2, 2), on odd lengths
     large_grid = fourier("large grid", _cube(1, 3, _LARGE, 2, 1))
     fourier("complex fft", transform_geoms[2, 2], complex_)
     mixing = fourier("mix", _cube(16, 3, 14, 2, 1))
@@ -443,7 +443,7 @@ def probe(dtype: torch.dtype, device: torch.device) -> Throughput:
         call_fft=fft_call,
         transform=per_transform,
         lone_1d=_clip(per[1, 1] / per[1, MANY_CHANNELS], low=0.01),
-        odd=_clip(per_unit("odd", odd) / per[1, 1]),
+        odd=_clip(per_unit("odd", odd) / per[2, 2]),
         complex_fft=_clip(per_unit("complex fft", transform_geoms[2, 2]) / per[2, 2]),
         large=_clip(per_unit("large grid", large_grid) / per[2, 2], low=0.05, high=20.0),
         mix=_per(mix_work, _mixing(mixing)),

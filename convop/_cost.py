@@ -172,7 +172,7 @@ class Throughput:
         Factor on ``transform[0]`` for 1-D transforms of one channel.
     odd : float
         Factor on the transforms when the grid's last length is odd (real FFTs prefer even
-        lengths).
+        lengths; 1-D grids are always even, see :func:`convop._fft.fast_length`).
     complex_fft : float
         Factor on the transforms of complex data (full complex transforms instead of real
         ones).
@@ -208,7 +208,8 @@ class Throughput:
 
 # Measured on this project's 2-core x86-64 CPU (AMD EPYC, AVX2) with torch 2.13 and its two
 # threads, by convop._calibrate's probe: the median of 5 runs that the machine's other load
-# did not disturb. Rows of `single` and `grouped`: 1-D, 2-D, 3-D.
+# did not disturb (`odd`: re-measured on 2-D grids when 1-D grids became even, 5 runs).
+# Rows of `single` and `grouped`: 1-D, 2-D, 3-D.
 CPU = {
     torch.float64: Throughput(
         conv=Direct(
@@ -227,7 +228,7 @@ CPU = {
                      (1.9e-9, 1.8e-9, 1.8e-9)),
             dense=(2.9e-10, 2.5e-10, 2.5e-10),
         ),
-        call_fft=2.5e-4, transform=(5e-10, 5.3e-10, 5.8e-10), lone_1d=2.9, odd=2.0,
+        call_fft=2.5e-4, transform=(5e-10, 5.3e-10, 5.8e-10), lone_1d=2.9, odd=1.2,
         complex_fft=1.3, large=0.72, mix=5.5e-9,
     ),
     torch.float32: Throughput(
@@ -247,7 +248,7 @@ CPU = {
                      (1.5e-9, 8.1e-10, 8.1e-10)),
             dense=(7.4e-11, 7.2e-11, 5.5e-11),
         ),
-        call_fft=2.3e-4, transform=(3.1e-10, 3.7e-10, 5.3e-10), lone_1d=3.6, odd=2.6,
+        call_fft=2.3e-4, transform=(3.1e-10, 3.7e-10, 5.3e-10), lone_1d=3.6, odd=1.3,
         complex_fft=1.2, large=0.67, mix=4.9e-9,
     ),
 }  # fmt: skip

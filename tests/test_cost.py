@@ -207,14 +207,16 @@ def test_multiply_add_table_interpolates_between_and_holds_beyond_its_anchors():
 
 def test_odd_grids_cost_more_per_sample():
     speed = _fake()
-    even = ConvGeometry.from_torch((1, 1, 3), (1, 4094), padding=1)  # a grid of 4096
-    odd = ConvGeometry.from_torch((1, 1, 3), (1, 10123), padding=1)  # 10125 = 3**4 * 5**3
-    assert (frame(even).sizes, frame(odd).sizes) == ((4096,), (10125,))
+    even = ConvGeometry.from_torch((1, 1, 3, 3), (1, 148, 148), padding=1)  # a grid of 150**2
+    odd = ConvGeometry.from_torch((1, 1, 3, 3), (1, 133, 133), padding=1)  # 135 = 3**3 * 5
+    assert (frame(even).sizes, frame(odd).sizes) == ((150, 150), (135, 135))
     per_unit = [
         (_cost.fft_seconds(g, F64, CPU, speed) - speed.call_fft) / (n * math.log2(n))
-        for g, n in ((even, 4096), (odd, 10125))
+        for g, n in ((even, 150**2), (odd, 135**2))
     ]
     assert per_unit[1] / per_unit[0] == pytest.approx(speed.odd)
+    one_d = ConvGeometry.from_torch((1, 1, 3), (1, 10123), padding=1)  # 10125 = 3**4 * 5**3
+    assert frame(one_d).sizes == (10240,)  # 1-D grids are even: 2**11 * 5, not 10125
 
 
 def test_large_grids_take_the_large_factor():

@@ -199,14 +199,28 @@ def test_method_is_named_and_validated():
         convop.conv2d(weight, (1, 64, 64), method="winograd")
 
 
-def test_fast_lengths_have_only_small_prime_factors():
-    for n in (1, 7, 173, 1038, 4097):
-        length = fft.fast_length(n)
+@pytest.mark.parametrize("even", [False, True])
+def test_fast_lengths_have_only_small_prime_factors(even):
+    for n in (1, 7, 173, 1038, 4097, 16500):
+        length = fft.fast_length(n, even=even)
         assert length >= n
+        assert length % 2 == 0 or not even
+        rest = length
         for p in (2, 3, 5):
-            while length % p == 0:
-                length //= p
-        assert length == 1
+            while rest % p == 0:
+                rest //= p
+        assert rest == 1
+        # the smallest such length: none between n and it
+        assert not any(
+            fft.fast_length(m, even=even) < length for m in range(n, length, max(1, length // 50))
+        )
+
+
+def test_1d_grids_are_even_and_others_keep_the_smallest_fast_length():
+    one = convop.conv1d(torch.ones(1, 1, 3), (1, 16498), padding=1).geometry  # 16500 padded
+    two = convop.conv2d(torch.ones(1, 1, 3, 3), (1, 133, 133), padding=1).geometry
+    assert fft.frame(one).sizes == (17280,)  # not 16875: odd
+    assert fft.frame(two).sizes == (135, 135)
 
 
 # ---------------------------------------------------------------- non-finite data and weights
