@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from ._memory import check_memory
 from .geometry import ConvGeometry
-from .padding import pad, pad_adjoint
+from .padding import pad, pad_adjoint, pad_adjoint_, pad_into
 
 
 def fast_length(n: int, *, even: bool = False) -> int:
@@ -334,6 +334,8 @@ def _zero_pad(x: torch.Tensor, before: tuple[int, ...], sizes: tuple[int, ...]) 
     return F.pad(x, [p for pair in reversed(pairs) for p in pair])
 
 
+#: ``(pairs, mode)``: how a convolution pads its input before the grid (see :func:`_place`).
+Padding = tuple[tuple[tuple[int, int], ...], str]
 #: The most memory one kept grid of :class:`Grids` may take; larger grids are made afresh.
 GRID_KEEP_BYTES = 32 * 1024**2
 
@@ -389,23 +391,31 @@ class Grids:
 
 
 def _place(x: torch.Tensor, where: tuple[slice, ...], sizes: tuple[int, ...],
-           kept: tuple[Grids, str] | None = None) -> torch.Tensor:  # fmt: skip
+           kept: tuple[Grids, str] | None = None,
+           padding: Padding | None = None) -> torch.Tensor:  # fmt: skip
     """Put ``x`` (B, C, *shape) at ``where`` in a zero (B, C, *sizes) grid.
 
     ``kept``: ``(grids, direction)`` to place it in a kept grid, where one can be used: on
     the CPU, without autograd recording the product, and for grids small enough to keep.
+    ``padding``: ``(pairs, mode)`` to place ``pad(x, pairs, mode)`` instead, written
+    straight into a kept grid (:func:`convop.padding.pad_into`).
     """
     shape = (*x.shape[:2], *sizes)
     if (
         kept is not None
         and x.is_cpu
         and not (x.requires_grad and torch.is_grad_enabled())
-        and tuple(x.shape[2:]) != sizes
+        and (padding is not None or tuple(x.shape[2:]) != sizes)
     ):
         found = kept[0].get(kept[1], shape, x, where)
         if found is not None:
-            found[1].copy_(x)
+            if padding is None:
+                found[1].copy_(x)
+            else:
+                pad_into(found[1], x, *padding)
             return found[0]
+    if padding is not None:
+        x = pad(x, *padding)
     if all((s.step or 1) == 1 for s in where):
         return _zero_pad(x, tuple(s.start for s in where), sizes)
     grid = x.new_zeros(shape)
@@ -415,13 +425,14 @@ def _place(x: torch.Tensor, where: tuple[slice, ...], sizes: tuple[int, ...],
 
 def _circulant(x: torch.Tensor, mixing: torch.Tensor, fr: Frame, *, place: tuple[slice, ...],
                take: tuple[slice, ...], groups: int, adjoint: bool, half: bool,
-               kept: tuple[Grids, str] | None) -> torch.Tensor:  # fmt: skip
+               kept: tuple[Grids, str] | None,
+               padding: Padding | None = None) -> torch.Tensor:  # fmt: skip
     """``take(IFFT(K @ FFT(place(x))))`` with ``x`` (B, C, *shape); ``half``: rfft, real x.
 
-    ``kept``: where to find a kept grid for the placement (see :func:`_place`).
+    ``kept``, ``padding``: how to place ``x`` (see :func:`_place`).
     """
     dims = tuple(range(-len(fr.sizes), 0))
-    grid = _place(x, place, fr.sizes, kept)  # (B, C, *L)
+    grid = _place(x, place, fr.sizes, kept, padding)  # (B, C, *L)
     transform, inverse = (torch.fft.rfftn, torch.fft.irfftn) if half else (
         torch.fft.fftn, torch.fft.ifftn)  # fmt: skip
     spec = transform(grid, s=fr.sizes, dim=dims)
@@ -452,13 +463,13 @@ def forward(x: torch.Tensor, spec: Spectrum, geom: ConvGeometry, *,
     fr = spec.frame
     full = x.is_complex() or not spec.half  # complex transforms (real weight: full_mixing)
     mixing, _ = spec.operand(full=full, adjoint=False)
-    place = fr.input_window
+    place, padding = fr.input_window, None
     if not geom.transposed and geom.padding_mode == "zeros":  # the padding and the grid at once
         place = fr.zero_padded_window
-    elif not geom.transposed:
-        x = pad(x, geom.padding, geom.padding_mode)  # (B, C_in, *padded)
+    elif not geom.transposed:  # pad(x) at input_window: (B, C_in, *padded)
+        padding = (geom.padding, geom.padding_mode)
     return _circulant(x, mixing, fr, place=place, take=fr.output_window, groups=geom.groups,
-                      adjoint=False, half=not full,
+                      adjoint=False, half=not full, padding=padding,
                       kept=None if grids is None else (grids, "forward"))  # fmt: skip
 
 
@@ -474,6 +485,7 @@ def adjoint(y: torch.Tensor, spec: Spectrum, geom: ConvGeometry, *,
     x = _circulant(y, mixing, fr, place=fr.output_window, take=fr.input_window,
                    groups=geom.groups, adjoint=conjugate, half=not full,
                    kept=None if grids is None else (grids, "adjoint"))  # fmt: skip
-    if not geom.transposed:
-        x = pad_adjoint(x, geom.padding, geom.padding_mode)
+    if not geom.transposed:  # x is this product's own output grid: fold into it if allowed
+        recorded = x.requires_grad and torch.is_grad_enabled()
+        x = (pad_adjoint if recorded else pad_adjoint_)(x, geom.padding, geom.padding_mode)
     return x

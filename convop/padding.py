@@ -86,6 +86,52 @@ def pad(x: torch.Tensor, padding: Pairs, mode: str) -> torch.Tensor:
     return F.pad(x, flat, mode=mode)
 
 
+def pad_into(out: torch.Tensor, x: torch.Tensor, padding: Pairs, mode: str) -> torch.Tensor:
+    """:func:`pad` written into ``out`` (``pad(x)``'s shape, e.g. a window of a larger grid).
+
+    ``x`` goes into the core; each halo is then copied from the samples already in ``out``,
+    one dimension after the other (the later ones over the full extent of the earlier ones,
+    which fills the corners), so no padded tensor is allocated. Returns ``out``.
+
+    Examples
+    --------
+    >>> out = torch.empty(1, 7)
+    >>> pad_into(out, torch.tensor([[1.0, 2.0, 3.0]]), [(2, 2)], "reflect")
+    tensor([[3., 2., 1., 2., 3., 2., 1.]])
+    """
+    lead = x.ndim - len(padding)
+    core = out
+    for i, (before, _) in enumerate(padding):
+        core = core.narrow(lead + i, before, x.shape[lead + i])
+    core.copy_(x)
+    for i, (before, after) in enumerate(padding):
+        if not (before or after):
+            continue
+        dim, n = lead + i, x.shape[lead + i]
+        region = out  # dimensions before i: full (already padded); after i: their core
+        for j in range(i + 1, len(padding)):
+            region = region.narrow(lead + j, padding[j][0], x.shape[lead + j])
+        inner = region.narrow(dim, before, n)
+        head, tail = region.narrow(dim, 0, before), region.narrow(dim, before + n, after)
+        if mode == "zeros":
+            head.zero_()
+            tail.zero_()
+        elif mode == "reflect":  # padded -1-q copies 1+q, padded n+q copies n-2-q
+            head.copy_(inner.narrow(dim, 1, before).flip(dim))
+            tail.copy_(inner.narrow(dim, n - 1 - after, after).flip(dim))
+        elif mode == "replicate":
+            head.copy_(inner.narrow(dim, 0, 1).expand_as(head))
+            tail.copy_(inner.narrow(dim, n - 1, 1).expand_as(tail))
+        elif mode == "circular" and before <= n and after <= n:
+            head.copy_(inner.narrow(dim, n - before, before))
+            tail.copy_(inner.narrow(dim, 0, after))
+        else:  # circular halos longer than the input wrap more than once
+            source = source_index(n, before, after, mode, device=out.device)
+            head.copy_(inner.index_select(dim, source[:before]))
+            tail.copy_(inner.index_select(dim, source[before + n :]))
+    return out
+
+
 def pad_adjoint(z: torch.Tensor, padding: Pairs, mode: str) -> torch.Tensor:
     """Adjoint of :func:`pad`: fold every halo sample back onto its source sample.
 
@@ -101,7 +147,8 @@ def pad_adjoint(z: torch.Tensor, padding: Pairs, mode: str) -> torch.Tensor:
     Returns
     -------
     torch.Tensor
-        Shape ``(..., *n)`` with ``<pad(x), z> == <x, pad_adjoint(z)>``.
+        Shape ``(..., *n)`` with ``<pad(x), z> == <x, pad_adjoint(z)>``; ``z`` is left as it
+        was (for zero padding the result is a view of it: a crop).
 
     Examples
     --------
@@ -109,20 +156,52 @@ def pad_adjoint(z: torch.Tensor, padding: Pairs, mode: str) -> torch.Tensor:
     >>> pad_adjoint(z, [(2, 1)], "replicate")
     tensor([[3., 1., 2.]])
     """
+    if mode != "zeros" and any(any(pair) for pair in padding):
+        z = z.clone()  # then folded in place: one copy in all, differentiable
+    return pad_adjoint_(z, padding, mode)
+
+
+def pad_adjoint_(z: torch.Tensor, padding: Pairs, mode: str) -> torch.Tensor:
+    """:func:`pad_adjoint` folded into ``z`` itself: its core, a view of ``z``.
+
+    ``z`` is overwritten; for a product's own fresh buffers, never for data a caller holds.
+    Each halo is added onto its sources by slices (flipped for ``reflect``, summed for
+    ``replicate``) rather than by an index scatter, which took 0.3-0.5 ms of a 512x512
+    reflect-padded adjoint here.
+
+    Examples
+    --------
+    >>> z = torch.ones(1, 6)
+    >>> pad_adjoint_(z, [(2, 1)], "replicate")
+    tensor([[3., 1., 2.]])
+    """
     lead = z.ndim - len(padding)
     for i, (before, after) in enumerate(padding):
-        z = _fold(z, lead + i, before, after, mode)
+        if before or after:
+            z = _fold_(z, lead + i, before, after, mode)
     return z
 
 
-def _fold(z: torch.Tensor, dim: int, before: int, after: int, mode: str) -> torch.Tensor:
-    if not (before or after):
-        return z
+def _fold_(z: torch.Tensor, dim: int, before: int, after: int, mode: str) -> torch.Tensor:
+    """Fold the halos of one dimension onto the core of ``z``, in place; the core."""
     n = z.shape[dim] - before - after
     core = z.narrow(dim, before, n)
+    head, tail = z.narrow(dim, 0, before), z.narrow(dim, before + n, after)  # outside core
     if mode == "zeros":
         return core
-    source = source_index(n, before, after, mode, device=z.device)
-    halo_index = torch.cat([source[:before], source[before + n :]])
-    halo = torch.cat([z.narrow(dim, 0, before), z.narrow(dim, before + n, after)], dim=dim)
-    return core.index_add(dim, halo_index, halo)
+    if mode == "reflect":  # padded -1-q copies 1+q, padded n+q copies n-2-q (before, after < n)
+        core.narrow(dim, 1, before).add_(head.flip(dim))
+        core.narrow(dim, n - 1 - after, after).add_(tail.flip(dim))
+    elif mode == "replicate":
+        if before:
+            core.narrow(dim, 0, 1).add_(head.sum(dim, keepdim=True))
+        if after:
+            core.narrow(dim, n - 1, 1).add_(tail.sum(dim, keepdim=True))
+    elif mode == "circular" and before <= n and after <= n:
+        core.narrow(dim, n - before, before).add_(head)
+        core.narrow(dim, 0, after).add_(tail)
+    else:  # circular halos longer than the input wrap more than once
+        source = source_index(n, before, after, mode, device=z.device)
+        core.index_add_(dim, source[:before], head)
+        core.index_add_(dim, source[before + n :], tail)
+    return core

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from convop.padding import pad, pad_adjoint, source_index
+from convop.padding import pad, pad_adjoint, pad_adjoint_, pad_into, source_index
 
 from .checks import assert_close, assert_dot_test
 
@@ -39,7 +39,40 @@ def test_pad_adjoint_equals_vjp_of_torch_pad(mode, data):
     )
     z = torch.randn(padded.shape, dtype=torch.float64)
     (expected,) = vjp(z)
+    kept = z.clone()
     assert_close(pad_adjoint(z, pairs, mode), expected, dtype=torch.float64, terms=27)
+    assert torch.equal(z, kept)  # pad_adjoint writes nothing into z
+    folded = pad_adjoint_(z, pairs, mode)  # in place: the same values, a view of z
+    assert_close(folded, expected, dtype=torch.float64, terms=27)
+    assert folded.data_ptr() >= z.data_ptr()
+    assert folded.untyped_storage().data_ptr() == z.untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@given(data=st.data())
+def test_pad_into_writes_pad_into_a_window_and_nothing_else(mode, data):
+    sizes, pairs = data.draw(padded_shapes(mode))
+    x = torch.randn(2, 3, *sizes, dtype=torch.complex128)
+    expected = pad(x, pairs, mode)
+    grid = torch.full((2, 3, *(s + 2 for s in expected.shape[2:])), 7.0, dtype=x.dtype)
+    window = grid[(..., *(slice(1, 1 + s) for s in expected.shape[2:]))]
+    assert pad_into(window, x, pairs, mode) is window
+    assert torch.equal(window, expected)
+    window.fill_(7.0)
+    assert bool((grid == 7.0).all())  # nothing written outside the window
+
+
+def test_circular_halos_longer_than_the_input_fold_every_wrap():
+    """pad's F.pad refuses them, but the fold is defined by the source map: check both paths."""
+    n, before, after = 3, 7, 5
+    source = source_index(n, before, after, "circular")
+    z = torch.randn(2, before + n + after, dtype=torch.float64)
+    expected = torch.zeros(2, n, dtype=torch.float64).index_add_(1, source, z)
+    torch.testing.assert_close(pad_adjoint(z, [(before, after)], "circular"), expected)
+    torch.testing.assert_close(pad_adjoint_(z.clone(), [(before, after)], "circular"), expected)
+    x = torch.randn(2, n, dtype=torch.float64)
+    out = torch.empty(2, before + n + after, dtype=torch.float64)
+    torch.testing.assert_close(pad_into(out, x, [(before, after)], "circular"), x[:, source])
 
 
 @pytest.mark.parametrize("mode", MODES)
