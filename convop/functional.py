@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .geometry import ConvGeometry
-from .padding import pad, pad_adjoint
+from .padding import pad, pad_adjoint, pad_adjoint_
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -145,6 +145,9 @@ def direct(
         if weight.is_complex():
             weight = weight.conj().resolve_conj()
         z = conv_t(y, weight, None, stride, implicit, output_padding, groups, dilation)
-        return z if explicit is None else pad_adjoint(z, explicit, mode)
+        if explicit is None:
+            return z
+        recorded = z.requires_grad and torch.is_grad_enabled()  # else z is ours to fold into
+        return (pad_adjoint if recorded else pad_adjoint_)(z, explicit, mode)
 
     return convolution_adjoint
