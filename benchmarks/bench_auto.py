@@ -35,10 +35,11 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+from _timing import timeit  # benchmarks/, the script's own folder
 
 import convop
 from convop import _calibrate, _cost
@@ -188,28 +189,6 @@ CASES: list[Case] = [
 # fmt: on
 
 
-def timeit(fn: Callable[[], object], repeats: int, budget: float = 1.0) -> float:
-    """Median over ``repeats`` of the mean time per call of a loop of calls.
-
-    As in ``bench_operators.py``: warm-up calls for at least 0.1 s (at least one), loops at
-    least 10 ms long, fewer repeats for slow calls (``budget`` seconds in all).
-    """
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    while time.perf_counter() - start < 0.1:
-        fn()
-    number = max(1, int(0.01 / max(first, 1e-9)))
-    runs = max(1, min(repeats, int(budget / max(first * number, 1e-9))))
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        for _ in range(number):
-            fn()
-        times.append((time.perf_counter() - start) / number)
-    return statistics.median(times)
-
-
 def build(case: Case, method: str) -> convop.ConvOperator:
     """The operator of ``case`` evaluated by ``method``."""
     generator = torch.Generator().manual_seed(0)
@@ -249,7 +228,7 @@ def measure(case: Case, repeats: int, rounds: int) -> Row:
     samples: dict[tuple[str, int], list[float]] = {key: [] for key in products}
     for _ in range(rounds):
         for key, product in products.items():
-            samples[key].append(timeit(product, repeats))
+            samples[key].append(timeit(product, repeats, budget=1.0))
     t = {key: statistics.median(values) for key, values in samples.items()}
     auto = build(case, "auto")
     device = torch.device("cpu")
