@@ -166,11 +166,22 @@ class ConvOperator(LinearOperator):
         # (1, *sample) of a flattened vector in (matvec, rmatvec), for the solvers' fast path
         self._vector_shapes = ((1, *self.input_shape), (1, *self.output_shape))
         # the direct evaluation of the geometry's forward map and adjoint, arguments worked out
-        self._direct = (
-            functional.direct(geometry, adjoint=False),
-            functional.direct(geometry, adjoint=True),
-        )
+        self._direct = _direct_products(geometry)
         super().__init__(dtype=None, shape=shape)  # dtype is a property: it follows the weight
+
+    def __getstate__(self) -> dict:
+        """Everything but the direct products, which are rebuilt from the geometry.
+
+        They are functions made by :func:`convop.functional.direct`: pickles and copies of
+        an operator hold its weight, geometry and caches, not them.
+        """
+        state = self.__dict__.copy()
+        del state["_direct"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._direct = _direct_products(self.geometry)
 
     @classmethod
     def _derived(cls, op: ConvOperator, *, adjoint: bool, conj: bool) -> ConvOperator:
@@ -854,6 +865,11 @@ class ConvOperator(LinearOperator):
     def _transpose(self) -> ConvOperator:
         # A^T = conj(A^H): the adjoint structure with the weight conjugated once more, at use.
         return ConvOperator._derived(self, adjoint=not self.is_adjoint, conj=not self._conj)
+
+
+def _direct_products(geometry: ConvGeometry) -> tuple:
+    """The direct forward map and adjoint of ``geometry``, torch's arguments worked out."""
+    return functional.direct(geometry, adjoint=False), functional.direct(geometry, adjoint=True)
 
 
 def _check_weight(weight: torch.Tensor, geometry: ConvGeometry) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import time
 from typing import NamedTuple
 
@@ -122,6 +124,23 @@ def test_complex_transpose_differs_from_adjoint():
     v = np.array([1.0, 1.0j, 0.5])
     assert not np.allclose(op.T @ v, op.H @ v)
     np.testing.assert_allclose(op.T @ v, np.conj(op.H @ np.conj(v)))
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+def test_operators_survive_pickles_and_copies(method):
+    weight = torch.randn(3, 2, 3, 3, dtype=torch.float64)
+    op = convop.conv2d(weight, (2, 9, 8), padding=1, padding_mode="reflect", method=method)
+    x = np.random.default_rng(0).standard_normal(op.shape[1])
+    y = np.random.default_rng(1).standard_normal(op.shape[0])
+    op @ x  # caches filled: a spectrum, kept grids
+    for copied in (
+        pickle.loads(pickle.dumps(op)),
+        copy.deepcopy(op),
+        pickle.loads(pickle.dumps(op.H)),
+    ):
+        twin = copied if copied.shape == op.shape else copied.H
+        np.testing.assert_allclose(twin @ x, op @ x, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(twin.rmatvec(y), op.rmatvec(y), rtol=1e-12, atol=1e-12)
 
 
 def test_matmat_runs_one_batched_convolution(monkeypatch):
