@@ -15,9 +15,11 @@ from .constructors import (
     from_module,
 )
 from .geometry import ConvGeometry
+from .layer_norms import lipschitz, spectral_normalize
 from .linear import to_linear, to_linear_model
 from .matrix_io import load_matrix, save_matrix
 from .operator import ConvOperator
+from .spectral import OpNorm, is_circulant, opnorm, svdvals
 from .threads import solver_threads
 
 __version__ = "0.1.0.dev0"
@@ -40,6 +42,13 @@ __all__ = [
     # matrices on disk
     "load_matrix",
     "save_matrix",
+    # spectra and norms
+    "svdvals",
+    "opnorm",
+    "OpNorm",
+    "is_circulant",
+    "lipschitz",
+    "spectral_normalize",
     # thread pools in solver loops
     "solver_threads",
 ]
