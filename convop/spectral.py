@@ -321,19 +321,26 @@ def _output_grams(weight: torch.Tensor, geom: ConvGeometry,
     m = [n // s for n, s in zip(grid, geom.stride)]
     half = not weight.is_complex()
     # a direct DFT of the few lags per dimension (2k - 1 of them, those that are multiples
-    # of the stride): far cheaper than transforming mostly-zero grids
-    spec = lags.to(torch.complex128)  # (G * a, b, *lags)
+    # of the stride), as one matrix product that writes the blocks in place: far cheaper
+    # than transforming mostly-zero grids
+    dft = torch.ones((1, 1), dtype=torch.complex128, device=w.device)  # (F, lags), Kronecker
     for i, (n, d, s) in enumerate(zip(k, geom.dilation, geom.stride)):
         delta = (torch.arange(2 * n - 1, device=w.device) - (n - 1)) * d
         keep = (delta % s == 0).nonzero().reshape(-1)
-        spec = spec.index_select(2 + i, keep)
+        lags = lags.index_select(2 + i, keep)
         count = m[i] // 2 + 1 if half and i == nd - 1 else m[i]
         f = torch.arange(count, device=w.device, dtype=torch.float64)
         phase = -2 * math.pi * f[:, None] * (delta[keep] // s).to(torch.float64)[None] / m[i]
-        dft = torch.polar(torch.ones_like(phase), phase)  # (F_i, lags_i)
-        spec = torch.tensordot(spec, dft, dims=([2 + i], [1])).movedim(-1, 2 + i)
-    spec = spec.reshape(g, o, o, -1).permute(0, 3, 1, 2)  # (G, F, a, b)
-    return spec.reshape(-1, o, o)
+        factor = torch.polar(torch.ones_like(phase), phase)  # (F_i, lags_i)
+        dft = (dft[:, None, :, None] * factor[None, :, None, :]).reshape(
+            dft.shape[0] * factor.shape[0], -1
+        )
+    taps = lags.reshape(g, o * o, -1).transpose(1, 2)  # (G, lags, a * b)
+    if half:  # real lags: two real products
+        spec = torch.complex(dft.real @ taps, dft.imag @ taps)  # (G, F, a * b)
+    else:
+        spec = dft @ taps.to(torch.complex128)
+    return spec.reshape(-1, o, o)  # (G * F, a, b)
 
 
 def _gram_max(grams: torch.Tensor, target: float | None) -> float:
@@ -632,10 +639,14 @@ class _Bracket:
                 v = y.clamp(min=floor * top)
                 self.offer_upper(self.side.collatz(v) * (1 + MARGIN), "Collatz-Wielandt")
 
-    def embedding(self) -> None:
-        """The circulant embedding bound, tested at the ``rtol`` target (cheap if it holds)."""
+    def embedding(self, lower: float | None = None) -> None:
+        """The circulant embedding bound, tested at the ``rtol`` target (cheap if it holds).
+
+        The target is ``(1 + rtol)`` times ``lower`` (by default the certified lower bound).
+        """
         self.embedded = True
-        target = (1 + self.rtol) * self.lower * (1 - 1e-6) / self.pad_norm
+        lower = self.lower if lower is None else lower
+        target = (1 + self.rtol) * lower * (1 - 1e-6) / self.pad_norm
         bound = _embedding_bound(self.weight, self.conv, target) * (1 + MARGIN)
         self.offer_upper(bound, "circulant embedding")
 
@@ -671,25 +682,30 @@ class _Bracket:
             done = beta <= 1e-12 * max(abs(a) for a in alphas)  # an invariant subspace
             if not done:
                 basis[j + 1] = w / beta
-            if not (done or j + 1 == steps or (j + 1) % 5 == 0):
+            if not (done or j + 1 == steps or (j + 1) % 4 == 0):
                 continue
             k = j + 1
             tri = np.diag(alphas) + np.diag(betas[: k - 1], 1) + np.diag(betas[: k - 1], -1)
             values, vectors = np.linalg.eigh(tri)
             self.estimate = math.sqrt(max(values[-1], 0.0))
             y = basis[:k].T @ torch.from_numpy(vectors[:, -1]).to(dtype=dtype, device=device)
-            self.offer_vector(y)
             stable = previous is not None and abs(self.estimate - previous) <= (
                 self.rtol / 4 * self.estimate
             )
             previous = self.estimate
+            promising = self.estimate * (1 + self.rtol) >= self.upper
+            if self.nonneg or stable or done or promising or k == steps:
+                self.offer_vector(y)  # float64 products: only where they can settle it
             if (
                 stable
                 and not self.embedded
                 and not self.reached
                 and (self.pad_norm <= 1 + self.rtol or self.upper == math.inf)
             ):
-                self.embedding()
+                # the target is what the lower bound is about to certify
+                self.embedding(max(self.lower, self.estimate * (1 - 1e-6)))
+                if not self.reached:
+                    self.offer_vector(y)
             if self.reached or done or (stable and self.nonneg):
                 break
         return y
