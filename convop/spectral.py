@@ -47,6 +47,8 @@ from .padding import source_index
 #: Relative margin added to bounds computed in float64 (transforms, Gram matrices, Cholesky,
 #: LAPACK's singular values and the products of a Rayleigh quotient all err by far less).
 MARGIN = 1e-9
+#: The longest input dimension whose 1-D factor matrices the separable bound forms.
+SEPARABLE_LIMIT = 1024
 #: Operators with at most this many rows times columns get the exact norm of their matrix.
 DENSE_LIMIT = 2**21
 #: The most iterations (products by ``A^H A``) :func:`opnorm` takes by default.
@@ -336,10 +338,7 @@ def _output_grams(weight: torch.Tensor, geom: ConvGeometry,
             dft.shape[0] * factor.shape[0], -1
         )
     taps = lags.reshape(g, o * o, -1).transpose(1, 2)  # (G, lags, a * b)
-    if half:  # real lags: two real products
-        spec = torch.complex(dft.real @ taps, dft.imag @ taps)  # (G, F, a * b)
-    else:
-        spec = dft @ taps.to(torch.complex128)
+    spec = dft @ taps.to(torch.complex128)  # (G, F, a * b)
     return spec.reshape(-1, o, o)  # (G * F, a, b)
 
 
@@ -399,14 +398,26 @@ def _embedding_bound(weight: torch.Tensor, conv: ConvGeometry, target: float | N
     return _gram_max(_output_grams(weight, conv, grid), target) * _pad_norm(conv)
 
 
-def _factor_norm(u: torch.Tensor, conv: ConvGeometry, dim: int) -> float:
-    """Exact 2-norm of the one-channel 1-D convolution by ``u`` along dimension ``dim``."""
+def _factor_norm(u: torch.Tensor, conv: ConvGeometry, dim: int, kept: dict) -> float:
+    """Exact 2-norm of the one-channel 1-D convolution by ``u`` along dimension ``dim``.
+
+    ``kept`` holds the norms already computed in this call (a symmetric kernel's factors
+    are the same vector up to a unit factor, which does not change the norm).
+    """
+    top = int(u.abs().argmax())
+    unit = u / (u[top] / u[top].abs())  # the same operator norm, a canonical phase
+    key = (dim, conv.input_size[dim], conv.stride[dim], conv.padding[dim],
+           conv.dilation[dim], tuple(unit.tolist()))  # fmt: skip
+    if key in kept:
+        return kept[key]
     n = conv.input_size[dim]
     g1 = ConvGeometry(1, 1, (u.numel(),), (n,), (conv.stride[dim],), (conv.padding[dim],),
                       (conv.dilation[dim],), padding_mode=conv.padding_mode)  # fmt: skip
     eye = torch.eye(n, dtype=u.dtype, device=u.device).reshape(n, 1, n)
-    columns = functional.forward(eye, u.reshape(1, 1, -1), g1).reshape(n, -1)  # (n, m): A^T
-    return float(torch.linalg.matrix_norm(columns, ord=2))
+    at = functional.forward(eye, u.reshape(1, 1, -1), g1).reshape(n, -1)  # (n, m): A^T
+    gram = at.mH @ at if at.shape[1] <= n else at @ at.mH
+    kept[key] = norm = math.sqrt(max(float(torch.linalg.eigvalsh(gram)[-1]), 0.0))
+    return norm
 
 
 def _rank_one(w: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
@@ -430,24 +441,33 @@ def _rank_one(w: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
     return s, us
 
 
-def _separable_bound(weight: torch.Tensor, conv: ConvGeometry) -> float | None:
-    """Kronecker bound for one channel per group (``None`` when channels mix)."""
+def _separable_bounds(weight: torch.Tensor, conv: ConvGeometry) -> tuple[float, float] | None:
+    """``(lower, upper)`` from the Kronecker structure, for one channel per group.
+
+    Per group, ``w = s u_1 (x) .. (x) u_D + r``: ``||A(w)||`` is within ``||A(r)|| <=
+    |r|_1 ||pad||`` of ``|s| prod_i ||A_i(u_i)||`` (triangle inequality both ways), and the
+    operator is block diagonal over groups. ``None`` when channels mix.
+    """
     if conv.out_channels != conv.groups or conv.in_channels != conv.groups:
         return None
-    if max(conv.input_size) > 4096:
+    if max(conv.input_size) > SEPARABLE_LIMIT:
         return None
     w = weight.detach().to(torch.complex128 if weight.is_complex() else torch.float64)
     pad = _pad_norm(conv)
-    best = 0.0
+    kept: dict = {}
+    lower = upper = 0.0
     for kernel in w.reshape(conv.groups, *conv.kernel_size):
         if conv.ndim == 1:
-            best = max(best, _factor_norm(kernel, conv, 0))
+            norm = _factor_norm(kernel, conv, 0, kept)
+            lower, upper = max(lower, norm), max(upper, norm)
             continue
         s, us = _rank_one(kernel)
-        rest = kernel - s * _outer(us)
-        bound = abs(complex(s)) * math.prod(_factor_norm(u, conv, i) for i, u in enumerate(us))
-        best = max(best, bound + float(rest.abs().sum()) * pad)  # Young: ||A(r)|| <= |r|_1 |pad|
-    return best
+        rest = float((kernel - s * _outer(us)).abs().sum()) * pad  # Young: ||A(r)|| <= this
+        norm = abs(complex(s)) * math.prod(
+            _factor_norm(u, conv, i, kept) for i, u in enumerate(us)
+        )
+        lower, upper = max(lower, norm - rest), max(upper, norm + rest)
+    return max(lower, 0.0) * (1 - MARGIN), upper * (1 + MARGIN)
 
 
 def _outer(us: list[torch.Tensor]) -> torch.Tensor:
@@ -460,10 +480,15 @@ def _outer(us: list[torch.Tensor]) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- opnorm
 def _precise(op: ConvOperator) -> ConvOperator:
-    """The forward map with the weight in float64 (complex128), where bounds are certified."""
+    """The forward map with the weight in float64 (complex128), where bounds are certified.
+
+    It evaluates products the way ``op`` does now (a fixed method: an ``'auto'`` operator
+    made afresh would time both methods on its first products).
+    """
     w = op.weight.detach()
     precise = torch.complex128 if w.is_complex() else torch.float64
-    return ConvOperator(w if w.dtype == precise else w.to(precise), op.geometry)
+    w = w if w.dtype == precise else w.to(precise)
+    return ConvOperator(w, op.geometry, method=op.method)
 
 
 def _dense_norm(op: ConvOperator) -> float:
@@ -603,16 +628,18 @@ class _Bracket:
                  rtol: float) -> None:  # fmt: skip
         self.weight = op.weight.detach()
         self.conv, self.rtol = conv, rtol
-        self.side = _Side(ConvOperator(self.weight, op.geometry), precise)
+        self.side = _Side(ConvOperator(self.weight, op.geometry, method=precise.method), precise)
         self.lower, self.upper, self.how = 0.0, math.inf, "none"
         self.estimate = 0.0
         self.steps = 0
         self.nonneg = not self.weight.is_complex() and bool((self.weight >= 0).all())
         self.pad_norm = _pad_norm(conv)
         self.embedded = False
-        separable = _separable_bound(self.weight, conv)
+        separable = _separable_bounds(self.weight, conv)
         if separable is not None:
-            self.offer_upper(separable * (1 + MARGIN), "separable kernel")
+            self.lower = separable[0]
+            self.estimate = separable[1] / (1 + MARGIN)
+            self.offer_upper(separable[1], "separable kernel")
 
     @property
     def reached(self) -> bool:
@@ -690,7 +717,7 @@ class _Bracket:
             self.estimate = math.sqrt(max(values[-1], 0.0))
             y = basis[:k].T @ torch.from_numpy(vectors[:, -1]).to(dtype=dtype, device=device)
             stable = previous is not None and abs(self.estimate - previous) <= (
-                self.rtol / 4 * self.estimate
+                self.rtol / 2 * self.estimate
             )
             previous = self.estimate
             promising = self.estimate * (1 + self.rtol) >= self.upper
@@ -730,9 +757,10 @@ class _Bracket:
 
 def _bracket(op, weight, conv, precise, rtol, maxiter) -> OpNorm:
     b = _Bracket(op, conv, precise, rtol)
-    y = b.lanczos(min(maxiter, LANCZOS_STEPS))
-    if b.nonneg and not b.reached and maxiter > b.steps:
-        b.power(y, maxiter - b.steps)
+    if not b.reached:
+        y = b.lanczos(min(maxiter, LANCZOS_STEPS))
+        if b.nonneg and not b.reached and maxiter > b.steps:
+            b.power(y, maxiter - b.steps)
     if not b.reached and (not b.embedded or b.upper == math.inf):
         b.embedding()
     if not b.reached:
