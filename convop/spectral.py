@@ -404,11 +404,35 @@ def _embedding_grid(geom: ConvGeometry) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+def _grams(weight: torch.Tensor, geom: ConvGeometry, grid: tuple[int, ...]) -> torch.Tensor:
+    """The smaller of the blocks' Gram matrices on ``grid``.
+
+    ``B B^H``, or (stride 1, more output than input channels) ``B^H B``, which has the same
+    nonzero eigenvalues.
+
+    ``B^H B = K^H K`` is ``K K^H`` of the adjoint kernel: channels swapped, taps reversed
+    and conjugated (its lag-``tau`` autocorrelation is ``sum_t w[t]^H w[t + tau]``).
+    """
+    g = geom.groups
+    o, c = geom.out_channels // g, geom.in_channels // g
+    side = min(o, c * math.prod(geom.stride))
+    needed = 3 * g * math.prod(n // s for n, s in zip(grid, geom.stride)) * side * side * 16
+    check_memory(needed, None, f"the kernel's per-frequency Gram matrices on a {grid} grid",
+                 weight.device, hint="use a smaller input_shape")  # fmt: skip
+    if c < o and all(s == 1 for s in geom.stride):
+        k = geom.kernel_size
+        w = weight.detach().reshape(g, o, c, *k).transpose(1, 2).reshape(g * c, o, *k)
+        w = w.flip(tuple(range(2, 2 + geom.ndim))).conj()
+        swapped = ConvGeometry(geom.out_channels, geom.in_channels, k, geom.input_size,
+                               geom.stride, geom.padding, geom.dilation, groups=g)  # fmt: skip
+        return _output_grams(w, swapped, grid)
+    return _output_grams(weight, geom, grid)
+
+
 def _embedding_bound(weight: torch.Tensor, conv: ConvGeometry, target: float | None,
                      *, slack: float = 0.0) -> float:  # fmt: skip
-    grid = _embedding_grid(conv)
-    _check_blocks_memory(conv, grid, weight.device)
-    return _gram_max(_output_grams(weight, conv, grid), target, slack=slack) * _pad_norm(conv)
+    grams = _grams(weight, conv, _embedding_grid(conv))
+    return _gram_max(grams, target, slack=slack) * _pad_norm(conv)
 
 
 def _factor_norm(u: torch.Tensor, conv: ConvGeometry, dim: int, kept: list) -> float:
@@ -625,8 +649,7 @@ def opnorm(op: ConvOperator, *, rtol: float = 1e-3, maxiter: int = MAXITER) -> O
     check_finite(weight)
     conv, exact = _as_conv(geom)
     if exact and _circulant_reason(conv) is None:
-        _check_blocks_memory(conv, conv.input_size, weight.device)
-        return _exact(_gram_max(_output_grams(weight, conv, conv.input_size), None))
+        return _exact(_gram_max(_grams(weight, conv, conv.input_size), None))
     precise = _precise(op)
     rows, cols = op.shape
     if rows * cols <= DENSE_LIMIT and min(rows, cols) <= 2048:
@@ -718,9 +741,16 @@ class _Bracket:
         for j in range(steps):
             w = side.gram(basis[j])
             alphas.append(float(torch.vdot(basis[j], w).real))
-            q = basis[: j + 1]  # full reorthogonalisation (the bound needs no more: the
-            w = w - q.T @ (q.conj() @ w)  # Ritz vector's quotient is certified afresh)
+            w = w - alphas[-1] * basis[j]  # the three-term recurrence, then
+            if j:
+                w = w - betas[-1] * basis[j - 1]
+            q = basis[: j + 1]  # full reorthogonalisation, a second pass only where the
+            before = float(torch.linalg.vector_norm(w))  # first cancelled much (Kahan)
+            w = w - q.T @ (q.conj() @ w)
             beta = float(torch.linalg.vector_norm(w))
+            if beta < 0.7 * before:
+                w = w - q.T @ (q.conj() @ w)
+                beta = float(torch.linalg.vector_norm(w))
             betas.append(beta)
             self.steps += 1
             done = beta <= 1e-12 * max(abs(a) for a in alphas)  # an invariant subspace
