@@ -677,9 +677,10 @@ class _Bracket:
         self.embedded = False
         separable = _separable_bounds(self.weight, conv)
         if separable is not None:
-            self.lower = separable[0]
-            self.estimate = separable[1] / (1 + MARGIN)
             self.offer_upper(separable[1], "separable kernel")
+            if _as_conv(op.geometry)[1]:  # a bound below too only if the maps are equal
+                self.lower = separable[0]
+                self.estimate = separable[1] / (1 + MARGIN)
 
     @property
     def reached(self) -> bool:
