@@ -75,7 +75,8 @@ import scipy.signal
 import scipy.sparse.linalg as spla
 import torch
 import torch.nn.functional as F
-from _timing import timeit  # benchmarks/, the script's own folder
+from _sections import run_fresh, write_section  # benchmarks/, the script's own folder
+from _timing import timeit
 
 import convop
 import convop.data
@@ -865,21 +866,12 @@ def in_fresh_process(report: Report, goal: int) -> None:
     660 ms and 452 ms after the other sections in one process. A fresh process is also how
     a user's script meets a solve.
     """
-    import json
-    import subprocess
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as folder:
-        dump = Path(folder) / "section.json"
-        command = [sys.executable, __file__, "--section", str(goal), "--dump", str(dump)]
-        done = subprocess.run(command + (["--quick"] if report.settings.quick else []))
-        if done.returncode or not dump.is_file():
-            broken = f"exit status {done.returncode}"
-            for number in (1, 5) if goal == 1 else (goal,):
-                report.goals.append(Goal(number, f"section of goal {goal}", float("nan"), "",
-                                         BOUNDS[number], broken))  # fmt: skip
-            return
-        found = json.loads(dump.read_text())
+    found = run_fresh(__file__, goal, ["--quick"] if report.settings.quick else [])
+    if isinstance(found, str):
+        for number in (1, 5) if goal == 1 else (goal,):
+            report.goals.append(Goal(number, f"section of goal {goal}", float("nan"), "",
+                                     BOUNDS[number], found))  # fmt: skip
+        return
     report.timings += [Timing(**row) for row in found["timings"]]
     report.goals += [Goal(**row) for row in found["goals"]]
     report.notes += found["notes"]
@@ -887,17 +879,9 @@ def in_fresh_process(report: Report, goal: int) -> None:
 
 def run_section(args: argparse.Namespace) -> int:
     """``--section N --dump FILE``: run one section here and write its report as JSON."""
-    import dataclasses
-    import json
-
     report = Report(args)
     SECTIONS[args.section](report)
-    if args.dump is not None:
-        args.dump.write_text(json.dumps({
-            "timings": [dataclasses.asdict(t) for t in report.timings],
-            "goals": [dataclasses.asdict(g) for g in report.goals],
-            "notes": report.notes,
-        }))  # fmt: skip
+    write_section(args.dump, report)
     return 0
 
 

@@ -44,15 +44,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import datetime
 import importlib.util
-import json
 import math
 import os
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -62,7 +58,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse.linalg as spla
 import torch
-from _timing import timeit  # benchmarks/, the script's own folder
+from _sections import run_fresh, write_section  # benchmarks/, the script's own folder
+from _timing import timeit
 from bench_operators import cell, cpu_clock, deepinv_functions, machine, others_share, shown
 
 import convop
@@ -573,16 +570,11 @@ SECTIONS = {1: goal_svdvals, 2: goal_layer_norm, 3: goal_blur_norm}  # goal 4 ru
 def in_fresh_process(report: Report, number: int) -> None:
     """Run section ``number`` in a fresh Python process and add what it measured (see
     bench_operators.in_fresh_process: no ratio depends on what ran before it)."""
-    with tempfile.TemporaryDirectory() as folder:
-        dump = Path(folder) / "section.json"
-        command = [sys.executable, __file__, "--section", str(number), "--dump", str(dump),
-                   "--svds-limit", str(report.settings.svds_limit)]  # fmt: skip
-        done = subprocess.run(command + (["--quick"] if report.settings.quick else []))
-        if done.returncode or not dump.is_file():
-            report.goals.append(Goal(number, f"section of goal {number}", NAN,
-                                     error=f"exit status {done.returncode}"))  # fmt: skip
-            return
-        found = json.loads(dump.read_text())
+    extra = ["--svds-limit", str(report.settings.svds_limit)]
+    found = run_fresh(__file__, number, extra + (["--quick"] if report.settings.quick else []))
+    if isinstance(found, str):
+        report.goals.append(Goal(number, f"section of goal {number}", NAN, error=found))
+        return
     report.timings += [Timing(**row) for row in found["timings"]]
     report.goals += [Goal(**row) for row in found["goals"]]
     report.notes += found["notes"]
@@ -592,12 +584,7 @@ def run_section(args: argparse.Namespace) -> int:
     """``--section N --dump FILE``: run one section here and write its report as JSON."""
     report = Report(args)
     SECTIONS[args.section](report)
-    if args.dump is not None:
-        args.dump.write_text(json.dumps({
-            "timings": [dataclasses.asdict(t) for t in report.timings],
-            "goals": [dataclasses.asdict(g) for g in report.goals],
-            "notes": report.notes,
-        }))  # fmt: skip
+    write_section(args.dump, report)
     return 0
 
 
