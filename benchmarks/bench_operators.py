@@ -67,6 +67,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import _sections  # benchmarks/, the script's own folder
 import numpy as np
 import pylops
 import scipy
@@ -75,7 +76,7 @@ import scipy.signal
 import scipy.sparse.linalg as spla
 import torch
 import torch.nn.functional as F
-from _sections import run_fresh, write_section  # benchmarks/, the script's own folder
+from _sections import cell, merge, run_fresh, shown, write_section
 from _timing import timeit
 
 import convop
@@ -176,16 +177,6 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int,
                 fn()
             times[name].append((time.perf_counter() - start) / numbers[name])
     return {name: statistics.median(ts) for name, ts in times.items()}
-
-
-def shown(seconds: float) -> str:
-    """``'41.2 us'``, ``'3.05 ms'``, ``'1.55 s'``: three significant digits; ``'—'`` for NaN."""
-    if seconds != seconds:
-        return "—"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-6:.3g} us"
 
 
 def check(actual, expected, what: str, rtol: float, scale: float | None = None) -> None:
@@ -793,11 +784,6 @@ def machine() -> list[str]:
     ]
 
 
-def cell(text: str) -> str:
-    """Text safe inside a Markdown table cell."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def goals_table(report: Report) -> str:
     lines = ["| goal | case | ratio | bound | verdict | detail |", "|---|---|---:|---:|---|---|"]
     for g in sorted(report.goals, key=lambda g: g.goal):
@@ -813,24 +799,8 @@ def goals_table(report: Report) -> str:
     return "\n".join(lines)
 
 
-def timings_table(report: Report) -> str:
-    lines = ["| group | case | method | median | vs anchor |", "|---|---|---|---:|---|"]
-    for t in report.timings:
-        cells = (t.group, cell(t.case), cell(t.method), shown(t.seconds), cell(t.note))
-        lines.append(f"| {' | '.join(cells)} |")
-    return "\n".join(lines)
-
-
 def markdown(report: Report, header: list[str]) -> str:
-    counts = {v: sum(g.verdict == v for g in report.goals)
-              for v in ("pass", "FAIL", "ERROR", "skipped", "info")}  # fmt: skip
-    out = [*(f"- {line}" for line in header), ""]
-    out += [f"**Goals**: {', '.join(f'{n} {v}' for v, n in counts.items() if n)}.", ""]
-    out += [goals_table(report), ""]
-    if report.notes:
-        out += ["**Notes**", "", *(f"- {note}" for note in report.notes), ""]
-    out += ["**Every timing**", "", timings_table(report)]
-    return "\n".join(out)
+    return _sections.markdown(report, header, goals_table(report), note="vs anchor")
 
 
 def write_block(path: Path, block: str) -> None:
@@ -872,9 +842,7 @@ def in_fresh_process(report: Report, goal: int) -> None:
             report.goals.append(Goal(number, f"section of goal {goal}", float("nan"), "",
                                      BOUNDS[number], found))  # fmt: skip
         return
-    report.timings += [Timing(**row) for row in found["timings"]]
-    report.goals += [Goal(**row) for row in found["goals"]]
-    report.notes += found["notes"]
+    merge(report, found, Timing, Goal)
 
 
 def run_section(args: argparse.Namespace) -> int:

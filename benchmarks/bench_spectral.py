@@ -55,12 +55,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import _sections  # benchmarks/, the script's own folder
 import numpy as np
 import scipy.sparse.linalg as spla
 import torch
-from _sections import run_fresh, write_section  # benchmarks/, the script's own folder
+from _sections import cell, merge, run_fresh, shown, write_section
 from _timing import timeit
-from bench_operators import cell, cpu_clock, deepinv_functions, machine, others_share, shown
+from bench_operators import cpu_clock, deepinv_functions, machine, others_share
 
 import convop
 import convop.data
@@ -544,24 +545,8 @@ def goals_table(report: Report) -> str:
     return "\n".join(lines)
 
 
-def timings_table(report: Report) -> str:
-    lines = ["| group | case | method | median | note |", "|---|---|---|---:|---|"]
-    for t in report.timings:
-        cells = (t.group, cell(t.case), cell(t.method), shown(t.seconds), cell(t.note))
-        lines.append(f"| {' | '.join(cells)} |")
-    return "\n".join(lines)
-
-
 def markdown(report: Report, header: list[str]) -> str:
-    counts = {v: sum(g.verdict == v for g in report.goals)
-              for v in ("pass", "FAIL", "ERROR", "skipped", "info")}  # fmt: skip
-    out = [*(f"- {line}" for line in header), ""]
-    out += [f"**Goals**: {', '.join(f'{n} {v}' for v, n in counts.items() if n)}.", ""]
-    out += [goals_table(report), ""]
-    if report.notes:
-        out += ["**Notes**", "", *(f"- {note}" for note in report.notes), ""]
-    out += ["**Every timing**", "", timings_table(report)]
-    return "\n".join(out)
+    return _sections.markdown(report, header, goals_table(report), note="note")
 
 
 SECTIONS = {1: goal_svdvals, 2: goal_layer_norm, 3: goal_blur_norm}  # goal 4 runs in 2 and 3
@@ -575,9 +560,7 @@ def in_fresh_process(report: Report, number: int) -> None:
     if isinstance(found, str):
         report.goals.append(Goal(number, f"section of goal {number}", NAN, error=found))
         return
-    report.timings += [Timing(**row) for row in found["timings"]]
-    report.goals += [Goal(**row) for row in found["goals"]]
-    report.notes += found["notes"]
+    merge(report, found, Timing, Goal)
 
 
 def run_section(args: argparse.Namespace) -> int:
