@@ -441,7 +441,7 @@ def _factor_norm(u: torch.Tensor, conv: ConvGeometry, dim: int, kept: list) -> f
     ``kept`` holds the norms already computed in this call: a symmetric kernel's factors are
     the same vector up to a unit factor (which does not change the norm) and round-off, and
     a factor within ``1e-13`` (relative, in the 1-norm) of a kept one reuses its norm, which
-    moves it by at most that much times ``||pad||`` (Young), far inside :data:`MARGIN`.
+    moves it by at most that much times ``||pad||`` (Young), far inside ``convop.spectral.MARGIN``.
     """
     top = int(u.abs().argmax())
     unit = u / (u[top] / u[top].abs())  # the same operator norm, a canonical phase
@@ -594,16 +594,17 @@ def opnorm(op: ConvOperator, *, rtol: float = 1e-3, maxiter: int = MAXITER) -> O
     """Certified bounds on the operator 2-norm (largest singular value) of ``op``.
 
     Returns ``(estimate, lower, upper)`` with ``lower <= ||op||_2 <= upper`` guaranteed (a
-    margin of :data:`MARGIN` covers round-off) and, on return, ``upper <= (1 + rtol) *
-    lower``; where the bounds cannot get that close within ``maxiter`` Lanczos steps, a
-    ``RuntimeWarning`` says which gap was reached. Works on the operator's device; products
-    run in the weight's precision, the bounds are certified in float64.
+    margin of ``convop.spectral.MARGIN`` covers round-off) and, on return,
+    ``upper <= (1 + rtol) * lower``; where the bounds cannot get that close within
+    ``maxiter`` iterations, a ``RuntimeWarning`` says which gap was reached. Works on the
+    operator's device; products run in the weight's precision, the bounds are certified in
+    float64.
 
     How (proofs in ``docs/conventions.md``):
 
     - circulant convolutions (see :func:`svdvals`): the exact largest singular value;
-    - small operators (at most :data:`DENSE_LIMIT` matrix entries): the exact norm of the
-      explicit matrix;
+    - small operators (at most ``convop.spectral.DENSE_LIMIT`` matrix entries): the exact
+      norm of the explicit matrix;
     - otherwise the lower bound is the Rayleigh quotient ``||A y|| / ||y||`` of the Lanczos
       vector ``y`` of ``A^H A`` (or ``A A^H``, whichever is smaller), and the upper bound the
       least of: the circulant embedding of the padded convolution (times ``||pad||_2`` for
