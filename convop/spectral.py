@@ -708,14 +708,10 @@ class _Bracket:
                 v = y.clamp(min=floor * top)
                 self.offer_upper(self.side.collatz(v) * (1 + MARGIN), "Collatz-Wielandt")
 
-    def embedding(self, lower: float | None = None) -> None:
-        """The circulant embedding bound, tested at the ``rtol`` target (cheap if it holds).
-
-        The target is ``(1 + rtol)`` times ``lower`` (by default the certified lower bound).
-        """
+    def embedding(self) -> None:
+        """The circulant embedding bound, tested at ``(1 + rtol)`` times the lower bound."""
         self.embedded = True
-        lower = self.lower if lower is None else lower
-        target = (1 + self.rtol) * lower * (1 - 1e-6) / self.pad_norm
+        target = (1 + self.rtol) * self.lower * (1 - 1e-6) / self.pad_norm
         bound = _embedding_bound(self.weight, self.conv, target, slack=self.rtol)
         bound *= 1 + MARGIN
         self.offer_upper(bound, "circulant embedding")
@@ -780,10 +776,7 @@ class _Bracket:
                 and not self.reached
                 and (self.pad_norm <= 1 + self.rtol or self.upper == math.inf)
             ):
-                # the target is what the lower bound is about to certify
-                self.embedding(max(self.lower, self.estimate * (1 - 1e-6)))
-                if not self.reached:
-                    self.offer_vector(y)
+                self.embedding()  # at (1 + rtol) times the lower bound just certified
             if self.reached or done or (stable and self.nonneg):
                 break
         return y
