@@ -161,11 +161,12 @@ def test_opnorm_bounds_hold_without_the_explicit_matrix(ndim, transposed, mode, 
                                                         monkeypatch_dense):  # fmt: skip
     """The iterative and structural bounds alone (no dense path), on the same cases."""
     case = data.draw(conv_cases(ndim, transposed, mode))
-    weight = case.weight(torch.float64)
-    if data.draw(st.booleans()):  # non-negative kernels take the Collatz-Wielandt bound
+    kind = data.draw(st.sampled_from(["signed", "non-negative", "complex"]))
+    weight = case.weight(torch.complex128 if kind == "complex" else torch.float64)
+    if kind == "non-negative":  # these take the Collatz-Wielandt bound
         weight = weight.abs()
     op = case.operator(weight)
-    op = data.draw(st.sampled_from([op, op.H]))
+    op = data.draw(st.sampled_from([op, op.H, op.T]))
     rtol = data.draw(st.sampled_from([1e-1, 1e-3]))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
