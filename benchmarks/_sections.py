@@ -18,6 +18,17 @@ import tempfile
 from pathlib import Path
 
 
+@dataclasses.dataclass
+class Timing:
+    """One timed row of a report: what ran (``method``) on which case, and its median."""
+
+    group: str
+    case: str
+    method: str
+    seconds: float
+    note: str = ""
+
+
 def run_fresh(script: str, section: int, extra: list[str]) -> dict | str:
     """Run ``script --section N --dump FILE *extra`` and return what it dumped.
 

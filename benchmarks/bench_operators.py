@@ -76,7 +76,7 @@ import scipy.signal
 import scipy.sparse.linalg as spla
 import torch
 import torch.nn.functional as F
-from _sections import cell, merge, run_fresh, shown, write_section
+from _sections import Timing, cell, merge, run_fresh, shown, write_section
 from _timing import timeit
 
 import convop
@@ -91,15 +91,6 @@ DTYPES = {"float32": np.float32, "float64": np.float64, "complex128": np.complex
 
 
 # ---------------------------------------------------------------------- the report
-@dataclass
-class Timing:
-    group: str
-    case: str
-    method: str
-    seconds: float
-    note: str = ""
-
-
 @dataclass
 class Goal:
     goal: int

@@ -59,7 +59,7 @@ import _sections  # benchmarks/, the script's own folder
 import numpy as np
 import scipy.sparse.linalg as spla
 import torch
-from _sections import cell, merge, run_fresh, shown, write_section
+from _sections import Timing, cell, merge, run_fresh, shown, write_section
 from _timing import timeit
 from bench_operators import cpu_clock, deepinv_functions, machine, others_share
 
@@ -76,15 +76,6 @@ DEEPINV_TOL, DEEPINV_MAX_ITER = 1e-3, 100  # LinearPhysics.compute_norm's defaul
 
 
 # ---------------------------------------------------------------------- the report
-@dataclass
-class Timing:
-    group: str
-    case: str
-    method: str
-    seconds: float
-    note: str = ""
-
-
 @dataclass
 class Goal:
     goal: int
