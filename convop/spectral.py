@@ -26,7 +26,11 @@ Upper bounds, each a theorem about the operator's structure:
 - *non-negative operators* (a real, non-negative kernel; every padding is a non-negative
   map): for any positive ``v``, ``lambda_max(A^T A) <= max_i (A^T A v)_i / v_i``
   (Collatz-Wielandt), tight at the Perron vector that the Lanczos vector approximates.
-- *small operators*: the exact 2-norm of the explicit matrix.
+- *small operators*: the exact 2-norm of the explicit matrix (or, where the bounds above
+  stay apart, of the smaller Gram matrix, formed by products).
+
+The lower bound starts, for kernels of mixed sign, from the embedding's largest block made
+into a tapered plane wave: a near-top singular vector before any iteration.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import numpy as np
 import torch
 
 from . import functional
+from ._lags import gram_lags
 from ._memory import check_memory
 from .geometry import ConvGeometry
 from .operator import ConvOperator
@@ -51,6 +56,9 @@ MARGIN = 1e-9
 SEPARABLE_LIMIT = 1024
 #: Operators with at most this many rows times columns get the exact norm of their matrix.
 DENSE_LIMIT = 2**21
+#: Operators with at most this many rows times columns (and at most 2048 of the fewer) whose
+#: bounds stay apart get the exact norm of their smaller Gram matrix, formed by products.
+GRAM_LIMIT = 2**26
 #: The most iterations (products by ``A^H A``) :func:`opnorm` takes by default.
 MAXITER = 200
 #: The most of them that are Lanczos steps (each keeps one vector); non-negative operators
@@ -165,6 +173,17 @@ def _wrap(taps: torch.Tensor, dilation: tuple[int, ...], grid: tuple[int, ...]) 
     positions = [torch.arange(k, device=taps.device) * d % n
                  for k, d, n in zip(taps.shape[2:], dilation, grid)]  # fmt: skip
     return _place(taps, positions, grid)
+
+
+def _threaded(fn, tasks: list) -> list:
+    """``[fn(task) for task in tasks]``, on torch's threads (on the CPU)."""
+    threads = torch.get_num_threads()
+    if threads < 2 or len(tasks) < 2:
+        return [fn(task) for task in tasks]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(threads, len(tasks))) as pool:
+        return list(pool.map(fn, tasks))
 
 
 def _batched(fn, x: torch.Tensor) -> torch.Tensor:
@@ -294,83 +313,256 @@ def svdvals(op: ConvOperator) -> torch.Tensor:
     return torch.sort(values, descending=True).values
 
 
-def _output_grams(weight: torch.Tensor, geom: ConvGeometry,
-                  grid: tuple[int, ...]) -> torch.Tensor:  # fmt: skip
-    """``B(f) B(f)^H`` for the polyphase blocks ``B(f)`` of :func:`_blocks` on ``grid``.
+#: The shift of a Cholesky test, relative to ``target**2``: above the backward error of a
+#: Cholesky factorisation of a ``p x p`` matrix, ``(p + 2) u tr(A)`` (Rump, "Verification of
+#: positive definiteness", BIT 2006), for ``p`` up to 1024 in complex128 and up to 128 in
+#: complex64 (with the rounding of the matrix to single precision).
+_CHOLESKY_SHIFT = {torch.complex128: 1e-12, torch.complex64: 2e-3}
+#: The largest blocks tested in single precision.
+_SINGLE_LIMIT = 128
 
-    Without forming the blocks: ``(F, C_out/G, C_out/G)``, one per output frequency and group
-    (for a real weight, one of each conjugate pair of frequencies).
+
+class _Grams:
+    """The smaller Gram matrix of each polyphase block of :func:`_blocks` on ``grid``.
+
+    ``B B^H``, or (stride 1, more output than input channels) ``B^H B``, which has the same
+    nonzero eigenvalues: ``G * F`` blocks ``p x p``, one per group and output frequency (for
+    a real weight, one of each conjugate pair of frequencies), built without forming ``B``.
 
     With ``R_delta = sum_t w[t + tau] w[t]^H`` (the kernel's autocorrelation at the spatial
     lag ``delta = dilation * tau``), ``K(g) K(g)^H = sum_delta R_delta e^{-2 pi i g delta/n}``
     and summing over the ``s`` aliases ``g = f + j m`` keeps the lags that are multiples of
     the stride: ``B B^H(f) = sum_{s | delta} R_delta e^{-2 pi i f (delta/s) / m}``. The lags
-    are one small convolution of the weight with itself; then one transform of
-    ``C_out * C_out / G`` arrays on the (subsampled) grid.
+    are one small convolution of the weight with itself; the blocks, a direct DFT of the few
+    lags per dimension as one matrix product (far cheaper than transforming mostly-zero
+    grids). ``B^H B = K^H K`` is ``K K^H`` of the adjoint kernel: channels swapped, taps
+    reversed and conjugated.
     """
-    w = weight.detach().to(torch.complex128 if weight.is_complex() else torch.float64)
-    g, nd = geom.groups, geom.ndim
-    o, c = geom.out_channels // g, geom.in_channels // g
-    k = geom.kernel_size
-    x = torch.nn.functional.pad(w, [p for n in reversed(k) for p in (n - 1, n - 1)])
-    x = x.reshape(g, o, c, *x.shape[2:]).transpose(0, 1).reshape(o, g * c, *x.shape[2:])
-    correlate = (torch.nn.functional.conv1d, torch.nn.functional.conv2d,
-                 torch.nn.functional.conv3d)[nd - 1]  # fmt: skip
-    lags = correlate(x, w.conj(), groups=g)  # (a, G * b, *(2k - 1)): R[tau][a, b]
-    lags = (
-        lags.reshape(o, g, o, *lags.shape[2:]).transpose(0, 1).reshape(g * o, o, *lags.shape[2:])
-    )
-    m = [n // s for n, s in zip(grid, geom.stride)]
-    half = not weight.is_complex()
-    # a direct DFT of the few lags per dimension (2k - 1 of them, those that are multiples
-    # of the stride), as one matrix product that writes the blocks in place: far cheaper
-    # than transforming mostly-zero grids
-    dft = torch.ones((1, 1), dtype=torch.complex128, device=w.device)  # (F, lags), Kronecker
-    for i, (n, d, s) in enumerate(zip(k, geom.dilation, geom.stride)):
-        delta = (torch.arange(2 * n - 1, device=w.device) - (n - 1)) * d
-        keep = (delta % s == 0).nonzero().reshape(-1)
-        lags = lags.index_select(2 + i, keep)
-        count = m[i] // 2 + 1 if half and i == nd - 1 else m[i]
-        f = torch.arange(count, device=w.device, dtype=torch.float64)
-        phase = -2 * math.pi * f[:, None] * (delta[keep] // s).to(torch.float64)[None] / m[i]
-        factor = torch.polar(torch.ones_like(phase), phase)  # (F_i, lags_i)
-        dft = (dft[:, None, :, None] * factor[None, :, None, :]).reshape(
-            dft.shape[0] * factor.shape[0], -1
-        )
-    taps = lags.reshape(g, o * o, -1).transpose(1, 2)  # (G, lags, a * b)
-    spec = dft @ taps.to(torch.complex128)  # (G, F, a * b)
-    return spec.reshape(-1, o, o)  # (G * F, a, b)
 
+    def __init__(self, weight: torch.Tensor, geom: ConvGeometry,
+                 grid: tuple[int, ...]) -> None:  # fmt: skip
+        g = geom.groups
+        o, c = geom.out_channels // g, geom.in_channels // g
+        #: the blocks are ``B^H B``: their eigenvectors live on the input's channels
+        self.input_side = c < o and all(s == 1 for s in geom.stride)
+        self.real = not weight.is_complex()
+        self.groups, self.size, self.grid = g, c if self.input_side else o, grid
+        self.m = [n // s for n, s in zip(grid, geom.stride)]
+        self.counts = [*self.m[:-1], self.m[-1] // 2 + 1 if self.real else self.m[-1]]
+        self.freqs = math.prod(self.counts)
+        self.count = g * self.freqs
+        #: (G, L, a * b) and (L, ndim): the lags (in units of the stride), in that order
+        self.taps, self.deltas = gram_lags(weight, geom, input_side=self.input_side)
+        self._full: torch.Tensor | None = None
+        #: the block found largest by the last :meth:`bound` that computed any (or -1)
+        self.peak = -1
 
-#: The shift of a Cholesky test, relative to ``target**2``, per precision: above the backward
-#: error of a Cholesky factorisation of a ``p x p`` matrix, ``(p + 2) u tr(A)`` (Rump,
-#: "Verification of positive definiteness", BIT 2006), for ``p`` up to 1024 in complex128
-#: and up to 128 in complex64 (with the rounding of the matrix to single precision).
-_CHOLESKY_SHIFT = {torch.complex128: 1e-12, torch.complex64: 2e-3}
+    def _phases(self, freqs: torch.Tensor) -> torch.Tensor:
+        """``-2 pi f . delta / m`` for frequency indices ``freqs`` (n,): (n, L)."""
+        f = torch.stack(torch.unravel_index(freqs, self.counts), -1).to(torch.float64)
+        scale = torch.tensor(self.m, dtype=torch.float64, device=f.device)
+        return (-2 * math.pi) * (f / scale) @ self.deltas.T
 
+    def _dft(self, freqs: torch.Tensor | None = None) -> torch.Tensor:
+        """``e^{i phase}`` for frequency indices ``freqs`` (all by default): (n, L)."""
+        if freqs is None:
+            freqs = torch.arange(self.freqs, device=self.taps.device)
+        phase = self._phases(freqs)
+        return torch.polar(torch.ones_like(phase), phase)
 
-def _gram_max(grams: torch.Tensor, target: float | None, *, slack: float = 0.0) -> float:
-    """An upper bound on ``sqrt(lambda_max)`` over the Hermitian ``grams`` (B, p, p).
+    def _check_memory(self, per_entry: int) -> None:
+        check_memory(self.count * self.size**2 * per_entry, None,
+                     f"the kernel's per-frequency Gram matrices on a {self.grid} grid",
+                     self.taps.device, hint="use a smaller input_shape")  # fmt: skip
 
-    Exact where it matters: a block for which ``target**2 (1 - shift) - G`` has a Cholesky
-    factor is at most ``target`` (cheap); the others are computed exactly. Where ``slack``
-    (the relative room between the target and the bound really needed) allows, the test
-    runs in single precision, whose larger shift that room absorbs.
-    """
-    if target is not None and target > 0:
-        single = slack >= 5 * _CHOLESKY_SHIFT[torch.complex64] and grams.shape[-1] <= 128
-        tested = grams.to(torch.complex64) if single else grams
-        shift = _CHOLESKY_SHIFT[tested.dtype]
-        shifted = tested.neg()
-        shifted.diagonal(dim1=-2, dim2=-1).add_(target**2 * (1 - shift))
-        info = _batched(lambda a: torch.linalg.cholesky_ex(a)[1], shifted)
-        failed = info != 0
-        if not bool(failed.any()):
-            return target
-        top = float(_batched(torch.linalg.eigvalsh, grams[failed])[:, -1].max())
-        return max(target, math.sqrt(max(top, 0.0)))
-    top = float(_batched(torch.linalg.eigvalsh, grams)[:, -1].max())
-    return math.sqrt(max(top, 0.0))
+    def exact(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        """The blocks (all, or those at ``index`` of ``G * F``) in complex128: (B, p, p)."""
+        p, taps = self.size, self.taps
+        taps = taps if taps.is_complex() else taps.to(torch.complex128)
+        if index is None:
+            if self._full is None:
+                self._check_memory(48)
+                self._full = (self._dft() @ taps).reshape(-1, p, p)
+            return self._full
+        if self._full is not None:
+            return self._full[index]
+        group, freq = index // self.freqs, index % self.freqs
+        out = torch.empty((index.numel(), p * p), dtype=taps.dtype, device=taps.device)
+        for g in torch.unique(group).tolist():
+            rows = (group == g).nonzero().reshape(-1)
+            if self.real:  # two real products: the lags are real
+                phase = self._phases(freq[rows])
+                lags = self.taps[g]
+                out[rows] = torch.complex(phase.cos() @ lags, phase.sin() @ lags)
+            else:
+                out[rows] = self._dft(freq[rows]) @ taps[g]
+        return out.reshape(-1, p, p)
+
+    def _largest(self, index: torch.Tensor) -> tuple[float, int]:
+        """``(lambda_max, i)``: the largest eigenvalue over the blocks at ``index``, exactly.
+
+        The eigenvalues of a few (those of largest Frobenius norm) set a level; a Cholesky
+        test at that level clears the blocks below it, and only the rest get theirs computed,
+        until none is left above.
+        """
+        blocks = self.exact(index)
+        known = torch.zeros(index.numel(), dtype=torch.bool, device=index.device)
+        order = torch.argsort(torch.linalg.matrix_norm(blocks), descending=True)
+        order = order[: 8 if index.numel() > 64 else None]  # a few: all of them outright
+        best, where = -math.inf, -1
+        while order.numel():
+            values = _batched(torch.linalg.eigvalsh, blocks[order])[:, -1]
+            known[order] = True
+            top = int(values.argmax())
+            if float(values[top]) > best:
+                best, where = float(values[top]), int(index[order[top]])
+            rest = (~known).nonzero().reshape(-1)
+            if not rest.numel() or best <= 0:
+                order = rest
+                continue
+            shifted = blocks[rest].neg()
+            level = best * (1 + 2 * _CHOLESKY_SHIFT[torch.complex128])
+            shifted.diagonal(dim1=-2, dim2=-1).add_(
+                level * (1 - _CHOLESKY_SHIFT[torch.complex128])
+            )
+            info = _batched(lambda a: torch.linalg.cholesky_ex(a)[1], shifted)
+            known[rest[info == 0]] = True  # at most ``level``: within round-off of ``best``
+            best = max(best, level) if bool((info == 0).any()) else best
+            order = rest[info != 0]
+        return best, where
+
+    def _pairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """``(R_0, R_delta + R_delta^T, R_delta - R_delta^T, centre)`` over ``delta > 0``.
+
+        For a real weight, ``R_{-delta} = R_delta^T``; ``taps`` holds lag ``L - 1 - l``'s
+        mirror at ``l``, so ``delta > 0`` (lexicographically) are the lags after the centre.
+        """
+        taps = self.taps  # (G, L, a * b)
+        centre = (taps.shape[1] - 1) // 2
+        upper = taps[:, centre + 1 :]
+        mirror = taps[:, :centre].flip(1)
+        return taps[:, centre], upper + mirror, upper - mirror, centre
+
+    def _single_error(self, level: float) -> float:
+        """A bound on the 2-norm error of the float32 blocks, at levels up to ``level``.
+
+        Each entry is an ``n``-term dot product of coefficients ``|c_j| <= 1`` with lags
+        ``S_j``, so it errs by at most ``gamma_{n+2} sum_j |S_j|`` with the rounding of both
+        to single precision (Higham, *Accuracy and Stability of Numerical Algorithms*, 3.1);
+        and ``||E||_2 <= ||E||_F``. Doubled for the float64 sums behind it.
+        """
+        zero, sym, anti, _ = self._pairs()
+        eye = torch.eye(self.size, dtype=zero.dtype, device=zero.device).reshape(-1)
+        spread = level * eye + zero.abs() + sym.abs().sum(1) + anti.abs().sum(1)
+        terms = 3 + sym.shape[1] + anti.shape[1]
+        u = 2.0**-24
+        gamma = terms * u / (1 - terms * u)
+        return 2 * gamma * float(torch.linalg.vector_norm(spread, dim=-1).max())
+
+    def _single_failures(self, level: float) -> torch.Tensor:
+        """Indices of the blocks for which ``level I - G`` (complex64) has no Cholesky factor.
+
+        For a real weight, a chunk of blocks at a time, each formed by one real matrix
+        product that writes the real and imaginary parts in place
+        (``Re G = R_0 + sum (R_delta + R_delta^T) cos``,
+        ``Im G = sum (R_delta - R_delta^T) sin`` over half the lags) and tested while it is
+        in cache; chunks run on torch's threads.
+        """
+        zero, sym, anti, centre = self._pairs()
+        p, half, device = self.size, sym.shape[1], zero.device
+        eye = torch.eye(p, dtype=zero.dtype, device=device).reshape(-1)
+        phase = self._phases(torch.arange(self.freqs, device=device))[:, centre + 1 :]
+        ones = torch.ones((self.freqs, 1), dtype=phase.dtype, device=device)
+        coef = torch.cat([ones, phase.cos(), phase.sin()], 1).to(torch.float32)
+        stacked = zero.new_zeros((self.groups, 1 + 2 * half, p * p, 2))  # (real, imaginary)
+        stacked[:, 0, :, 0] = level * eye - zero
+        stacked[:, 1 : 1 + half, :, 0] = -sym
+        stacked[:, 1 + half :, :, 1] = -anti
+        stacked = stacked.reshape(self.groups, 1 + 2 * half, -1).to(torch.float32)
+        chunk = max(1, 2**21 // (8 * p * p))  # about 2 MiB of blocks
+        tasks = [(g, start) for g in range(self.groups) for start in range(0, self.freqs, chunk)]
+
+        def test(task: tuple[int, int]) -> torch.Tensor:
+            g, start = task
+            out = coef[start : start + chunk] @ stacked[g]  # (n, a * b * 2)
+            info = torch.linalg.cholesky_ex(torch.view_as_complex(out.reshape(-1, p, p, 2)))[1]
+            return (info != 0).nonzero().reshape(-1) + g * self.freqs + start
+
+        return torch.cat(_threaded(test, tasks))
+
+    def norms(self) -> torch.Tensor:
+        """The blocks' Frobenius norms: (G * F,).
+
+        ``||G(f)||_F^2 = phi^T H conj(phi)`` with ``H`` the inner products of the lags and
+        ``phi`` the DFT row of ``f``: no block formed.
+        """
+        taps = self.taps.to(torch.complex128)
+        inner = taps @ taps.mH  # (G, L, L)
+        dft = self._dft()  # (F, L)
+        squares = ((dft @ inner) * dft.conj()).sum(-1).real  # (G, F)
+        return squares.clamp(min=0).reshape(-1).sqrt()
+
+    def top(self, candidates: int = 128, steps: int = 4) -> tuple[float, int, torch.Tensor]:
+        """``(lambda, index, u)``: the top eigenpair of the largest block among candidates.
+
+        A cheap guess at where the spectrum peaks, for a start vector (nothing is certified
+        by it): the blocks of largest Frobenius norm, ranked by a few batched power
+        iterations; the leading four get their exact top eigenpair.
+        """
+        index = torch.topk(self.norms(), min(candidates, self.count)).indices
+        if self.real and self.groups == 1:  # single precision is plenty to rank them
+            phase = self._phases(index).to(torch.float32)
+            lags = self.taps[0].to(torch.float32)
+            rough = torch.complex(phase.cos() @ lags, phase.sin() @ lags)
+            rough = rough.reshape(-1, self.size, self.size)
+        else:
+            rough = self.exact(index).to(torch.complex64)
+        v = rough.sum(-1, keepdim=True) + 1  # (B, p, 1): a start that no block annihilates
+        for _ in range(steps):
+            v = rough @ v
+            v = v / torch.linalg.vector_norm(v, dim=1, keepdim=True).clamp(min=1e-30)
+        quotients = (v.conj() * (rough @ v)).sum((1, 2)).real
+        lead = torch.topk(quotients, min(4, index.numel())).indices
+        values, vectors = torch.linalg.eigh(self.exact(index[lead]))
+        best = int(values[:, -1].argmax())
+        return float(values[best, -1]), int(index[lead[best]]), vectors[best, :, -1]
+
+    def frequency(self, index: int) -> tuple[int, list[int], list[int]]:
+        """``(group, f, m)``: the group and frequency of block ``index`` on the grid ``m``."""
+        group, freq = divmod(index, self.freqs)
+        f = [int(i) for i in torch.unravel_index(torch.tensor(freq), self.counts)]
+        return group, f, self.m
+
+    def bound(self, target: float | None, *, slack: float = 0.0) -> float:
+        """An upper bound on ``sqrt(lambda_max)`` over the blocks.
+
+        Exact where it matters: a block for which ``level I - G`` has a Cholesky factor, with
+        ``level`` below ``target**2`` by the factorisation's backward error (and, in single
+        precision, by the blocks' own error), is at most ``target`` (cheap); the others are
+        computed exactly. Where ``slack`` (the relative room between the target and the bound
+        really needed) allows, the blocks are formed and tested in single precision.
+        """
+        if target is not None and target > 0:
+            level = target**2 * (1 - _CHOLESKY_SHIFT[torch.complex64])
+            single = self.real and self.size <= _SINGLE_LIMIT and slack > 0
+            if single:
+                error = self._single_error(level)
+                single = 4 * (_CHOLESKY_SHIFT[torch.complex64] + error / target**2) <= slack
+            if single:  # the level lowered by the blocks' own error
+                failed = self._single_failures(level - error)
+            else:
+                level = target**2 * (1 - _CHOLESKY_SHIFT[torch.complex128])
+                shifted = self.exact().neg()
+                shifted.diagonal(dim1=-2, dim2=-1).add_(level)
+                info = _batched(lambda a: torch.linalg.cholesky_ex(a)[1], shifted)
+                del shifted
+                failed = (info != 0).nonzero().reshape(-1)
+            if failed.numel() == 0:
+                return target
+            top, self.peak = self._largest(failed)
+            return max(target, math.sqrt(max(top, 0.0)))
+        top = float(_batched(torch.linalg.eigvalsh, self.exact())[:, -1].max())
+        return math.sqrt(max(top, 0.0))
 
 
 # --------------------------------------------------------------------------- upper bounds
@@ -402,37 +594,6 @@ def _embedding_grid(geom: ConvGeometry) -> tuple[int, ...]:
         size = max(n + lo, reach - lo + 1, n) if geom.padding_mode == "zeros" else n + lo + hi
         sizes.append(-(-size // s) * s)
     return tuple(sizes)
-
-
-def _grams(weight: torch.Tensor, geom: ConvGeometry, grid: tuple[int, ...]) -> torch.Tensor:
-    """The smaller of the blocks' Gram matrices on ``grid``.
-
-    ``B B^H``, or (stride 1, more output than input channels) ``B^H B``, which has the same
-    nonzero eigenvalues.
-
-    ``B^H B = K^H K`` is ``K K^H`` of the adjoint kernel: channels swapped, taps reversed
-    and conjugated (its lag-``tau`` autocorrelation is ``sum_t w[t]^H w[t + tau]``).
-    """
-    g = geom.groups
-    o, c = geom.out_channels // g, geom.in_channels // g
-    side = min(o, c * math.prod(geom.stride))
-    needed = 3 * g * math.prod(n // s for n, s in zip(grid, geom.stride)) * side * side * 16
-    check_memory(needed, None, f"the kernel's per-frequency Gram matrices on a {grid} grid",
-                 weight.device, hint="use a smaller input_shape")  # fmt: skip
-    if c < o and all(s == 1 for s in geom.stride):
-        k = geom.kernel_size
-        w = weight.detach().reshape(g, o, c, *k).transpose(1, 2).reshape(g * c, o, *k)
-        w = w.flip(tuple(range(2, 2 + geom.ndim))).conj()
-        swapped = ConvGeometry(geom.out_channels, geom.in_channels, k, geom.input_size,
-                               geom.stride, geom.padding, geom.dilation, groups=g)  # fmt: skip
-        return _output_grams(w, swapped, grid)
-    return _output_grams(weight, geom, grid)
-
-
-def _embedding_bound(weight: torch.Tensor, conv: ConvGeometry, target: float | None,
-                     *, slack: float = 0.0) -> float:  # fmt: skip
-    grams = _grams(weight, conv, _embedding_grid(conv))
-    return _gram_max(grams, target, slack=slack) * _pad_norm(conv)
 
 
 def _factor_norm(u: torch.Tensor, conv: ConvGeometry, dim: int, kept: list) -> float:
@@ -533,12 +694,23 @@ def _precise(op: ConvOperator) -> ConvOperator:
 
 
 def _dense_norm(op: ConvOperator) -> float:
-    """Exact 2-norm of a small ``op``: the top eigenvalue of the smaller Gram matrix."""
+    """Exact 2-norm: the top eigenvalue of the smaller Gram matrix ``A^H A`` or ``A A^H``.
+
+    Formed a batch of unit vectors at a time (products, never the whole matrix at once).
+    """
     rows, cols = op.shape
     w = op.weight
-    eye = torch.eye(cols, dtype=w.dtype, device=w.device).reshape(cols, *op.input_shape)
-    at = op.apply(eye).reshape(cols, rows)  # (cols, rows): A^T
-    gram = at.mH @ at if rows <= cols else at @ at.mH  # A A^H or (A^H A)^T (conjugated)
+    output_side = rows < cols
+    size, shape = (rows, op.output_shape) if output_side else (cols, op.input_shape)
+    first, second = (op.apply_adjoint, op.apply) if output_side else (op.apply, op.apply_adjoint)
+    batch = max(1, 2**22 // max(rows, cols))
+    gram = torch.empty((size, size), dtype=w.dtype, device=w.device)
+    for start in range(0, size, batch):
+        stop = min(size, start + batch)
+        units = torch.zeros((stop - start, size), dtype=w.dtype, device=w.device)
+        units[torch.arange(stop - start), torch.arange(start, stop)] = 1
+        gram[start:stop] = second(first(units.reshape(-1, *shape))).reshape(-1, size)
+    # row j is (M e_j)^T: the transpose of the Hermitian M, with the same eigenvalues
     return math.sqrt(max(float(torch.linalg.eigvalsh(gram)[-1]), 0.0))
 
 
@@ -606,11 +778,17 @@ def opnorm(op: ConvOperator, *, rtol: float = 1e-3, maxiter: int = MAXITER) -> O
     - small operators (at most ``convop.spectral.DENSE_LIMIT`` matrix entries): the exact
       norm of the explicit matrix;
     - otherwise the lower bound is the Rayleigh quotient ``||A y|| / ||y||`` of the Lanczos
-      vector ``y`` of ``A^H A`` (or ``A A^H``, whichever is smaller), and the upper bound the
-      least of: the circulant embedding of the padded convolution (times ``||pad||_2`` for
-      reflect, replicate and circular padding), the exact norms of the one-dimensional
-      factors of a separable kernel (one channel per group), and the Collatz-Wielandt bound
-      of the Lanczos vector for non-negative kernels.
+      vector ``y`` of ``A^H A`` (or ``A A^H``, whichever is smaller), started, for kernels
+      of mixed sign, from the plane wave of the circulant embedding's largest block (often
+      within ``rtol`` before any step); the upper bound is the least of: the circulant
+      embedding of the padded convolution (times ``||pad||_2`` for reflect, replicate and
+      circular padding; its blocks tested in single precision where ``rtol >= 1e-2``
+      allows), the exact norms of the one-dimensional factors of a separable kernel (one
+      channel per group), and the Collatz-Wielandt bound of the Lanczos vector for
+      non-negative kernels;
+    - where those bounds stay more than ``rtol`` apart and the operator has at most
+      ``convop.spectral.GRAM_LIMIT`` entries and at most 2048 rows or columns: the exact
+      norm of its smaller Gram matrix, formed by products.
 
     Parameters
     ----------
@@ -650,7 +828,7 @@ def opnorm(op: ConvOperator, *, rtol: float = 1e-3, maxiter: int = MAXITER) -> O
     check_finite(weight)
     conv, exact = _as_conv(geom)
     if exact and _circulant_reason(conv) is None:
-        return _exact(_gram_max(_grams(weight, conv, conv.input_size), None))
+        return _exact(_Grams(weight, conv, conv.input_size).bound(None))
     precise = _precise(op)
     rows, cols = op.shape
     if rows * cols <= DENSE_LIMIT and min(rows, cols) <= 2048:
@@ -676,6 +854,8 @@ class _Bracket:
         self.nonneg = not self.weight.is_complex() and bool((self.weight >= 0).all())
         self.pad_norm = _pad_norm(conv)
         self.embedded = False
+        self.transposed, self.equal = op.geometry.transposed, _as_conv(op.geometry)[1]
+        self._grams: _Grams | None = None
         separable = _separable_bounds(self.weight, conv)
         if separable is not None:
             self.offer_upper(separable[1], "separable kernel")
@@ -708,15 +888,73 @@ class _Bracket:
                 v = y.clamp(min=floor * top)
                 self.offer_upper(self.side.collatz(v) * (1 + MARGIN), "Collatz-Wielandt")
 
+    @property
+    def grams(self) -> _Grams:
+        """The Gram blocks of the circulant embedding (built once)."""
+        if self._grams is None:
+            self._grams = _Grams(self.weight, self.conv, _embedding_grid(self.conv))
+        return self._grams
+
     def embedding(self) -> None:
         """The circulant embedding bound, tested at ``(1 + rtol)`` times the lower bound."""
         self.embedded = True
         target = (1 + self.rtol) * self.lower * (1 - 1e-6) / self.pad_norm
-        bound = _embedding_bound(self.weight, self.conv, target, slack=self.rtol)
-        bound *= 1 + MARGIN
-        self.offer_upper(bound, "circulant embedding")
+        bound = self.grams.bound(target, slack=self.rtol) * self.pad_norm
+        self.offer_upper(bound * (1 + MARGIN), "circulant embedding")
 
-    def lanczos(self, steps: int) -> torch.Tensor:
+    def warm_start(self) -> torch.Tensor | None:
+        """A start vector near the top singular vector, or ``None``; sets :attr:`peak`.
+
+        The embedding's block with the largest eigenvalue among a few candidates gives a
+        frequency and channel vector; see :meth:`plane_wave`.
+        """
+        if self.transposed and not self.equal:
+            return None
+        try:
+            value, index, u = self.grams.top()
+        except MemoryError:
+            return None
+        self.peak = math.sqrt(max(value, 0.0)) * self.pad_norm
+        return self.plane_wave(index, u)
+
+    def plane_wave(self, index: int, u: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The plane wave of the embedding's block ``index`` on the side Lanczos works on.
+
+        Block ``index`` has a frequency ``f`` and a top eigenvector ``u`` (over the channels
+        of its group); ``e^{-2 pi i f . x / m} u`` (its real part for a real weight), tapered
+        by a sine window to the operator's support, is nearly a top singular vector of the
+        padded convolution when the block is the largest: its Rayleigh quotient falls short
+        by ``O(1/n^2)``. ``None`` where it vanishes.
+        """
+        grams, conv = self.grams, self.conv
+        if u is None:
+            u = torch.linalg.eigh(grams.exact(torch.tensor([index])))[1][0, :, -1]
+        top = int(u.abs().argmax())
+        u = u * (u[top].abs() / u[top])  # the largest entry real: keep it in Re
+        group, f, m = grams.frequency(index)
+        start_in = grams.input_side  # the vector lives on the convolution's input, else output
+        channels = conv.in_channels if start_in else conv.out_channels
+        size = conv.input_size if start_in else conv.output_size
+        wave = torch.ones((), dtype=torch.complex128, device=u.device)
+        for n, fi, mi in zip(size, f, m):
+            x = torch.arange(n, dtype=torch.float64, device=u.device)
+            taper = torch.sin(math.pi * (x + 1) / (n + 1))
+            wave = wave[..., None] * torch.polar(taper, -2 * math.pi * fi * x / mi)
+        z = torch.zeros((channels, *size), dtype=torch.complex128, device=u.device)
+        p = grams.size
+        z[group * p : (group + 1) * p] = u.reshape(p, *([1] * len(size))) * wave
+        z = (z if self.weight.is_complex() else z.real).to(self.weight.dtype)
+        # the side Lanczos works on, in the convolution's terms (a transposed convolution
+        # maps the convolution's output to its input)
+        side_in = self.side.output_side == self.transposed
+        if side_in != start_in:
+            work = self.side.work
+            forward = start_in != self.transposed  # conv input to output is the conv itself
+            z = (work.apply if forward else work.apply_adjoint)(z)
+        norm = float(torch.linalg.vector_norm(z))
+        return z.reshape(-1) / norm if math.isfinite(norm) and norm > 0 else None
+
+    def lanczos(self, steps: int, start: torch.Tensor | None = None) -> torch.Tensor:
         """Up to ``steps`` Lanczos steps on ``M``, fully reorthogonalised; the last Ritz vector.
 
         Stops early once the bounds meet ``rtol``, on an invariant subspace, or (for
@@ -726,7 +964,9 @@ class _Bracket:
         check_memory((steps + 1) * side.size * self.weight.element_size(), None,
                      f"{steps + 1} Lanczos vectors of {side.size} samples", device,
                      hint="pass a smaller maxiter")  # fmt: skip
-        if self.nonneg:  # the Perron vector is non-negative: start near it
+        if start is not None:
+            pass
+        elif self.nonneg:  # the Perron vector is non-negative: start near it
             start = torch.ones(side.size, dtype=dtype, device=device)
         else:
             gen = torch.Generator(device=device).manual_seed(0)
@@ -801,12 +1041,31 @@ class _Bracket:
 
 def _bracket(op, weight, conv, precise, rtol, maxiter) -> OpNorm:
     b = _Bracket(op, conv, precise, rtol)
+    start = None
+    if not (b.reached or b.nonneg):  # the Perron vector is near the ones Lanczos starts from
+        start = b.warm_start()
+    if start is not None:
+        b.offer_vector(start)
+        b.estimate = max(b.estimate, b.lower)
+        if b.pad_norm <= 1 + rtol:
+            # passes, or computes the blocks above the target: the embedding's exact peak,
+            # whose plane wave is then a better start
+            b.embedding()
+            if not b.reached and b.grams.peak >= 0:
+                better = b.plane_wave(b.grams.peak)
+                if better is not None:
+                    start = better
+                    b.offer_vector(start)
+                    b.estimate = max(b.estimate, b.lower)
     if not b.reached:
-        y = b.lanczos(min(maxiter, LANCZOS_STEPS))
+        y = b.lanczos(min(maxiter, LANCZOS_STEPS), start)
         if b.nonneg and not b.reached and maxiter > b.steps:
             b.power(y, maxiter - b.steps)
     if not b.reached and (not b.embedded or b.upper == math.inf):
         b.embedding()
+    rows, cols = op.shape
+    if not b.reached and rows * cols <= GRAM_LIMIT and min(rows, cols) <= 2048:
+        return _exact(_dense_norm(precise))  # the bounds stayed apart: a few thousand products
     if not b.reached:
         warnings.warn(
             f"opnorm: the certified bounds [{b.lower:.6g}, {b.upper:.6g}] are "

@@ -181,6 +181,7 @@ def test_opnorm_bounds_hold_without_the_explicit_matrix(ndim, transposed, mode, 
 @pytest.fixture
 def monkeypatch_dense(monkeypatch):
     monkeypatch.setattr(spectral, "DENSE_LIMIT", 0)
+    monkeypatch.setattr(spectral, "GRAM_LIMIT", 0)
 
 
 @pytest.mark.parametrize(
@@ -326,6 +327,78 @@ def test_opnorm_of_a_separable_blur_is_tight_without_iterating_much(monkeypatch_
     result = convop.opnorm(op, rtol=1e-3)
     assert result.lower >= 1.0
     assert result.upper <= 1.001 * result.lower
+
+
+@pytest.mark.parametrize(
+    ("weight_shape", "input_shape", "options"),
+    [
+        ((16, 16, 3, 3), (16, 20, 20), {"padding": 1}),
+        ((6, 4, 3, 3), (4, 17, 15), {"stride": 2, "padding": 1, "dilation": (1, 2)}),
+        ((12, 3, 5), (3, 40), {"padding": 2}),  # more outputs: the input-side Grams
+        ((8, 2, 3, 3, 3), (4, 6, 7, 5), {"padding": 1, "groups": 2}),
+        ((32, 32, 3, 3), (32, 12, 12), {"padding": 1, "padding_mode": "reflect"}),
+    ],
+    ids=["16ch", "strided-dilated", "input-side", "3d-groups", "32ch-reflect"],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_single_precision_gram_test_never_passes_above_the_peak(weight_shape, input_shape,
+                                                               options, dtype):  # fmt: skip
+    """The float32 blocks and Cholesky test (taken when rtol >= 1e-2) certify nothing false.
+
+    At targets just below the exact peak some block must fail and be computed exactly; at
+    targets above it the bound is the target.
+    """
+    w = torch.randn(weight_shape, dtype=dtype, generator=torch.Generator().manual_seed(3))
+    op = getattr(convop, f"conv{len(input_shape) - 1}d")(w, input_shape, **options)
+    grid = spectral._embedding_grid(op.geometry)
+    grams = spectral._Grams(w, op.geometry, grid)
+    peak = grams.bound(None)
+    blocks, _ = spectral._blocks(w, op.geometry, grid, half=True)  # formed, not from lags
+    assert peak == pytest.approx(float(torch.linalg.svdvals(blocks).max()), rel=1e-12)
+    for factor in (0.99, 0.999, 0.9999):
+        assert grams.bound(peak * factor, slack=1e-2) >= peak * (1 - 1e-12)
+    for factor in (1.003, 1.01):
+        assert grams.bound(peak * factor, slack=1e-2) == peak * factor
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_single_precision_test_flags_every_block_above_the_level(groups):
+    """Soundness of the chunked float32 Cholesky test, block by block against eigvalsh."""
+    w = torch.randn(16, 16 // groups, 3, 3, generator=torch.Generator().manual_seed(4))
+    op = convop.conv2d(w, (16, 30, 30), padding=1, groups=groups)
+    grams = spectral._Grams(w, op.geometry, spectral._embedding_grid(op.geometry))
+    top = torch.linalg.eigvalsh(grams.exact())[:, -1]
+    level = float(top.median())  # half the blocks above it
+    failed = torch.zeros(grams.count, dtype=torch.bool)
+    failed[grams._single_failures(level)] = True
+    # what bound() allows for: the blocks' error and the factorisation's backward error
+    slack = grams._single_error(level) + spectral._CHOLESKY_SHIFT[torch.complex64] * level
+    assert bool(failed[top > level + slack].all())  # every block above is caught
+    assert not bool(failed[top < level - 2 * slack].any())  # and the clear ones pass
+    assert 0 < grams._single_error(level) < 1e-3 * level
+
+
+def test_opnorm_certifies_a_zero_padded_layer_from_its_warm_start(monkeypatch_dense):
+    """The windowed plane wave at the spectrum's peak is within rtol=1e-2 at once."""
+    torch.manual_seed(0)
+    layer = torch.nn.Conv2d(16, 16, 3, padding=1, bias=False)
+    op = convop.from_module(layer, (16, 32, 32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = convop.opnorm(op, rtol=1e-2, maxiter=1)  # one Lanczos step could not
+    assert result.upper <= 1.01 * result.lower
+
+
+def test_opnorm_falls_back_to_the_exact_gram_matrix_where_bounds_stay_apart():
+    """Large reflect padding makes the embedding loose; a 480-column operator is exact."""
+    w = torch.randn(4, 2, 1, 1, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    op = convop.conv3d(w, (4, 4, 5, 6), padding=3, groups=2, padding_mode="reflect")
+    assert op.shape[0] * op.shape[1] > spectral.DENSE_LIMIT
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = convop.opnorm(op, rtol=1e-3)
+    assert result.gap < 1e-8
+    assert_brackets(result, dense_norm(op))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -68,7 +68,7 @@ LAYERS: list[tuple[str, str, list[tuple[str, str]]]] = [
         [
             ("linear", "to_linear, to_linear_model"),
             ("matrix_io + _mtx, _npz", "save_matrix, load_matrix"),
-            ("spectral", "svdvals, opnorm: exact, certified"),
+            ("spectral + _lags", "svdvals, opnorm: exact, certified"),
             ("layer_norms", "lipschitz, spectral_normalize"),
             ("pylops_bridge", "op.to_pylops()"),
             ("distributed + _halo, _slabs", "op.to_pylops_mpi()"),
