@@ -14,6 +14,7 @@ from .constructors import (
     conv_transpose3d,
     from_module,
 )
+from .deconvolution import Preconditioner, preconditioner, solve_tikhonov
 from .geometry import ConvGeometry
 from .layer_norms import lipschitz, spectral_normalize
 from .linear import to_linear, to_linear_model
@@ -21,6 +22,7 @@ from .matrix_io import load_matrix, save_matrix
 from .operator import ConvOperator
 from .spectral import OpNorm, is_circulant, opnorm, svdvals
 from .threads import solver_threads
+from .weight_operator import WeightOperator
 
 __version__ = "0.1.0.dev0"
 
@@ -39,6 +41,7 @@ __all__ = [
     # types
     "ConvGeometry",
     "ConvOperator",
+    "WeightOperator",
     # matrices on disk
     "load_matrix",
     "save_matrix",
@@ -49,6 +52,10 @@ __all__ = [
     "is_circulant",
     "lipschitz",
     "spectral_normalize",
+    # deconvolution
+    "preconditioner",
+    "Preconditioner",
+    "solve_tikhonov",
     # thread pools in solver loops
     "solver_threads",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -37,6 +38,9 @@ from ._cost import Estimate
 from ._cost import check as check_method
 from ._memory import check_memory
 from .geometry import ConvGeometry
+
+if TYPE_CHECKING:
+    from .weight_operator import WeightOperator
 
 SPARSE_FORMATS = ("csr", "csc", "coo")
 #: Products whose estimated memory exceeds this check the memory available first.
@@ -613,6 +617,37 @@ class ConvOperator(LinearOperator):
     def _plan(self) -> _materialize.Plan:
         return _materialize.plan(self._current_weight(), self.geometry, adjoint=self.is_adjoint,
                                 conj=self._conj)  # fmt: skip
+
+    # ------------------------------------------------------------------ the weight as unknown
+    def weight_operator(self, x: torch.Tensor | np.ndarray) -> WeightOperator:
+        """The operator's output for a fixed input ``x``, as a linear operator of the weight.
+
+        For blind deconvolution: ``A @ w`` is the operator's output for ``x`` had it the
+        weight ``w`` (flattened, ``op.geometry.weight_shape``), and ``A.H`` gives the
+        weight gradient.
+
+        Parameters
+        ----------
+        x : torch.Tensor or numpy.ndarray
+            One sample of ``input_shape``, or flattened. A tensor is held as given, an array
+            copied.
+
+        Returns
+        -------
+        convop.weight_operator.WeightOperator
+            Shape ``(shape[0], weight.numel())``.
+
+        Examples
+        --------
+        >>> import numpy as np, torch, convop
+        >>> op = convop.conv1d(torch.zeros(1, 1, 2), (1, 4))
+        >>> A = op.weight_operator(np.array([1.0, 2.0, 4.0, 8.0], dtype=np.float32))
+        >>> A @ np.array([1.0, -1.0], dtype=np.float32)
+        array([-1., -2., -4.], dtype=float32)
+        """
+        from .weight_operator import WeightOperator
+
+        return WeightOperator(self, x)
 
     # ------------------------------------------------------------------ pylops face
     def to_pylops(self, name: str | None = None):

@@ -424,7 +424,50 @@ def test_deblur_npy_gets_closer_to_the_truth(tmp_path, capsys):
     assert (code, err) == (0, "")
     assert sharp.shape == truth.shape
     assert np.linalg.norm(sharp - truth) < 0.7 * np.linalg.norm(blurred - truth)
-    assert re.search(r"lsqr: \d+ iterations .*, [\d.]+ s, .*residual", out)
+    assert re.search(r"pcg: \d+ iterations .*, [\d.]+ s, .*residual", out)
+
+
+@pytest.mark.parametrize("solver", ["pcg", "lsqr"])
+def test_deblur_solvers_agree(tmp_path, capsys, solver):
+    _, blurred = blurred_phantom()
+    np.save(tmp_path / "blurred.npy", blurred)
+    args = ("--kernel", "gaussian:5", "--damp", "0.05", "--iterations", "400", "--quiet")
+    code, out, _ = run(capsys, "deblur", tmp_path / "blurred.npy", *args, "--solver", solver,
+                       "--output", tmp_path / f"{solver}.npy")  # fmt: skip
+    assert code == 0
+    assert out.count(f"{solver}: ") == 1
+    exact = tikhonov_dense(blurred, 0.05)
+    np.testing.assert_allclose(np.load(tmp_path / f"{solver}.npy"), exact, atol=1e-3)
+
+
+def tikhonov_dense(blurred: np.ndarray, damp: float) -> np.ndarray:
+    n = blurred.shape[0]
+    op = convop.conv2d(
+        gaussian_kernel(5)[None, None], (1, n, n), padding="same", padding_mode="reflect"
+    )
+    a = op.todense()
+    x = np.linalg.solve(a.T @ a + damp**2 * np.eye(n * n), a.T @ blurred.ravel())
+    return x.reshape(n, n)
+
+
+def test_deblur_compare_reports_the_iterations_saved(tmp_path, capsys):
+    _, blurred = blurred_phantom()
+    np.save(tmp_path / "blurred.npy", blurred)
+    code, out, _ = run(capsys, "deblur", tmp_path / "blurred.npy", "--kernel", "gaussian:5",
+                       "--damp", "0.01", "--compare", "--quiet", "--iterations", "2000",
+                       "--output", tmp_path / "out.npy")  # fmt: skip
+    assert code == 0
+    match = re.search(r"pcg: (\d+) iterations .*plain cg: (\d+) iterations.*saved (\d+)", out)
+    assert match is not None
+    pcg, plain, saved = map(int, match.groups())
+    assert saved == plain - pcg > 0
+
+
+def test_deblur_compare_needs_pcg(tmp_path, capsys):
+    np.save(tmp_path / "image.npy", np.zeros((8, 8)))
+    code, _, err = run(capsys, "deblur", tmp_path / "image.npy", "--solver", "lsqr", "--compare")
+    assert code == 2
+    assert "--compare needs --solver pcg" in err
 
 
 def test_deblur_rgb_png_deblurs_each_channel_like_a_gray_image(tmp_path, capsys):
@@ -439,7 +482,7 @@ def test_deblur_rgb_png_deblurs_each_channel_like_a_gray_image(tmp_path, capsys)
     expected = np.stack([np.load(tmp_path / f"{c}-sharp.npy") for c in range(3)], axis=-1)
     assert code == 0
     np.testing.assert_allclose(np.load(tmp_path / "rgb.npy"), expected, rtol=0, atol=1e-12)
-    assert re.search(r"^lsqr green: \d+ iterations", out, re.MULTILINE)
+    assert re.search(r"^pcg green: \d+ iterations", out, re.MULTILINE)
 
 
 class ImageCase(NamedTuple):

@@ -55,7 +55,10 @@ LAYERS: list[tuple[str, str, list[tuple[str, str]]]] = [
     (
         "operator",
         "the linear operator",
-        [("operator", "ConvOperator: numpy and torch faces, op.H, op.T")],
+        [
+            ("operator", "ConvOperator: numpy and torch faces, op.H, op.T"),
+            ("weight_operator", "WeightOperator: the kernel as the unknown"),
+        ],
     ),
     (
         "construct",
@@ -70,6 +73,7 @@ LAYERS: list[tuple[str, str, list[tuple[str, str]]]] = [
             ("matrix_io + _mtx, _npz", "save_matrix, load_matrix"),
             ("spectral + _lags", "svdvals, opnorm: exact, certified"),
             ("layer_norms", "lipschitz, spectral_normalize"),
+            ("deconvolution", "preconditioner, solve_tikhonov"),
             ("pylops_bridge", "op.to_pylops()"),
             ("distributed + _halo, _slabs", "op.to_pylops_mpi()"),
         ],

@@ -1,0 +1,608 @@
+"""Solving with convolution operators: preconditioners and exact Tikhonov solves.
+
+Both come from the kernel's spectrum:
+
+- :func:`preconditioner`: a fast approximation of ``(A^H A + damp^2 I)^{-1}`` (or its square
+  root), for ``scipy.sparse.linalg.cg`` on the normal equations (``M=``) or as a right
+  preconditioner for ``lsqr``/``lsmr``. ``A^H A`` is a convolution with the kernel's
+  autocorrelation; the preconditioner inverts that convolution under a boundary model
+  matched to the padding mode, by FFTs on an extended grid (per frequency, a small solve
+  over the channels):
+
+  ===============  =====================================================================
+  padding mode     boundary model (transform)
+  ===============  =====================================================================
+  circular         periodic (the FFT): exact for circulant convolutions (Strang 1986)
+  reflect          whole-sample symmetric (a DCT-I), with the end samples weighted
+  replicate        half-sample symmetric (a DCT-II; Ng, Chan & Tang 1999)
+  zeros            half-sample symmetric (measured better than periodic here)
+  ===============  =====================================================================
+
+- :func:`solve_tikhonov`: the exact minimiser of ``||A x - y||^2 + damp^2 ||x||^2`` for a
+  circulant convolution, in one forward and one inverse FFT (per frequency, a small
+  solve), and its Wiener-filter form for a noise-to-signal ratio.
+
+The maths (the extensions, why the reflect model weights the end samples, the
+preconditioner's own damping) is in ``docs/conventions.md``, section 11.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy.sparse.linalg import LinearOperator
+
+from ._arrays import result_dtype, to_numpy, to_tensor
+from ._checks import check_choice
+from ._lags import gram_lags
+from ._memory import check_memory
+from .geometry import ConvGeometry
+from .operator import ConvOperator
+from .spectral import is_circulant
+
+#: What :func:`preconditioner` approximates: the inverse, or its square root.
+KINDS = ("normal", "right")
+#: The boundary model of each padding mode, on the input side of a convolution.
+BOUNDARIES = {"circular": "periodic", "reflect": "reflect", "replicate": "even", "zeros": "even"}
+#: The preconditioner's own damping, relative to the operator's norm (the largest value of
+#: its symbol), where its boundary model is not the operator's, per padding mode: large
+#: enough that the boundary's mismatch makes no outlying eigenvalues, small enough to keep
+#: the rest clustered (measured in benchmarks/bench_deconvolution.py). ``'mixing'``:
+#: channels that mix without symmetric lags, where only the periodic model holds.
+MISMATCH_DAMPING = {"zeros": 0.02, "reflect": 0.02, "replicate": 0.1, "circular": 0.02,
+                    "mixing": 0.3}  # fmt: skip
+
+
+def _check_damp(damp: object, name: str = "damp") -> float:
+    if isinstance(damp, bool) or not isinstance(damp, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(damp).__name__}")
+    if not (math.isfinite(damp) and damp >= 0):
+        raise ValueError(f"{name} must be a finite float >= 0, got {damp!r}")
+    return float(damp)
+
+
+def _gram_side(op: ConvOperator, what: str) -> tuple[ConvGeometry, bool]:
+    """``(B, input_side)``: ``op^H op`` is ``B^H B`` (``input_side``) or ``B B^H``.
+
+    ``B`` is the convolution of ``op``'s geometry (of its ``as_convolution`` for a transposed
+    one, whose map is ``B^H``); an adjoint flips the side.
+    """
+    if not isinstance(op, ConvOperator):
+        raise TypeError(f"op must be a convop.ConvOperator, got {type(op).__name__}")
+    geom = op.geometry
+    conv = geom.as_convolution() if geom.transposed else geom
+    if any(s != 1 for s in conv.stride):
+        raise ValueError(
+            f"{what} needs stride 1, got stride={conv.stride}: the normal operator of a "
+            f"strided convolution is not a convolution (use an unpreconditioned solver)"
+        )
+    return conv, geom.transposed == op.is_adjoint
+
+
+# ---------------------------------------------------------------------- extensions
+def _extend(x: torch.Tensor, axis: int, boundary: str) -> torch.Tensor:
+    """``x`` extended along ``axis`` as ``boundary`` assumes (the extension map ``E``)."""
+    n = x.shape[axis]
+    if boundary == "even":  # [x, flip x]: 2n samples
+        return torch.cat([x, x.flip(axis)], axis)
+    if boundary == "reflect":  # [x, flip x[1:-1]]: 2n - 2 samples
+        return torch.cat([x, x.narrow(axis, 1, n - 2).flip(axis)], axis)
+    return x
+
+
+def _fold(z: torch.Tensor, axis: int, n: int, boundary: str) -> torch.Tensor:
+    """``E^T z``: each sample of the extended ``z`` added back onto the one it copies."""
+    if boundary == "even":
+        return z.narrow(axis, 0, n) + z.narrow(axis, n, n).flip(axis)
+    if boundary == "reflect":
+        head = z.narrow(axis, 0, n).clone()
+        head.narrow(axis, 1, n - 2).add_(z.narrow(axis, n, n - 2).flip(axis))
+        return head
+    return z
+
+
+def _extended(n: int, boundary: str) -> int:
+    return {"even": 2 * n, "reflect": 2 * n - 2}.get(boundary, n)
+
+
+# ---------------------------------------------------------------------- preconditioner
+class Preconditioner(LinearOperator):
+    """A fast approximation of ``(op^H op + beta^2 I)^{-1}`` or of its square root.
+
+    Made by :func:`preconditioner`; see there. Symmetric positive definite. A
+    ``scipy.sparse.linalg.LinearOperator`` (numpy face) with a torch face
+    (:meth:`apply`); ``to_pylops()`` wraps it for PyLops. Built lazily: the kernel's
+    spectrum is computed on first use, and again whenever the weight's values change.
+
+    Parameters
+    ----------
+    op : ConvOperator
+        The operator to precondition.
+    damp : float
+        The problem's damping.
+    kind : {'normal', 'right'}
+        The approximate inverse, or its square root.
+    beta : float or None
+        The preconditioner's own damping; ``None``: chosen on first use.
+
+    Attributes
+    ----------
+    op : ConvOperator
+        The operator it preconditions (its weight is read at every use).
+    damp : float
+        The problem's damping.
+    beta : float or None
+        The preconditioner's own damping (``None`` until first use when chosen
+        automatically: it depends on the weight).
+    kind : {'normal', 'right'}
+    boundaries : tuple of str
+        The boundary model per spatial axis: ``'periodic'``, ``'even'`` or ``'reflect'``.
+    exact : bool
+        Whether it is the exact inverse (a circulant convolution, ``kind='normal'``).
+    """
+
+    def __init__(self, op: ConvOperator, damp: float, kind: str, beta: float | None) -> None:
+        conv, input_side = _gram_side(op, "preconditioner()")
+        self.op, self.damp, self.kind = op, damp, kind
+        self._conv, self._input_side = conv, input_side
+        self._circulant = is_circulant(op)
+        mode = conv.padding_mode if input_side else "zeros"
+        size = op.input_shape[1:]
+        boundaries = []
+        for n, k, d, (lo, hi) in zip(size, conv.kernel_size, conv.dilation, conv.padding):
+            if self._circulant or (d * (k - 1) == 0 and lo == hi == 0):
+                boundaries.append("periodic")  # exact: no halo, or a circulant
+            elif BOUNDARIES[mode] == "reflect" and n < 3:
+                boundaries.append("even")
+            else:
+                boundaries.append(BOUNDARIES[mode])
+        self._models = tuple(boundaries)  # the padding mode's; lags may rule them out
+        self._set_boundaries(self._models)
+        self._beta = beta
+        self.beta = beta
+        self.exact = self._circulant and kind == "normal"
+        self._key: torch.Tensor | None = None
+        self._filter: torch.Tensor | None = None
+        super().__init__(dtype=op.dtype, shape=(op.shape[1], op.shape[1]))
+
+    def _set_boundaries(self, boundaries: tuple[str, ...]) -> None:
+        self.boundaries = boundaries
+        size = self.op.input_shape[1:]
+        self.grid = tuple(_extended(n, b) for n, b in zip(size, boundaries))
+
+    @property
+    def device(self) -> torch.device:
+        """Where it runs: the operator's device."""
+        return self.op.device
+
+    def __repr__(self) -> str:
+        beta = "auto" if self.beta is None else f"{self.beta:.3g}"
+        return (
+            f"Preconditioner({self.kind}, of the {self.op.name}, damp={self.damp:g}, "
+            f"beta={beta}, boundaries={self.boundaries}, shape={self.shape}, "
+            f"dtype={self.dtype}, device={self.device})"
+        )
+
+    # ------------------------------------------------------------------ the spectrum
+    def _matched(self, weight: torch.Tensor) -> bool:
+        """Whether the boundary model is the operator's own (up to its end samples).
+
+        A circulant; or point-symmetric kernels (every channel pair's), centred padding,
+        under reflect (whole-sample) or, for kernels of reach 1, replicate padding.
+        """
+        if self._circulant:
+            return True
+        conv = self._conv
+        if not self._input_side:
+            return False
+        centred = all(lo == hi for lo, hi in conv.padding)
+        dims = tuple(range(2, 2 + conv.ndim))
+        symmetric = bool(torch.equal(weight, weight.flip(dims)))
+        reach = max(d * (k - 1) for k, d in zip(conv.kernel_size, conv.dilation))
+        mode = conv.padding_mode
+        return (
+            centred and symmetric and (mode == "reflect" or (mode == "replicate" and reach <= 2))
+        )
+
+    def _symbol(self, taps: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+        """The Gram symbol ``S(f)`` on the extended grid: ``(G, p, p, *F)`` complex128."""
+        weight = self.op.weight
+        g, count, pp = taps.shape
+        grid = self.grid
+        real = not weight.is_complex()
+        frequencies = [*grid[:-1], grid[-1] // 2 + 1 if real else grid[-1]]
+        check_memory(4 * g * pp * math.prod(frequencies) * 16, None,
+                     f"the preconditioner's spectrum on a {grid} grid", weight.device,
+                     hint="use a smaller input_shape")  # fmt: skip
+        index = torch.zeros(count, dtype=torch.int64, device=taps.device)
+        for i, n in enumerate(grid):
+            index = index * n + (-deltas[:, i]).to(torch.int64).remainder(n)
+        placed = taps.new_zeros((g, pp, math.prod(grid)))
+        placed.index_add_(2, index, taps.transpose(1, 2))  # taps that wrap onto one sample add
+        placed = placed.reshape(g, pp, *grid)
+        dims = tuple(range(2, 2 + len(grid)))
+        spec = torch.fft.rfftn(placed, dim=dims) if real else torch.fft.fftn(placed, dim=dims)
+        p = math.isqrt(pp)
+        return spec.reshape(g, p, p, *spec.shape[2:])
+
+    def _current(self) -> torch.Tensor:
+        """The filter ``f(S + beta^2 I)`` for the weight as it is now: ``(G, p, p, *F)``."""
+        weight = self.op.weight.detach()
+        key = self._key
+        if key is not None and key.shape == weight.shape and torch.equal(key, weight):
+            return self._filter
+        taps, deltas = gram_lags(weight, self._conv, input_side=self._input_side)
+        p = math.isqrt(taps.shape[2])
+        lags = taps.reshape(*taps.shape[:2], p, p)
+        # mirrored copies see the lags transposed (R_{-delta} = R_delta^H): the symmetric
+        # models hold only where every lag matrix is symmetric (one channel per group, a
+        # blur times a channel mixing, ...); periodic holds for any
+        symmetric = bool(torch.allclose(lags, lags.transpose(-2, -1), rtol=0, atol=1e-12
+                                        * float(lags.abs().max())))  # fmt: skip
+        models = self._models if symmetric else ("periodic",) * len(self._models)
+        self._set_boundaries(models)
+        symbol = self._symbol(taps, deltas)
+        blocks = symbol.movedim(1, -1).movedim(1, -1)  # (G, *F, p, p)
+        values, vectors = torch.linalg.eigh(blocks)  # Hermitian per frequency
+        values = values.clamp(min=0)
+        top = float(values.max()) if values.numel() else 0.0
+        if self._beta is not None:
+            beta = self._beta
+        elif self._matched(weight):
+            beta = self.damp
+        else:
+            tau = MISMATCH_DAMPING[self._conv.padding_mode if symmetric else "mixing"]
+            beta = max(self.damp, tau * math.sqrt(top))
+        # never singular: at least 1e-8 of the norm (matters only for damp = 0)
+        beta2 = max(beta * beta, 1e-16 * top, torch.finfo(torch.float64).tiny)
+        scale = (values + beta2).reciprocal()
+        if self.kind == "right":
+            scale = scale.sqrt()
+        inverse = (vectors * scale[..., None, :].to(vectors.dtype)) @ vectors.mH
+        self._filter = inverse.movedim(-1, 1).movedim(-1, 1)  # (G, p, p, *F)
+        self._key = weight.clone()
+        self.beta = beta
+        return self._filter
+
+    # ------------------------------------------------------------------ products
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """The preconditioner applied to a batch of tensors.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(B, *op.input_shape)`` or ``op.input_shape``, on the operator's device.
+
+        Returns
+        -------
+        torch.Tensor
+            The same shape; the promoted dtype of the weight and ``x``.
+        """
+        shape = tuple(self.op.input_shape)
+        single = tuple(x.shape) == shape
+        if not single and tuple(x.shape[1:]) != shape:
+            raise ValueError(f"x must have shape {shape} or (B, *{shape}), got {tuple(x.shape)}")
+        batch = x[None] if single else x
+        y = self._product(batch)
+        return y[0] if single else y
+
+    def _product(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.op.weight
+        if x.is_complex() and not weight.is_complex():  # a real map: parts one by one
+            return torch.complex(self._product(x.real), self._product(x.imag))
+        inverse = self._current()  # (G, p, p, *F)
+        dtype = torch.promote_types(weight.dtype, x.dtype)
+        real = not weight.is_complex()
+        b, c = x.shape[:2]
+        size = x.shape[2:]
+        nd = len(size)
+        z = x.to(dtype)
+        for i, (n, boundary) in enumerate(zip(size, self.boundaries)):
+            if boundary == "reflect":  # the end samples count twice (D = W'^{-1})
+                z = z.clone() if z is x else z
+                z.narrow(2 + i, 0, 1).mul_(2)
+                z.narrow(2 + i, n - 1, 1).mul_(2)
+            z = _extend(z, 2 + i, boundary)
+        dims = tuple(range(2, 2 + nd))
+        spec = torch.fft.rfftn(z, dim=dims) if real else torch.fft.fftn(z, dim=dims)
+        g, p = inverse.shape[:2]
+        spec = spec.reshape(b, g, p, *spec.shape[2:])
+        inverse = inverse.to(spec.dtype)
+        if p == 1:
+            spec = spec * inverse[None, :, 0]  # (B, G, 1, *F)
+        else:
+            spec = torch.einsum("gab...,kgb...->kga...", inverse, spec)
+        spec = spec.reshape(b, c, *spec.shape[3:])
+        if real:
+            z = torch.fft.irfftn(spec, s=self.grid, dim=dims)
+        else:
+            z = torch.fft.ifftn(spec, dim=dims)
+        factor = 1.0
+        for i, (n, boundary) in enumerate(zip(size, self.boundaries)):
+            z = _fold(z, 2 + i, n, boundary)
+            if boundary != "periodic":
+                factor /= 2
+            if boundary == "reflect":
+                z.narrow(2 + i, 0, 1).mul_(2)
+                z.narrow(2 + i, n - 1, 1).mul_(2)
+        return z * factor if factor != 1 else z
+
+    def _matmat(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X)
+        dtype = result_dtype(self.dtype, X.dtype, "x")
+        n, k = X.shape
+        x = to_tensor(X.T, dtype, self.device).reshape(k, *self.op.input_shape)
+        with torch.no_grad():
+            y = self._product(x)
+        return to_numpy(y.reshape(k, n)).T
+
+    def _matvec(self, x: np.ndarray) -> np.ndarray:
+        return self._matmat(np.reshape(x, (-1, 1)))[:, 0]
+
+    def _rmatvec(self, x: np.ndarray) -> np.ndarray:  # symmetric (Hermitian)
+        return self._matvec(x)
+
+    def _rmatmat(self, X: np.ndarray) -> np.ndarray:
+        return self._matmat(X)
+
+    def _adjoint(self) -> Preconditioner:
+        return self
+
+    def to_pylops(self, name: str | None = None):
+        """The preconditioner as a ``pylops.LinearOperator`` (``dims`` = ``op.input_shape``).
+
+        Parameters
+        ----------
+        name : str, optional
+            PyLops' operator name.
+
+        Returns
+        -------
+        pylops.LinearOperator
+        """
+        import pylops
+
+        return pylops.LinearOperator(
+            self, dims=tuple(self.op.input_shape), dimsd=tuple(self.op.input_shape), name=name
+        )
+
+
+def preconditioner(op: ConvOperator, *, damp: float = 0.0, kind: str = "normal",
+                   beta: float | None = None) -> Preconditioner:  # fmt: skip
+    """A preconditioner for solves with ``op``: about ``(op^H op + damp^2 I)^{-1}``.
+
+    Applied by FFTs of the input extended as the padding mode's boundary model assumes
+    (periodic for circular padding, whole-sample symmetric for reflect, half-sample
+    symmetric for replicate and zeros), with one small solve over the channels per
+    frequency. For a circulant convolution it is the exact inverse: ``cg`` converges in one
+    iteration. Elsewhere it differs from the inverse near the boundary, and its own damping
+    ``beta`` (default: ``damp`` where the model is the operator's own, else at least
+    ``convop.deconvolution.MISMATCH_DAMPING`` times the operator's norm: 0.02 for zeros and
+    reflect, 0.1 for replicate padding) keeps that difference from making outlying
+    eigenvalues.
+
+    Parameters
+    ----------
+    op : ConvOperator
+        A convolution or transposed convolution with stride 1, or its adjoint; any ndim,
+        channels, groups, dilation and padding mode; real or complex.
+    damp : float, default 0.0
+        The damping of the problem, ``min ||op x - y||^2 + damp^2 ||x||^2``.
+    kind : {'normal', 'right'}, default 'normal'
+        ``'normal'``: the approximate inverse of ``op^H op + damp^2 I``, for
+        ``scipy.sparse.linalg.cg(..., M=P)`` on the normal equations. ``'right'``: its
+        symmetric square root ``P``, a right preconditioner for ``lsqr``/``lsmr``: solve
+        ``[op; damp I] P z = [y; 0]``, then ``x = P z``.
+    beta : float, optional
+        The preconditioner's own damping, instead of the automatic choice.
+
+    Returns
+    -------
+    Preconditioner
+        A symmetric positive definite ``scipy.sparse.linalg.LinearOperator`` of shape
+        ``(op.shape[1], op.shape[1])``, with a torch face ``apply`` and ``to_pylops()``.
+
+    Raises
+    ------
+    ValueError
+        For a strided operator (its normal operator is not a convolution), a negative or
+        non-finite ``damp``/``beta``, or an unknown ``kind``.
+
+    Notes
+    -----
+    ``op^H op`` is the convolution with the kernel's autocorrelation ``R``. With ``E`` the
+    extension of the boundary model, ``C`` the circulant of ``R`` on the extended grid and
+    ``D`` the weights of the end samples (2 for reflect's, else 1), the preconditioner is
+    ``2^{-d} D E^T f(C + beta^2 I) E D`` with ``f(t) = 1/t`` (``'normal'``) or ``t^{-1/2}``
+    (``'right'``), over the ``d`` extended axes: symmetric positive definite by
+    construction. For a single-channel, point-symmetric kernel with reflect padding the
+    preconditioned normal matrix has its eigenvalues in ``[1, 2]`` for ``beta = damp``.
+
+    Examples
+    --------
+    Deconvolving a reflect-padded blur with ``cg`` on the normal equations:
+
+    >>> import numpy as np, torch, convop
+    >>> from scipy.sparse.linalg import LinearOperator, cg
+    >>> g = torch.exp(-torch.linspace(-2, 2, 9, dtype=torch.float64) ** 2)
+    >>> w = torch.outer(g, g)[None, None] / g.sum() ** 2
+    >>> A = convop.conv2d(w, (1, 64, 64), padding="same", padding_mode="reflect")
+    >>> damp = 1e-2
+    >>> N = LinearOperator(A.shape[::-1], matvec=lambda v: A.rmatvec(A.matvec(v)) + damp**2 * v,
+    ...                    dtype=A.dtype)
+    >>> y = A @ np.random.default_rng(0).random(A.shape[1])
+    >>> def iterations(**kw):
+    ...     count = []
+    ...     cg(N, A.rmatvec(y), rtol=1e-6, callback=count.append, **kw)
+    ...     return len(count)
+    >>> iterations() > 10 * iterations(M=convop.preconditioner(A, damp=damp))
+    True
+    """
+    damp = _check_damp(damp)
+    check_choice(kind, "kind", KINDS)
+    if beta is not None:
+        beta = _check_damp(beta, "beta")
+    return Preconditioner(op, damp, kind, beta)
+
+
+# ---------------------------------------------------------------------- Tikhonov
+def _transfer(weight: torch.Tensor, conv: ConvGeometry, real: bool) -> torch.Tensor:
+    """The circulant convolution's transfer matrices ``K(f)``: ``(G, O, C, *F)``.
+
+    Output ``i`` reads ``x[(i + t d - lo) mod n]``, so with ``x_hat(f) = sum_i x_i
+    e^{-2 pi i f i / n}`` the output's transform is ``sum_t w[t] e^{2 pi i f (t d - lo)/n}
+    x_hat(f)``: the weight placed at ``(lo - t d) mod n`` and transformed.
+    """
+    g = conv.groups
+    o, c = conv.out_channels // g, conv.in_channels // g
+    grid = conv.input_size
+    positions = [
+        (lo - torch.arange(k, device=weight.device) * d).remainder(n)
+        for k, d, n, (lo, _) in zip(conv.kernel_size, conv.dilation, grid, conv.padding)
+    ]
+    index = torch.zeros((), dtype=torch.int64, device=weight.device)
+    for n, pos in zip(grid, positions):
+        index = index[..., None] * n + pos
+    w = weight.to(torch.complex128 if weight.is_complex() else torch.float64)
+    placed = w.new_zeros((g * o, c, math.prod(grid)))
+    placed.index_add_(2, index.reshape(-1), w.reshape(g * o, c, -1))
+    placed = placed.reshape(g, o, c, *grid)
+    dims = tuple(range(3, 3 + len(grid)))
+    return torch.fft.rfftn(placed, dim=dims) if real else torch.fft.fftn(placed, dim=dims)
+
+
+def solve_tikhonov(op: ConvOperator, y, damp: float | None = None, *, nsr=None):
+    """The exact minimiser of ``||op x - y||^2 + damp^2 ||x||^2`` for a circulant ``op``.
+
+    By one FFT of ``y``, one small solve per frequency (``K^H (K K^H + damp^2 I)^{-1}`` or
+    ``(K^H K + damp^2 I)^{-1} K^H``, whichever system is smaller) and one inverse FFT. With
+    ``nsr`` instead of ``damp``, the Wiener filter ``K^H (K K^H + nsr)^{-1}``, where ``nsr``
+    is the noise-to-signal power ratio: a number (white signal; ``damp = sqrt(nsr)``) or an
+    array over the frequencies.
+
+    Parameters
+    ----------
+    op : ConvOperator
+        A circulant convolution (circular padding summing to the kernel's reach, stride 1),
+        its adjoint, or a 1-sample transposed convolution; see :func:`convop.is_circulant`.
+    y : numpy.ndarray or torch.Tensor
+        ``op.output_shape``, a batch ``(B, *op.output_shape)``, or flat (``op.shape[0]``).
+    damp : float, optional
+        The Tikhonov damping (give ``damp`` or ``nsr``).
+    nsr : float, numpy.ndarray or torch.Tensor, optional
+        The noise-to-signal ratio: a number, or an array broadcastable to the frequency
+        grid ``(*n[:-1], n[-1] // 2 + 1)`` of a real problem (``n`` for a complex one),
+        e.g. ``noise power / signal power spectrum``.
+
+    Returns
+    -------
+    numpy.ndarray or torch.Tensor
+        ``x`` like ``y``: the same type, batch and flatness, of ``op.input_shape``.
+
+    Raises
+    ------
+    ValueError
+        When ``op`` is not circulant (use :func:`preconditioner` with ``cg`` there), when
+        neither or both of ``damp`` and ``nsr`` are given, or for a bad shape or value.
+
+    Examples
+    --------
+    >>> import numpy as np, torch, convop
+    >>> w = torch.rand(1, 1, 5, 5, dtype=torch.float64)
+    >>> op = convop.conv2d(w, (1, 32, 32), padding=2, padding_mode="circular")
+    >>> y = np.random.default_rng(0).random(op.shape[0])
+    >>> x = convop.solve_tikhonov(op, y, damp=0.1)
+    >>> dense = op.todense()
+    >>> exact = np.linalg.solve(dense.T @ dense + 0.01 * np.eye(op.shape[1]), dense.T @ y)
+    >>> bool(np.allclose(x, exact, atol=1e-10))
+    True
+    """
+    if not isinstance(op, ConvOperator):
+        raise TypeError(f"op must be a convop.ConvOperator, got {type(op).__name__}")
+    if (damp is None) == (nsr is None):
+        raise ValueError("give one of damp and nsr")
+    conv, input_side = _gram_side(op, "solve_tikhonov()")
+    if not is_circulant(op):
+        raise ValueError(
+            f"solve_tikhonov() needs a circulant convolution (circular padding summing to the "
+            f"kernel's reach, stride 1), got the {op.name} with padding_mode="
+            f"{op.geometry.padding_mode!r}; solve other boundaries iteratively: "
+            f"scipy.sparse.linalg.cg on the normal equations with M=convop.preconditioner(op, "
+            f"damp=damp)"
+        )
+    weight = op.weight.detach()
+    numpy_in = isinstance(y, np.ndarray)
+    if numpy_in:
+        dtype = result_dtype(op.dtype, y.dtype, "y")
+        t = to_tensor(y, dtype, op.device)
+    elif isinstance(y, torch.Tensor):
+        t = y.detach()
+    else:
+        raise TypeError(f"y must be a numpy.ndarray or torch.Tensor, got {type(y).__name__}")
+    out_shape, in_shape = tuple(op.output_shape), tuple(op.input_shape)
+    flat = t.ndim == 1 and t.numel() == op.shape[0]
+    single = tuple(t.shape) == out_shape
+    if flat or single:
+        batch = t.reshape(1, *out_shape)
+    elif tuple(t.shape[1:]) == out_shape:
+        batch = t
+    else:
+        raise ValueError(
+            f"y must have shape {out_shape}, (B, *{out_shape}) or ({op.shape[0]},), "
+            f"got {tuple(t.shape)}"
+        )
+    real = not (weight.is_complex() or batch.is_complex())
+    kernel = _transfer(weight, conv, real)  # (G, O, C, *F): conv maps C -> O per group
+    g = kernel.shape[0]
+    freq = kernel.shape[3:]
+    k = kernel.permute(0, *range(3, 3 + len(freq)), 1, 2)  # (G, *F, O, C)
+    if not input_side:  # op = B^H: its transfer is K^H
+        k = k.mH
+    rows, cols = k.shape[-2:]
+    if nsr is not None:
+        if isinstance(nsr, (int, float)) and not isinstance(nsr, bool):
+            ratio = torch.tensor(float(_check_damp(nsr, "nsr")), dtype=torch.float64)
+        else:
+            ratio = torch.as_tensor(np.asarray(nsr) if not isinstance(nsr, torch.Tensor)
+                                    else nsr, dtype=torch.float64)  # fmt: skip
+            if not bool(torch.isfinite(ratio).all()) or bool((ratio < 0).any()):
+                raise ValueError("nsr must be finite and >= 0")
+            try:
+                ratio = torch.broadcast_to(ratio, freq)
+            except RuntimeError:
+                raise ValueError(
+                    f"nsr must broadcast to the frequency grid {tuple(freq)}, "
+                    f"got shape {tuple(ratio.shape)}"
+                ) from None
+        ratio = ratio.to(op.device)
+    else:
+        ratio = torch.tensor(_check_damp(damp) ** 2, dtype=torch.float64, device=op.device)
+    ratio = ratio.reshape(*ratio.shape, 1, 1) if ratio.ndim else ratio
+    nd = len(freq)
+    dims = tuple(range(2, 2 + nd))
+    work = torch.complex128 if (batch.dtype in (torch.float64, torch.complex128)
+                                or weight.dtype in (torch.float64, torch.complex128)) \
+        else torch.complex64  # fmt: skip
+    spec = torch.fft.rfftn(batch, dim=dims) if real else torch.fft.fftn(batch, dim=dims)
+    b = batch.shape[0]
+    spec = spec.to(work).reshape(b, g, rows, *freq).movedim(2, -1)[..., None]  # (B,G,*F,r,1)
+    k = k.to(work)
+    eye_r = torch.eye(rows, dtype=work, device=op.device)
+    eye_c = torch.eye(cols, dtype=work, device=op.device)
+    if rows <= cols:  # x = K^H (K K^H + r)^{-1} y
+        system = k @ k.mH + ratio.to(work) * eye_r
+        x = k.mH @ torch.linalg.solve(system, spec)
+    else:  # x = (K^H K + r)^{-1} K^H y
+        system = k.mH @ k + ratio.to(work) * eye_c
+        x = torch.linalg.solve(system, k.mH @ spec)
+    x = x[..., 0].movedim(-1, 2).reshape(b, g * cols, *freq)
+    n = in_shape[1:]
+    x = torch.fft.irfftn(x, s=n, dim=dims) if real else torch.fft.ifftn(x, s=n, dim=dims)
+    x = x.to(torch.promote_types(weight.dtype, batch.dtype))
+    if flat:
+        x = x.reshape(-1)
+    elif single:
+        x = x[0]
+    return to_numpy(x) if numpy_in else x

@@ -1,0 +1,355 @@
+"""convop.deconvolution: preconditioners and exact Tikhonov solves, against dense algebra."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+import torch
+from scipy.sparse.linalg import LinearOperator, cg, lsqr
+
+import convop
+from convop.data import phantom
+from convop.deconvolution import Preconditioner, preconditioner, solve_tikhonov
+
+
+def gaussian(k: int, sigma: float) -> torch.Tensor:
+    x = torch.arange(k, dtype=torch.float64) - (k - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+class Case(NamedTuple):
+    name: str
+    build: object  # () -> ConvOperator
+
+
+def _blur2d(mode: str, n: int = 24, k: int = 7) -> convop.ConvOperator:
+    g = gaussian(k, 1.5)
+    return convop.conv2d(torch.outer(g, g)[None, None], (1, n, n), padding="same",
+                         padding_mode=mode)  # fmt: skip
+
+
+def _crosstalk(mode: str) -> convop.ConvOperator:
+    mix = torch.full((3, 3), 0.1, dtype=torch.float64) + 0.7 * torch.eye(3, dtype=torch.float64)
+    g = gaussian(5, 1.0)
+    return convop.conv2d(mix[:, :, None, None] * torch.outer(g, g), (3, 16, 16), padding=2,
+                         padding_mode=mode)  # fmt: skip
+
+
+def _mixing(mode: str) -> convop.ConvOperator:
+    w = torch.randn(4, 2, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    return convop.conv2d(w, (4, 12, 10), padding=1, groups=2, padding_mode=mode)
+
+
+def _line(mode: str) -> convop.ConvOperator:
+    w = torch.tensor([[[0.1, 0.3, 0.6, 0.2]]], dtype=torch.float64)  # not symmetric, even size
+    return convop.conv1d(w, (1, 40), padding="same", dilation=2, padding_mode=mode)
+
+
+def _cube(mode: str) -> convop.ConvOperator:
+    g = gaussian(3, 0.8)
+    w = (g[:, None, None] * g[None, :, None] * g[None, None, :])[None, None]
+    return convop.conv3d(w, (1, 6, 7, 5), padding=1, padding_mode=mode)
+
+
+MODES = ["zeros", "reflect", "replicate", "circular"]
+LAYOUTS = {
+    "blur-2d": _blur2d,
+    "crosstalk-3ch": _crosstalk,
+    "groups-mixing": _mixing,
+    "line-1d": _line,
+    "cube-3d": _cube,
+}
+CASES = [Case(f"{name}-{mode}", lambda b=build, m=mode: b(m)) for name, build in
+         LAYOUTS.items() for mode in MODES]  # fmt: skip
+
+
+def transposed() -> convop.ConvOperator:
+    w = torch.randn(2, 3, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    return convop.conv_transpose2d(w, (2, 9, 9), padding=1)
+
+
+def dense_inverse(op: convop.ConvOperator, damp: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(A, (A^H A + damp^2 I)^{-1})`` as dense float64 arrays."""
+    a = op.todense().astype(np.complex128 if op.dtype.kind == "c" else np.float64)
+    normal = a.conj().T @ a + damp**2 * np.eye(a.shape[1])
+    return a, np.linalg.inv(normal)
+
+
+def dense_of(p: LinearOperator) -> np.ndarray:
+    return p @ np.eye(p.shape[1], dtype=p.dtype)
+
+
+def normal_operator(op: convop.ConvOperator, damp: float) -> LinearOperator:
+    return LinearOperator((op.shape[1], op.shape[1]), dtype=op.dtype,
+                          matvec=lambda v: op.rmatvec(op.matvec(v)) + damp**2 * v)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- preconditioner
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("kind", ["normal", "right"])
+def test_preconditioner_is_symmetric_positive_definite(case, kind):
+    op = case.build()
+    m = dense_of(preconditioner(op, damp=1e-2, kind=kind))
+    np.testing.assert_allclose(m, m.conj().T, atol=1e-12 * np.abs(m).max())
+    np.linalg.cholesky((m + m.conj().T) / 2)  # raises unless positive definite
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_preconditioned_cg_reaches_the_dense_solution(case):
+    op = case.build()
+    damp = 3e-2
+    a, inverse = dense_inverse(op, damp)
+    y = np.random.default_rng(0).standard_normal(op.shape[0])
+    exact = inverse @ (a.conj().T @ y)
+    x, info = cg(normal_operator(op, damp), op.rmatvec(y), rtol=1e-10, maxiter=5000,
+                 M=preconditioner(op, damp=damp))  # fmt: skip
+    assert info == 0
+    np.testing.assert_allclose(x, exact, atol=1e-7 * np.abs(exact).max())
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_right_preconditioned_lsqr_reaches_the_dense_solution(case):
+    """``[A; damp I] P z = [y; 0]``, ``x = P z``: the same Tikhonov solution."""
+    op = case.build()
+    damp = 3e-2
+    a, inverse = dense_inverse(op, damp)
+    y = np.random.default_rng(1).standard_normal(op.shape[0])
+    exact = inverse @ (a.conj().T @ y)
+    p = preconditioner(op, damp=damp, kind="right")
+    m, n = op.shape
+    stacked = LinearOperator(
+        (m + n, n),
+        dtype=op.dtype,
+        matvec=lambda z: np.concatenate([op.matvec(p.matvec(z)), damp * p.matvec(z)]),
+        rmatvec=lambda r: p.matvec(op.rmatvec(r[:m]) + damp * r[m:]),
+    )
+    z = lsqr(stacked, np.concatenate([y, np.zeros(n)]), atol=1e-14, btol=1e-14,
+             iter_lim=5000)[0]  # fmt: skip
+    np.testing.assert_allclose(p.matvec(z), exact, atol=1e-7 * np.abs(exact).max())
+
+
+SAVINGS = [("zeros", 2), ("reflect", 5), ("replicate", 1.5), ("circular", 20)]
+
+
+@pytest.mark.parametrize(("mode", "factor"), SAVINGS)
+def test_preconditioner_saves_iterations_on_a_blur(mode, factor):
+    op = _blur2d(mode, n=32, k=9)
+    damp = 1e-2
+    y = op @ phantom(32).ravel()
+
+    def iterations(**kw) -> int:
+        count: list = []
+        cg(normal_operator(op, damp), op.rmatvec(y), rtol=1e-6, callback=count.append, **kw)
+        return len(count)
+
+    plain, preconditioned = iterations(), iterations(M=preconditioner(op, damp=damp))
+    assert preconditioned * factor <= plain
+
+
+def test_preconditioner_of_a_circulant_is_the_exact_inverse():
+    w = torch.randn(3, 3, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    op = convop.conv2d(w, (3, 8, 10), padding=1, padding_mode="circular")
+    p = preconditioner(op, damp=0.1)
+    _, inverse = dense_inverse(op, 0.1)
+    np.testing.assert_allclose(dense_of(p), inverse, atol=1e-10 * np.abs(inverse).max())
+    assert p.exact
+    assert p.beta == 0.1
+    assert p.boundaries == ("periodic", "periodic")
+    root = dense_of(preconditioner(op, damp=0.1, kind="right"))
+    np.testing.assert_allclose(root @ root, inverse, atol=1e-10 * np.abs(inverse).max())
+
+
+@pytest.mark.parametrize("build", [transposed, lambda: _mixing("reflect").H,
+                                   lambda: _blur2d("reflect").T], ids=["transposed", "adjoint",
+                                                                        "transpose"])  # fmt: skip
+def test_preconditioner_of_transposes_and_adjoints(build):
+    op = build()
+    damp = 5e-2
+    a, inverse = dense_inverse(op, damp)
+    y = np.random.default_rng(2).standard_normal(op.shape[0])
+    x = cg(normal_operator(op, damp), op.rmatvec(y), rtol=1e-11, maxiter=3000,
+           M=preconditioner(op, damp=damp))[0]  # fmt: skip
+    exact = inverse @ (a.conj().T @ y)
+    np.testing.assert_allclose(x, exact, atol=1e-7 * np.abs(exact).max())
+
+
+def test_preconditioner_of_a_complex_operator():
+    gen = torch.Generator().manual_seed(4)
+    w = torch.randn(2, 2, 3, 3, dtype=torch.complex128, generator=gen)
+    op = convop.conv2d(w, (2, 7, 6), padding=1, padding_mode="circular")
+    _, inverse = dense_inverse(op, 0.2)
+    np.testing.assert_allclose(dense_of(preconditioner(op, damp=0.2)), inverse,
+                               atol=1e-10 * np.abs(inverse).max())  # fmt: skip
+
+
+def test_preconditioner_follows_the_weight():
+    w = torch.randn(1, 1, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    op = convop.conv2d(w, (1, 8, 8), padding=1, padding_mode="circular")
+    p = preconditioner(op, damp=0.1)
+    dense_of(p)  # computes the spectrum
+    with torch.no_grad():
+        w.mul_(3)
+    _, inverse = dense_inverse(op, 0.1)
+    np.testing.assert_allclose(dense_of(p), inverse, atol=1e-10 * np.abs(inverse).max())
+
+
+def test_torch_and_numpy_faces_agree_and_leave_inputs_alone():
+    op = _crosstalk("reflect")
+    p = preconditioner(op, damp=1e-2)
+    x = np.random.default_rng(3).standard_normal((op.shape[1], 4))
+    kept = x.copy()
+    numpy_face = p @ x
+    torch_face = p.apply(torch.from_numpy(x.T.copy()).reshape(4, *op.input_shape))
+    np.testing.assert_allclose(torch_face.reshape(4, -1).numpy().T, numpy_face, rtol=1e-12)
+    np.testing.assert_array_equal(x, kept)
+    single = p.apply(torch.from_numpy(x[:, 0].copy()).reshape(op.input_shape))
+    np.testing.assert_allclose(single.reshape(-1).numpy(), numpy_face[:, 0], rtol=1e-12)
+    assert isinstance(p, Preconditioner)
+    assert "Preconditioner(normal" in repr(p)
+
+
+def test_preconditioner_through_pylops():
+    pylops = pytest.importorskip("pylops")
+    op = _blur2d("reflect")
+    p = preconditioner(op, damp=1e-2).to_pylops()
+    assert p.dims == op.input_shape
+    assert pylops.utils.dottest(p, *p.shape, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"damp": -1.0}, ValueError, "damp must be a finite float >= 0, got -1.0"),
+        ({"damp": "0.1"}, TypeError, "damp must be a float, got str"),
+        ({"kind": "left"}, ValueError, "kind"),
+        ({"beta": float("nan")}, ValueError, "beta must be a finite float >= 0"),
+    ],
+)
+def test_preconditioner_rejects_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        preconditioner(_blur2d("zeros"), **kwargs)
+
+
+def test_preconditioner_refuses_strides_and_other_objects():
+    op = convop.conv2d(torch.ones(1, 1, 3, 3), (1, 8, 8), stride=2, padding=1)
+    with pytest.raises(
+        ValueError, match=r"preconditioner\(\) needs stride 1, got stride=\(2, 2\)"
+    ):
+        preconditioner(op)
+    with pytest.raises(TypeError, match=r"op must be a convop\.ConvOperator, got ndarray"):
+        preconditioner(np.eye(3))
+
+
+# --------------------------------------------------------------------------- Tikhonov
+CIRCULANTS = {
+    "1ch-2d": lambda: convop.conv2d(
+        torch.rand(1, 1, 5, 5, dtype=torch.float64),
+        (1, 12, 10),
+        padding=2,
+        padding_mode="circular",
+    ),
+    "more-outputs": lambda: convop.conv2d(
+        torch.randn(5, 2, 3, 3, dtype=torch.float64), (2, 8, 9), padding=1, padding_mode="circular"
+    ),
+    "more-inputs-groups": lambda: convop.conv1d(
+        torch.randn(2, 3, 5, dtype=torch.float64),
+        (6, 20),
+        padding=2,
+        groups=2,
+        padding_mode="circular",
+    ),
+    "3d-dilated": lambda: convop.conv3d(
+        torch.randn(2, 2, 3, 3, 1, dtype=torch.float64),
+        (2, 4, 6, 5),
+        padding=(1, 2, 0),
+        dilation=(1, 2, 1),
+        padding_mode="circular",
+    ),
+    "complex": lambda: convop.conv2d(
+        torch.randn(2, 2, 3, 3, dtype=torch.complex128),
+        (2, 6, 7),
+        padding=1,
+        padding_mode="circular",
+    ),
+    "adjoint": lambda: (
+        convop.conv2d(
+            torch.randn(3, 2, 3, 3, dtype=torch.float64),
+            (2, 7, 8),
+            padding=1,
+            padding_mode="circular",
+        ).H
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CIRCULANTS))
+def test_solve_tikhonov_equals_the_dense_solve(name):
+    torch.manual_seed(6)
+    op = CIRCULANTS[name]()
+    a, inverse = dense_inverse(op, 0.3)
+    rng = np.random.default_rng(4)
+    y = rng.standard_normal(op.shape[0]).astype(op.dtype)
+    if op.dtype.kind == "c":
+        y = y + 1j * rng.standard_normal(op.shape[0])
+    kept = y.copy()
+    x = solve_tikhonov(op, y, damp=0.3)
+    exact = inverse @ (a.conj().T @ y)
+    np.testing.assert_allclose(x, exact, atol=1e-10 * np.abs(exact).max())
+    np.testing.assert_array_equal(y, kept)
+
+
+def test_solve_tikhonov_keeps_the_shape_type_and_batch_of_y():
+    op = CIRCULANTS["1ch-2d"]()
+    y = torch.randn(3, *op.output_shape, dtype=torch.float64)
+    x = solve_tikhonov(op, y, damp=0.1)
+    assert isinstance(x, torch.Tensor)
+    assert x.shape == (3, *op.input_shape)
+    one = solve_tikhonov(op, y[1].numpy(), damp=0.1)
+    assert isinstance(one, np.ndarray)
+    assert one.shape == op.input_shape
+    np.testing.assert_allclose(one, x[1].numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_wiener_form_with_a_scalar_ratio_is_tikhonov():
+    op = CIRCULANTS["more-outputs"]()
+    y = np.random.default_rng(5).standard_normal(op.shape[0])
+    np.testing.assert_allclose(solve_tikhonov(op, y, nsr=0.04), solve_tikhonov(op, y, damp=0.2),
+                               rtol=1e-12)  # fmt: skip
+
+
+def test_wiener_form_with_a_spectrum_solves_its_normal_equations():
+    """``(A^T A + F^H diag(r) F) x = A^T y`` for a per-frequency ratio ``r``."""
+    op = CIRCULANTS["1ch-2d"]()
+    n = op.input_shape[1:]
+    f = torch.fft.rfftfreq(n[1])[None, :] ** 2 + torch.fft.fftfreq(n[0])[:, None] ** 2
+    ratio = (0.01 + f).numpy()  # (12, 6): noise over a 1/f^2-like signal spectrum
+    y = np.random.default_rng(6).standard_normal(op.shape[0])
+    x = solve_tikhonov(op, y, nsr=ratio)
+    t = torch.from_numpy(x.reshape(n))
+    penalty = torch.fft.irfftn(torch.from_numpy(ratio) * torch.fft.rfftn(t), s=n).numpy()
+    lhs = op.rmatvec(op.matvec(x)) + penalty.reshape(-1)
+    np.testing.assert_allclose(lhs, op.rmatvec(y), atol=1e-10 * np.abs(op.rmatvec(y)).max())
+
+
+def test_solve_tikhonov_refuses_what_it_cannot_solve_exactly():
+    op = convop.conv2d(torch.ones(1, 1, 3, 3), (1, 8, 8), padding=1, padding_mode="reflect")
+    y = np.zeros(op.shape[0], dtype=np.float32)
+    with pytest.raises(ValueError, match=r"needs a circulant convolution.*convop\.preconditioner"):
+        solve_tikhonov(op, y, damp=0.1)
+    circ = CIRCULANTS["1ch-2d"]()
+    y = np.zeros(circ.shape[0])
+    with pytest.raises(ValueError, match="give one of damp and nsr"):
+        solve_tikhonov(circ, y)
+    with pytest.raises(ValueError, match="give one of damp and nsr"):
+        solve_tikhonov(circ, y, damp=0.1, nsr=0.01)
+    with pytest.raises(ValueError, match=r"y must have shape \(1, 12, 10\)"):
+        solve_tikhonov(circ, np.zeros(7), damp=0.1)
+    with pytest.raises(ValueError, match="nsr must broadcast to the frequency grid"):
+        solve_tikhonov(circ, y, nsr=np.ones((3, 3)))
+    with pytest.raises(ValueError, match="nsr must be finite and >= 0"):
+        solve_tikhonov(circ, y, nsr=-np.ones((12, 6)))
+    with pytest.raises(TypeError, match=r"y must be a numpy\.ndarray or torch\.Tensor, got list"):
+        solve_tikhonov(circ, [0.0], damp=0.1)
