@@ -31,8 +31,10 @@ and ``lsmr`` reconstructions, both residual histories and PSNR against ``damp``.
 best PSNR of each solver beats the blurred image's by more than 3 dB, the two solvers agree
 to 0.05 dB (run to scipy's default tolerance ``atol = btol = 1e-6``, both reach the same
 Tikhonov solution; ``lsmr`` in fewer iterations), and each minimised residual decreases
-monotonically. ``--quick`` runs the same
-problem on a 96x96 phantom.
+monotonically. At the best ``damp``, ``cg`` on the normal equations with
+``convop.preconditioner`` (matched to the reflect padding) reaches the same solution in far
+fewer iterations than either: the script prints how many it saved. ``--quick`` runs the
+same problem on a 96x96 phantom.
 
 Usage::
 
@@ -48,7 +50,7 @@ from typing import NamedTuple
 import matplotlib
 import numpy as np
 from _common import KERNEL_SIZE, NOISE, SIGMA, blur_problem, check, parse_args
-from scipy.sparse.linalg import LinearOperator, lsmr, lsqr
+from scipy.sparse.linalg import LinearOperator, cg, lsmr, lsqr
 
 import convop
 from convop.data import psnr
@@ -87,6 +89,24 @@ def solve(
     with convop.solver_threads():  # numpy's BLAS on one thread: no fight with torch
         result = function(A, b, damp=damp, atol=TOL, btol=TOL, **{limit: iterations})
     return Solve(result[0], int(result[2]), time.perf_counter() - start)
+
+
+def normal_cg(A, b: np.ndarray, damp: float, *, precondition: bool) -> Solve:
+    """``cg`` on ``(A^H A + damp^2 I) x = A^H b``, with ``convop.preconditioner`` or without.
+
+    The preconditioner (an approximate inverse matched to the reflect padding, by FFTs) is
+    built inside the timing. Stops at a normal-equations residual of TOL relative.
+    """
+    n = A.shape[1]
+    normal = LinearOperator(
+        (n, n), dtype=A.dtype, matvec=lambda v: A.rmatvec(A.matvec(v)) + damp**2 * v
+    )
+    count: list = []
+    start = time.perf_counter()
+    with convop.solver_threads():
+        M = convop.preconditioner(A, damp=damp) if precondition else None
+        x = cg(normal, A.rmatvec(b), rtol=TOL, M=M, callback=count.append)[0]
+    return Solve(x, len(count), time.perf_counter() - start)
 
 
 def history(name: str, A: LinearOperator, b: np.ndarray, damp: float, final: Solve) -> History:
@@ -200,6 +220,19 @@ def main(argv: list[str] | None = None) -> None:
             f"damped residual {hist.damped[0]:.1e} -> {hist.damped[-1]:.1e}, normal "
             f"{hist.normal[0]:.1e} -> {hist.normal[-1]:.1e}"
         )
+
+    damp, reference = best["lsqr"]
+    plain, preconditioned = (normal_cg(A, b, damp, precondition=p) for p in (False, True))
+    saved = best["lsmr"][1].iterations - preconditioned.iterations
+    print(
+        f"cg on the normal equations at damp {damp:g}: {plain.iterations} iterations "
+        f"({plain.seconds:.2f} s) plain, {preconditioned.iterations} "
+        f"({preconditioned.seconds:.2f} s) with convop.preconditioner: {saved} fewer than lsmr, "
+        f"{reference.iterations - preconditioned.iterations} fewer than lsqr"
+    )
+    gap = abs(psnr(preconditioned.x, truth) - psnr(reference.x, truth))
+    check(gap < 0.05, f"preconditioned cg reaches lsqr's Tikhonov solution ({gap:.3f} dB apart)")
+    check(saved > 0, f"the preconditioner saves iterations: {preconditioned.iterations} < lsmr's")
 
     for name, (_, result) in best.items():
         gain = psnr(result.x, truth) - blurred
