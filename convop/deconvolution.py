@@ -189,8 +189,9 @@ class Preconditioner(LinearOperator):
     def _matched(self, weight: torch.Tensor) -> bool:
         """Whether the boundary model is the operator's own (up to its end samples).
 
-        A circulant; or point-symmetric kernels (every channel pair's), centred padding,
-        under reflect (whole-sample) or, for kernels of reach 1, replicate padding.
+        A circulant; or kernels mirror-symmetric along every axis (every channel pair's),
+        centred padding, under reflect (whole-sample) or, for kernels of reach 1, replicate
+        padding.
         """
         if self._circulant:
             return True
@@ -199,7 +200,10 @@ class Preconditioner(LinearOperator):
             return False
         centred = all(lo == hi for lo, hi in conv.padding)
         dims = tuple(range(2, 2 + conv.ndim))
-        symmetric = bool(torch.equal(weight, weight.flip(dims)))
+        tolerance = 1e-10 * float(weight.abs().max())
+        symmetric = all(
+            bool(torch.allclose(weight, weight.flip(d), rtol=0, atol=tolerance)) for d in dims
+        )
         reach = max(d * (k - 1) for k, d in zip(conv.kernel_size, conv.dilation))
         mode = conv.padding_mode
         return (
@@ -234,14 +238,18 @@ class Preconditioner(LinearOperator):
         if key is not None and key.shape == weight.shape and torch.equal(key, weight):
             return self._filter
         taps, deltas = gram_lags(weight, self._conv, input_side=self._input_side)
-        p = math.isqrt(taps.shape[2])
-        lags = taps.reshape(*taps.shape[:2], p, p)
-        # mirrored copies see the lags transposed (R_{-delta} = R_delta^H): the symmetric
-        # models hold only where every lag matrix is symmetric (one channel per group, a
-        # blur times a channel mixing, ...); periodic holds for any
-        symmetric = bool(torch.allclose(lags, lags.transpose(-2, -1), rtol=0, atol=1e-12
-                                        * float(lags.abs().max())))  # fmt: skip
-        models = self._models if symmetric else ("periodic",) * len(self._models)
+        # a mirrored copy along axis i sees the lags with delta_i negated: a symmetric model
+        # holds along the axes where that changes nothing (a Gaussian's; not a diagonal
+        # motion's, nor channels that mix without symmetry); periodic holds for any
+        counts = [int(torch.unique(deltas[:, i]).numel()) for i in range(deltas.shape[1])]
+        grid = taps.reshape(taps.shape[0], *counts, taps.shape[2])  # (G, *lags, p * p)
+        tolerance = 1e-12 * float(taps.abs().max())
+        mirrored = [
+            bool(torch.allclose(grid.flip(1 + i), grid, rtol=0, atol=tolerance))
+            for i in range(len(counts))
+        ]
+        symmetric = all(mirrored)
+        models = tuple(m if ok else "periodic" for m, ok in zip(self._models, mirrored))
         self._set_boundaries(models)
         symbol = self._symbol(taps, deltas)
         blocks = symbol.movedim(1, -1).movedim(1, -1)  # (G, *F, p, p)
@@ -417,7 +425,7 @@ def preconditioner(op: ConvOperator, *, damp: float = 0.0, kind: str = "normal",
     ``D`` the weights of the end samples (2 for reflect's, else 1), the preconditioner is
     ``2^{-d} D E^T f(C + beta^2 I) E D`` with ``f(t) = 1/t`` (``'normal'``) or ``t^{-1/2}``
     (``'right'``), over the ``d`` extended axes: symmetric positive definite by
-    construction. For a single-channel, point-symmetric kernel with reflect padding the
+    construction. For kernels mirror-symmetric along every axis, with reflect padding, the
     preconditioned normal matrix has its eigenvalues in ``[1, 2]`` for ``beta = damp``.
 
     Examples
