@@ -6,16 +6,18 @@ Both come from the kernel's spectrum:
   root), for ``scipy.sparse.linalg.cg`` on the normal equations (``M=``) or as a right
   preconditioner for ``lsqr``/``lsmr``. ``A^H A`` is a convolution with the kernel's
   autocorrelation; the preconditioner inverts that convolution under a boundary model
-  matched to the padding mode, by FFTs on an extended grid (per frequency, a small solve
-  over the channels):
+  matched to the padding mode, by fast transforms (per frequency, a small solve over the
+  channels), scaled where the model is not the operator's so that both share the diagonal:
 
   ===============  =====================================================================
   padding mode     boundary model (transform)
   ===============  =====================================================================
   circular         periodic (the FFT): exact for circulant convolutions (Strang 1986)
   reflect          whole-sample symmetric (a DCT-I), with the end samples weighted
-  replicate        half-sample symmetric (a DCT-II; Ng, Chan & Tang 1999)
-  zeros            half-sample symmetric (measured better than periodic here)
+  replicate        half-sample symmetric (a DCT-II, by real FFTs of the samples
+                   themselves; Ng, Chan & Tang 1999), equilibrated
+  zeros            half-sample symmetric (measured better than periodic here),
+                   equilibrated
   ===============  =====================================================================
 
 - :func:`solve_tikhonov`: the exact minimiser of ``||A x - y||^2 + damp^2 ||x||^2`` for a
@@ -23,7 +25,8 @@ Both come from the kernel's spectrum:
   solve), and its Wiener-filter form for a noise-to-signal ratio.
 
 The maths (the extensions, why the reflect model weights the end samples, the
-preconditioner's own damping) is in ``docs/conventions.md``, section 11.
+preconditioner's own damping, the diagonal scaling) is in ``docs/conventions.md``, section
+11.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from scipy.sparse.linalg import LinearOperator
 
 from ._arrays import result_dtype, to_numpy, to_tensor
 from ._checks import check_choice
+from ._gram_diagonal import gram_diagonal
 from ._lags import gram_lags
 from ._memory import check_memory
 from .geometry import ConvGeometry
@@ -51,8 +55,12 @@ BOUNDARIES = {"circular": "periodic", "reflect": "reflect", "replicate": "even",
 #: enough that the boundary's mismatch makes no outlying eigenvalues, small enough to keep
 #: the rest clustered (measured in benchmarks/bench_deconvolution.py). ``'mixing'``:
 #: channels that mix without symmetric lags, where only the periodic model holds.
-MISMATCH_DAMPING = {"zeros": 0.02, "reflect": 0.02, "replicate": 0.1, "circular": 0.02,
+MISMATCH_DAMPING = {"zeros": 0.02, "reflect": 0.02, "replicate": 0.01, "circular": 0.02,
                     "mixing": 0.3}  # fmt: skip
+
+#: Apply half-sample symmetric models by cosine transforms (else by FFTs of the extension,
+#: the same operator at 2^d times the data; kept as the reference the tests compare with).
+COSINE = True
 
 
 def _check_damp(damp: object, name: str = "damp") -> float:
@@ -107,11 +115,86 @@ def _extended(n: int, boundary: str) -> int:
     return {"even": 2 * n, "reflect": 2 * n - 2}.get(boundary, n)
 
 
+def _along(x: torch.Tensor, axis: int, part: slice) -> tuple:
+    return (slice(None),) * axis + (part,)
+
+
+def _twiddle(n: int, count: int, sign: float, axis: int, ndim: int,
+             device: torch.device) -> torch.Tensor:  # fmt: skip
+    """``exp(sign i pi k / (2n))`` for ``k < count``, shaped to broadcast along ``axis``."""
+    k = torch.arange(count, dtype=torch.float64, device=device)
+    shape = [1] * ndim
+    shape[axis] = count
+    return torch.polar(torch.ones_like(k), sign * math.pi * k / (2 * n)).reshape(shape)
+
+
+def _dct(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """``X_k = sum_j x_j cos(pi k (2j + 1) / (2n))`` along ``axis``: one real FFT of length n.
+
+    Makhoul's reordering (IEEE Trans. ASSP 28, 1980): the even samples, then the odd ones
+    reversed; then ``X_k = Re(w_k V_k)`` and ``X_{n-k} = -Im(w_k V_k)``, ``w_k =
+    exp(-i pi k / 2n)``. This is the transform that diagonalises the half-sample symmetric
+    extension's circulant, restricted to the original samples.
+    """
+    n = x.shape[axis]
+    v = torch.cat([x[_along(x, axis, slice(0, None, 2))],
+                   x[_along(x, axis, slice(1, None, 2))].flip(axis)], axis)  # fmt: skip
+    z = torch.fft.rfft(v, dim=axis)
+    z = z * _twiddle(n, z.shape[axis], -1.0, axis, x.ndim, x.device).to(z.dtype)
+    tail = z.imag.narrow(axis, 1, (n - 1) // 2).flip(axis).neg()
+    return torch.cat([z.real, tail], axis)
+
+
+def _idct(y: torch.Tensor, axis: int) -> torch.Tensor:
+    """The inverse of :func:`_dct`: ``x_j = (y_0 + 2 sum_{k>0} y_k cos(...)) / n``."""
+    n = y.shape[axis]
+    m = n // 2 + 1
+    head = y.narrow(axis, 0, m)
+    mirror = torch.cat(
+        [torch.zeros_like(y.narrow(axis, 0, 1)), y.narrow(axis, n - m + 1, m - 1).flip(axis)], axis
+    )  # y_{n-k}, y_n = 0
+    z = torch.complex(head, -mirror) * _twiddle(n, m, 1.0, axis, y.ndim, y.device).to(
+        torch.complex128 if y.dtype == torch.float64 else torch.complex64
+    )
+    v = torch.fft.irfft(z, n=n, dim=axis)
+    h = (n + 1) // 2
+    x = torch.empty_like(v)
+    x[_along(x, axis, slice(0, None, 2))] = v.narrow(axis, 0, h)
+    x[_along(x, axis, slice(1, None, 2))] = v.narrow(axis, h, n - h).flip(axis)
+    return x
+
+
+def _model_diagonal(grid: torch.Tensor, lags: list[torch.Tensor], boundaries: tuple[str, ...],
+                    size: tuple[int, ...]) -> torch.Tensor:  # fmt: skip
+    """The diagonal of ``2^{-d} E^T C E`` per channel and sample: ``(G, p, *size)`` float64.
+
+    ``grid``: the lags' diagonal entries ``(G, *counts, p)``; ``lags[a]``: their values along
+    axis ``a``. A sample ``j`` of a half-sample symmetric axis has the copies ``j`` and
+    ``2n - 1 - j``, so the four pairs of copies see the lags 0, 0 and ``+-m``, ``m = 2n - 1 -
+    2j``; a periodic axis sees the lags that wrap onto 0.
+    """
+    out = grid.real if grid.is_complex() else grid
+    for a, (n, boundary) in enumerate(zip(size, boundaries)):
+        u = lags[a].to(torch.int64)[:, None]
+        if boundary == "even":
+            m = 2 * n - 1 - 2 * torch.arange(n, device=u.device)[None, :]
+            period = 2 * n
+            weight = ((u % period == 0).to(torch.float64)
+                      + 0.5 * ((u - m) % period == 0).to(torch.float64)
+                      + 0.5 * ((u + m) % period == 0).to(torch.float64))  # fmt: skip
+        else:  # periodic
+            weight = (u % n == 0).to(torch.float64).expand(-1, n)
+        out = torch.tensordot(out, weight.to(out.device), dims=([1 + a], [0]))
+        out = out.movedim(-1, 1 + a)
+    return out.movedim(-1, 1)  # (G, *size, p) -> (G, p, *size)
+
+
 # ---------------------------------------------------------------------- preconditioner
 class Preconditioner(LinearOperator):
     """A fast approximation of ``(op^H op + beta^2 I)^{-1}`` or of its square root.
 
-    Made by :func:`preconditioner`; see there. Symmetric positive definite. A
+    Made by :func:`preconditioner`; see there. Symmetric positive definite
+    (``kind='normal'``; ``'right'`` is a factor of it, see there). A
     ``scipy.sparse.linalg.LinearOperator`` (numpy face) with a torch face
     (:meth:`apply`); ``to_pylops()`` wraps it for PyLops. Built lazily: the kernel's
     spectrum is computed on first use, and again whenever the weight's values change.
@@ -139,6 +222,9 @@ class Preconditioner(LinearOperator):
     kind : {'normal', 'right'}
     boundaries : tuple of str
         The boundary model per spatial axis: ``'periodic'``, ``'even'`` or ``'reflect'``.
+    grid : tuple of int
+        The transform's grid: the input's size, or its extension along the reflect axes
+        (and along every symmetric one for complex weights).
     exact : bool
         Whether it is the exact inverse (a circulant convolution, ``kind='normal'``).
     """
@@ -165,6 +251,8 @@ class Preconditioner(LinearOperator):
         self.exact = self._circulant and kind == "normal"
         self._key: torch.Tensor | None = None
         self._filter: torch.Tensor | None = None
+        self._scale: torch.Tensor | None = None
+        self._cosine = False
         super().__init__(dtype=op.dtype, shape=(op.shape[1], op.shape[1]))
 
     def _set_boundaries(self, boundaries: tuple[str, ...]) -> None:
@@ -231,6 +319,31 @@ class Preconditioner(LinearOperator):
         p = math.isqrt(pp)
         return spec.reshape(g, p, p, *spec.shape[2:])
 
+    def _cosine_symbol(self, grid: torch.Tensor, lags: list[torch.Tensor]) -> torch.Tensor:
+        """The Gram symbol at the cosine transform's frequencies: ``(G, p, p, *F)``.
+
+        Along a half-sample symmetric axis, frequency ``k <= n`` of the ``2n`` extension
+        (``k = n`` only counts towards the norm)
+        (``sum_delta R_delta cos(pi k delta / n)``, mirror-symmetric lags); along a periodic
+        one, the DFT's (the last periodic axis halved, as ``rfftn``).
+        """
+        size = self.op.input_shape[1:]
+        periodic = [a for a, b in enumerate(self.boundaries) if b == "periodic"]
+        out = grid.to(torch.complex128) if periodic else grid
+        for a, n in enumerate(size):
+            u = lags[a].to(grid.device)[:, None]
+            if self.boundaries[a] == "even":  # k = n too: the extension's norm, for beta
+                f = torch.arange(n + 1, dtype=torch.float64, device=grid.device)[None, :]
+                factor = torch.cos(math.pi * u * f / n)
+            else:
+                count = n // 2 + 1 if a == periodic[-1] else n
+                f = torch.arange(count, dtype=torch.float64, device=grid.device)[None, :]
+                factor = torch.polar(torch.ones_like(u * f), 2 * math.pi * u * f / n)
+            out = torch.tensordot(out, factor.to(out.dtype), dims=([1 + a], [0]))
+            out = out.movedim(-1, 1 + a)
+        g, p = out.shape[0], math.isqrt(out.shape[-1])
+        return out.movedim(-1, 1).reshape(g, p, p, *out.shape[1:-1])
+
     def _current(self) -> torch.Tensor:
         """The filter ``f(S + beta^2 I)`` for the weight as it is now: ``(G, p, p, *F)``."""
         weight = self.op.weight.detach()
@@ -251,14 +364,24 @@ class Preconditioner(LinearOperator):
         symmetric = all(mirrored)
         models = tuple(m if ok else "periodic" for m, ok in zip(self._models, mirrored))
         self._set_boundaries(models)
-        symbol = self._symbol(taps, deltas)
+        # half-sample symmetric axes by cosine transforms of the samples themselves (no
+        # extension: 2^d times less data), where no axis needs reflect's extension
+        self._cosine = (COSINE and not weight.is_complex() and "even" in models
+                        and "reflect" not in models)  # fmt: skip
+        if self._cosine:
+            lags = [torch.unique(deltas[:, i]) for i in range(deltas.shape[1])]
+            symbol = self._cosine_symbol(grid, lags)
+            self.grid = tuple(self.op.input_shape[1:])
+        else:
+            symbol = self._symbol(taps, deltas)
         blocks = symbol.movedim(1, -1).movedim(1, -1)  # (G, *F, p, p)
         values, vectors = torch.linalg.eigh(blocks)  # Hermitian per frequency
         values = values.clamp(min=0)
         top = float(values.max()) if values.numel() else 0.0
+        matched = self._matched(weight)
         if self._beta is not None:
             beta = self._beta
-        elif self._matched(weight):
+        elif matched:
             beta = self.damp
         else:
             tau = MISMATCH_DAMPING[self._conv.padding_mode if symmetric else "mixing"]
@@ -270,18 +393,49 @@ class Preconditioner(LinearOperator):
             scale = scale.sqrt()
         inverse = (vectors * scale[..., None, :].to(vectors.dtype)) @ vectors.mH
         self._filter = inverse.movedim(-1, 1).movedim(-1, 1)  # (G, p, p, *F)
+        if self._cosine:  # drop k = n along the cosine axes
+            for a, (n, boundary) in enumerate(zip(self.grid, self.boundaries)):
+                if boundary == "even":
+                    self._filter = self._filter.narrow(3 + a, 0, n)
+        self._scale = None if matched else self._equilibration(weight, grid, deltas)
         self._key = weight.clone()
         self.beta = beta
         return self._filter
 
+    def _equilibration(self, weight: torch.Tensor, grid: torch.Tensor,
+                       deltas: torch.Tensor) -> torch.Tensor | None:  # fmt: skip
+        """``S``, making ``S^{-1} M^{-1} S^{-1}`` share ``op^H op``'s diagonal, or None.
+
+        Where the boundary model is not the operator's, their diagonals differ near the
+        boundary: replicate padding reads its end samples through many taps, so their
+        columns weigh up to ``(k/2)^d`` times more, and each makes an outlying eigenvalue.
+        Scaling by ``S = sqrt(diag(model) / diag(op^H op))`` (exact, by
+        :func:`convop._gram_diagonal.gram_diagonal`) puts them back in the cluster. Not for
+        reflect's whole-sample model, whose end weights ``D`` serve the same purpose, nor
+        on the output side.
+        """
+        if not self._input_side or "reflect" in self.boundaries:
+            return None
+        size = tuple(self.op.input_shape[1:])
+        g, p = grid.shape[0], math.isqrt(grid.shape[-1])
+        own = grid[..., :: p + 1]  # (G, *counts, p): the lags' diagonal entries
+        lags = [torch.unique(deltas[:, i]) for i in range(deltas.shape[1])]
+        model = _model_diagonal(own, lags, self.boundaries, size).reshape(g * p, *size)
+        actual = gram_diagonal(weight, self._conv)
+        ratio = torch.where((actual > 0) & (model > 0), model / actual.clamp(min=1e-300), 1.0)
+        return ratio.sqrt()
+
     # ------------------------------------------------------------------ products
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """The preconditioner applied to a batch of tensors.
+    def apply(self, x: torch.Tensor, *, adjoint: bool = False) -> torch.Tensor:
+        """The preconditioner (or its adjoint) applied to a batch of tensors.
 
         Parameters
         ----------
         x : torch.Tensor
             ``(B, *op.input_shape)`` or ``op.input_shape``, on the operator's device.
+        adjoint : bool, default False
+            Apply ``P^H`` (which differs from ``P`` only for ``kind='right'`` with a
+            diagonal scaling).
 
         Returns
         -------
@@ -293,20 +447,28 @@ class Preconditioner(LinearOperator):
         if not single and tuple(x.shape[1:]) != shape:
             raise ValueError(f"x must have shape {shape} or (B, *{shape}), got {tuple(x.shape)}")
         batch = x[None] if single else x
-        y = self._product(batch)
+        y = self._product(batch, adjoint)
         return y[0] if single else y
 
-    def _product(self, x: torch.Tensor) -> torch.Tensor:
+    def _product(self, x: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
         weight = self.op.weight
         if x.is_complex() and not weight.is_complex():  # a real map: parts one by one
-            return torch.complex(self._product(x.real), self._product(x.imag))
+            return torch.complex(self._product(x.real, adjoint), self._product(x.imag, adjoint))
         inverse = self._current()  # (G, p, p, *F)
+        scale = self._scale  # normal: S M S; right: S M^(1/2), whose adjoint is M^(1/2) S
         dtype = torch.promote_types(weight.dtype, x.dtype)
         real = not weight.is_complex()
         b, c = x.shape[:2]
         size = x.shape[2:]
         nd = len(size)
         z = x.to(dtype)
+        if scale is not None and (self.kind == "normal" or adjoint):
+            z = z * scale.to(z.dtype)
+        if self._cosine:
+            z = self._cosine_product(z, inverse)
+            if scale is not None and (self.kind == "normal" or not adjoint):
+                z = z * scale.to(z.dtype)
+            return z
         for i, (n, boundary) in enumerate(zip(size, self.boundaries)):
             if boundary == "reflect":  # the end samples count twice (D = W'^{-1})
                 z = z.clone() if z is x else z
@@ -335,28 +497,54 @@ class Preconditioner(LinearOperator):
             if boundary == "reflect":
                 z.narrow(2 + i, 0, 1).mul_(2)
                 z.narrow(2 + i, n - 1, 1).mul_(2)
-        return z * factor if factor != 1 else z
+        z = z * factor if factor != 1 else z
+        if scale is not None and (self.kind == "normal" or not adjoint):
+            z = z * scale.to(z.dtype)
+        return z
 
-    def _matmat(self, X: np.ndarray) -> np.ndarray:
+    def _cosine_product(self, z: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        """``C^T f(S) C z`` by cosine transforms along the even axes, FFTs along the rest."""
+        b, c = z.shape[:2]
+        size = z.shape[2:]
+        even = [2 + a for a, bd in enumerate(self.boundaries) if bd == "even"]
+        periodic = [2 + a for a, bd in enumerate(self.boundaries) if bd == "periodic"]
+        for axis in even:
+            z = _dct(z, axis)
+        if periodic:
+            z = torch.fft.rfftn(z, dim=periodic)
+        else:
+            inverse = inverse.real
+        g, p = inverse.shape[:2]
+        z = z.reshape(b, g, p, *z.shape[2:])
+        inverse = inverse.to(z.dtype)
+        if p == 1:
+            z = z * inverse[None, :, 0]
+        else:
+            z = torch.einsum("gab...,kgb...->kga...", inverse, z)
+        z = z.reshape(b, c, *z.shape[3:])
+        if periodic:
+            z = torch.fft.irfftn(z, s=[size[axis - 2] for axis in periodic], dim=periodic)
+        for axis in even:
+            z = _idct(z, axis)
+        return z
+
+    def _matmat(self, X: np.ndarray, adjoint: bool = False) -> np.ndarray:
         X = np.asarray(X)
         dtype = result_dtype(self.dtype, X.dtype, "x")
         n, k = X.shape
         x = to_tensor(X.T, dtype, self.device).reshape(k, *self.op.input_shape)
         with torch.no_grad():
-            y = self._product(x)
+            y = self._product(x, adjoint)
         return to_numpy(y.reshape(k, n)).T
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:
         return self._matmat(np.reshape(x, (-1, 1)))[:, 0]
 
-    def _rmatvec(self, x: np.ndarray) -> np.ndarray:  # symmetric (Hermitian)
-        return self._matvec(x)
+    def _rmatvec(self, x: np.ndarray) -> np.ndarray:
+        return self._matmat(np.reshape(x, (-1, 1)), adjoint=True)[:, 0]
 
     def _rmatmat(self, X: np.ndarray) -> np.ndarray:
-        return self._matmat(X)
-
-    def _adjoint(self) -> Preconditioner:
-        return self
+        return self._matmat(X, adjoint=True)
 
     def to_pylops(self, name: str | None = None):
         """The preconditioner as a ``pylops.LinearOperator`` (``dims`` = ``op.input_shape``).
@@ -381,15 +569,16 @@ def preconditioner(op: ConvOperator, *, damp: float = 0.0, kind: str = "normal",
                    beta: float | None = None) -> Preconditioner:  # fmt: skip
     """A preconditioner for solves with ``op``: about ``(op^H op + damp^2 I)^{-1}``.
 
-    Applied by FFTs of the input extended as the padding mode's boundary model assumes
-    (periodic for circular padding, whole-sample symmetric for reflect, half-sample
-    symmetric for replicate and zeros), with one small solve over the channels per
-    frequency. For a circulant convolution it is the exact inverse: ``cg`` converges in one
-    iteration. Elsewhere it differs from the inverse near the boundary, and its own damping
-    ``beta`` (default: ``damp`` where the model is the operator's own, else at least
+    Applied by fast transforms under the padding mode's boundary model (periodic for
+    circular padding, by FFTs; whole-sample symmetric for reflect, by FFTs of the extended
+    input; half-sample symmetric for replicate and zeros, by cosine transforms), with one
+    small solve over the channels per frequency. For a circulant convolution it is the
+    exact inverse: ``cg`` converges in one iteration. Elsewhere it differs from the inverse
+    near the boundary. A diagonal scaling gives it ``op^H op``'s exact diagonal (replicate
+    padding's end samples weigh up to ``(k/2)^d`` times more), and its own damping ``beta``
+    (default: ``damp`` where the model is the operator's own, else at least
     ``convop.deconvolution.MISMATCH_DAMPING`` times the operator's norm: 0.02 for zeros and
-    reflect, 0.1 for replicate padding) keeps that difference from making outlying
-    eigenvalues.
+    reflect, 0.01 for replicate padding) keeps the rest from making outlying eigenvalues.
 
     Parameters
     ----------
@@ -400,17 +589,19 @@ def preconditioner(op: ConvOperator, *, damp: float = 0.0, kind: str = "normal",
         The damping of the problem, ``min ||op x - y||^2 + damp^2 ||x||^2``.
     kind : {'normal', 'right'}, default 'normal'
         ``'normal'``: the approximate inverse of ``op^H op + damp^2 I``, for
-        ``scipy.sparse.linalg.cg(..., M=P)`` on the normal equations. ``'right'``: its
-        symmetric square root ``P``, a right preconditioner for ``lsqr``/``lsmr``: solve
-        ``[op; damp I] P z = [y; 0]``, then ``x = P z``.
+        ``scipy.sparse.linalg.cg(..., M=P)`` on the normal equations. ``'right'``: a
+        factor ``P`` of it (``P P^H`` is the normal one; its symmetric square root where no
+        scaling applies), a right preconditioner for ``lsqr``/``lsmr``: solve
+        ``[op; damp I] P z = [y; 0]``, then ``x = P z`` (``P^H`` by ``rmatvec``).
     beta : float, optional
         The preconditioner's own damping, instead of the automatic choice.
 
     Returns
     -------
     Preconditioner
-        A symmetric positive definite ``scipy.sparse.linalg.LinearOperator`` of shape
-        ``(op.shape[1], op.shape[1])``, with a torch face ``apply`` and ``to_pylops()``.
+        A ``scipy.sparse.linalg.LinearOperator`` of shape ``(op.shape[1], op.shape[1])``
+        (symmetric positive definite for ``'normal'``), with a torch face ``apply`` and
+        ``to_pylops()``.
 
     Raises
     ------
@@ -425,8 +616,12 @@ def preconditioner(op: ConvOperator, *, damp: float = 0.0, kind: str = "normal",
     ``D`` the weights of the end samples (2 for reflect's, else 1), the preconditioner is
     ``2^{-d} D E^T f(C + beta^2 I) E D`` with ``f(t) = 1/t`` (``'normal'``) or ``t^{-1/2}``
     (``'right'``), over the ``d`` extended axes: symmetric positive definite by
-    construction. For kernels mirror-symmetric along every axis, with reflect padding, the
-    preconditioned normal matrix has its eigenvalues in ``[1, 2]`` for ``beta = damp``.
+    construction. Along half-sample symmetric axes it equals a DCT-II, the filter and the
+    inverse DCT-II of the samples themselves (``2^d`` times less data than the extension);
+    where the model is not the operator's it is scaled, ``S P S`` (``S P^{1/2}`` for
+    ``'right'``), so that ``S^{-1} P^{-1} S^{-1}`` has ``op^H op``'s diagonal. For kernels
+    mirror-symmetric along every axis, with reflect padding, the preconditioned normal
+    matrix has its eigenvalues in ``[1, 2]`` for ``beta = damp``.
 
     Examples
     --------
@@ -485,7 +680,8 @@ def solve_tikhonov(op: ConvOperator, y, damp: float | None = None, *, nsr=None):
     """The exact minimiser of ``||op x - y||^2 + damp^2 ||x||^2`` for a circulant ``op``.
 
     By one FFT of ``y``, one small solve per frequency (``K^H (K K^H + damp^2 I)^{-1}`` or
-    ``(K^H K + damp^2 I)^{-1} K^H``, whichever system is smaller) and one inverse FFT. With
+    ``(K^H K + damp^2 I)^{-1} K^H``, whichever system is smaller; a division where a group
+    has one input or one output channel) and one inverse FFT. With
     ``nsr`` instead of ``damp``, the Wiener filter ``K^H (K K^H + nsr)^{-1}``, where ``nsr``
     is the noise-to-signal power ratio: a number (white signal; ``damp = sqrt(nsr)``) or an
     array over the frequencies.
@@ -599,7 +795,16 @@ def solve_tikhonov(op: ConvOperator, y, damp: float | None = None, *, nsr=None):
     k = k.to(work)
     eye_r = torch.eye(rows, dtype=work, device=op.device)
     eye_c = torch.eye(cols, dtype=work, device=op.device)
-    if rows <= cols:  # x = K^H (K K^H + r)^{-1} y
+    if min(rows, cols) == 1:  # a scalar system per frequency: no batched solve
+        k = k.squeeze(-1) if cols == 1 else k.squeeze(-2)  # (G, *F, rows or cols)
+        power = (k.real.square() + k.imag.square()).sum(-1)  # |K|^2 = K K^H or K^H K
+        denominator = (power + ratio.squeeze(-1).squeeze(-1).to(power.dtype))[..., None]
+        if rows == 1:  # x = K^H y / (K K^H + r)
+            x = k.conj() * (spec.squeeze(-1) / denominator)
+        else:  # x = K^H y / (K^H K + r)
+            x = (k.conj() * spec.squeeze(-1)).sum(-1, keepdim=True) / denominator
+        x = x[..., None]
+    elif rows <= cols:  # x = K^H (K K^H + r)^{-1} y
         system = k @ k.mH + ratio.to(work) * eye_r
         x = k.mH @ torch.linalg.solve(system, spec)
     else:  # x = (K^H K + r)^{-1} K^H y

@@ -11,7 +11,14 @@ from scipy.sparse.linalg import LinearOperator, cg, lsqr
 
 import convop
 from convop.data import phantom
-from convop.deconvolution import Preconditioner, preconditioner, solve_tikhonov
+from convop.deconvolution import (
+    Preconditioner,
+    _dct,
+    _extended,
+    _idct,
+    preconditioner,
+    solve_tikhonov,
+)
 
 
 def gaussian(k: int, sigma: float) -> torch.Tensor:
@@ -54,6 +61,14 @@ def _cube(mode: str) -> convop.ConvOperator:
     return convop.conv3d(w, (1, 6, 7, 5), padding=1, padding_mode=mode)
 
 
+def _half_symmetric(mode: str) -> convop.ConvOperator:
+    """Channels that mix, kernels mirror-symmetric along axis 0 only: even x periodic."""
+    a = torch.randn(2, 2, 5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    w = a + a.flip(2)
+    return convop.conv2d(w / w.abs().sum((1, 2, 3)).max(), (2, 10, 9), padding=(2, 1),
+                         padding_mode=mode)  # fmt: skip
+
+
 MODES = ["zeros", "reflect", "replicate", "circular"]
 LAYOUTS = {
     "blur-2d": _blur2d,
@@ -61,6 +76,7 @@ LAYOUTS = {
     "groups-mixing": _mixing,
     "line-1d": _line,
     "cube-3d": _cube,
+    "half-symmetric": _half_symmetric,
 }
 CASES = [Case(f"{name}-{mode}", lambda b=build, m=mode: b(m)) for name, build in
          LAYOUTS.items() for mode in MODES]  # fmt: skip
@@ -89,12 +105,29 @@ def normal_operator(op: convop.ConvOperator, damp: float) -> LinearOperator:
 
 # --------------------------------------------------------------------------- preconditioner
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-@pytest.mark.parametrize("kind", ["normal", "right"])
-def test_preconditioner_is_symmetric_positive_definite(case, kind):
+def test_preconditioner_is_symmetric_positive_definite(case):
     op = case.build()
-    m = dense_of(preconditioner(op, damp=1e-2, kind=kind))
+    m = dense_of(preconditioner(op, damp=1e-2))
     np.testing.assert_allclose(m, m.conj().T, atol=1e-12 * np.abs(m).max())
     np.linalg.cholesky((m + m.conj().T) / 2)  # raises unless positive definite
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_right_preconditioner_is_a_factor_of_the_normal_one(case):
+    """``P P^H = M`` (reflect's end weights excepted), ``P^H`` by both faces."""
+    op = case.build()
+    root = preconditioner(op, damp=1e-2, kind="right")
+    p = dense_of(root)
+    m = dense_of(preconditioner(op, damp=1e-2))
+    if "reflect" not in root.boundaries:
+        np.testing.assert_allclose(p @ p.conj().T, m, atol=1e-12 * np.abs(m).max())
+    np.linalg.cholesky(p @ p.conj().T)  # nonsingular
+    np.testing.assert_allclose(dense_of(root.H), p.conj().T, atol=1e-14 * np.abs(p).max())
+    eye = torch.eye(op.shape[1], dtype=torch.float64).reshape(-1, *op.input_shape)
+    torch_adjoint = root.apply(eye, adjoint=True).reshape(op.shape[1], -1).T.numpy()
+    np.testing.assert_allclose(torch_adjoint, p.conj().T, atol=1e-14 * np.abs(p).max())
+    if root._scale is None:  # without a scaling, the symmetric square root
+        np.testing.assert_allclose(p, p.conj().T, atol=1e-12 * np.abs(p).max())
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -124,14 +157,14 @@ def test_right_preconditioned_lsqr_reaches_the_dense_solution(case):
         (m + n, n),
         dtype=op.dtype,
         matvec=lambda z: np.concatenate([op.matvec(p.matvec(z)), damp * p.matvec(z)]),
-        rmatvec=lambda r: p.matvec(op.rmatvec(r[:m]) + damp * r[m:]),
+        rmatvec=lambda r: p.rmatvec(op.rmatvec(r[:m]) + damp * r[m:]),
     )
     z = lsqr(stacked, np.concatenate([y, np.zeros(n)]), atol=1e-14, btol=1e-14,
              iter_lim=5000)[0]  # fmt: skip
     np.testing.assert_allclose(p.matvec(z), exact, atol=1e-7 * np.abs(exact).max())
 
 
-SAVINGS = [("zeros", 2), ("reflect", 5), ("replicate", 1.5), ("circular", 20)]
+SAVINGS = [("zeros", 5), ("reflect", 20), ("replicate", 3), ("circular", 50)]
 
 
 @pytest.mark.parametrize(("mode", "factor"), SAVINGS)
@@ -147,6 +180,65 @@ def test_preconditioner_saves_iterations_on_a_blur(mode, factor):
 
     plain, preconditioned = iterations(), iterations(M=preconditioner(op, damp=damp))
     assert preconditioned * factor <= plain
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.name.endswith(("zeros", "replicate"))],
+                         ids=lambda c: c.name)  # fmt: skip
+def test_scaled_model_shares_the_normal_operators_diagonal(case):
+    """``M = S (T + beta^2 I)^{-1} S`` with ``diag(S^{-1} T S^{-1}) = diag(op^H op)``."""
+    op = case.build()
+    p = preconditioner(op, damp=1e-2, beta=0.05)
+    m = dense_of(p)
+    a = op.todense()
+    columns = (np.abs(a) ** 2).sum(0)
+    if p._scale is None:
+        assert p._matched(op.weight)
+        pytest.skip("the model is the operator's own: not scaled")
+    scale = p._scale.numpy().reshape(-1)
+    model = np.diag(np.linalg.inv(m)).real - 0.05**2 / scale**2
+    np.testing.assert_allclose(model, columns, rtol=1e-8, atol=1e-10 * columns.max())
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.name.endswith(("zeros", "replicate"))],
+                         ids=lambda c: c.name)  # fmt: skip
+@pytest.mark.parametrize("kind", ["normal", "right"])
+def test_cosine_transforms_apply_the_extension_model(case, kind, monkeypatch):
+    """The cosine path is ``2^{-d} E^T f(C) E`` on the ``2n`` extension, at ``n`` samples."""
+    op = case.build()
+    fast = preconditioner(op, damp=1e-2, kind=kind)
+    m = dense_of(fast)
+    monkeypatch.setattr(convop.deconvolution, "COSINE", False)
+    slow = preconditioner(op, damp=1e-2, kind=kind)
+    reference = dense_of(slow)
+    assert slow.grid == tuple(_extended(n, b) for n, b in zip(op.input_shape[1:],
+                                                            slow.boundaries))  # fmt: skip
+    if "even" in fast.boundaries:
+        assert fast._cosine
+        assert fast.grid == tuple(op.input_shape[1:])
+    np.testing.assert_allclose(m, reference, atol=1e-12 * np.abs(reference).max())
+
+
+def test_cosine_transform_pair():
+    gen = torch.Generator().manual_seed(9)
+    for n in [1, 2, 3, 4, 7, 10]:
+        x = torch.randn(2, n, 3, dtype=torch.float64, generator=gen)
+        j = torch.arange(n, dtype=torch.float64)
+        basis = torch.cos(np.pi * j[:, None] * (2 * j[None, :] + 1) / (2 * n))  # [k, j]
+        expected = torch.einsum("kj,bjc->bkc", basis, x)
+        torch.testing.assert_close(_dct(x, 1), expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(_idct(_dct(x, 1), 1), x, rtol=1e-12, atol=1e-12)
+
+
+def test_replicate_scaling_follows_the_weight():
+    op = _blur2d("replicate", n=12, k=5)
+    p = preconditioner(op, damp=1e-2, beta=0.05)
+    dense_of(p)
+    with torch.no_grad():
+        op.weight.mul_(2)
+    m = dense_of(p)
+    a = op.todense()
+    model = np.diag(np.linalg.inv(m)) - 0.05**2 / p._scale.numpy().reshape(-1) ** 2
+    np.testing.assert_allclose(model, (a**2).sum(0), rtol=1e-8)
 
 
 def test_preconditioner_of_a_circulant_is_the_exact_inverse():
@@ -254,6 +346,17 @@ CIRCULANTS = {
     "more-outputs": lambda: convop.conv2d(
         torch.randn(5, 2, 3, 3, dtype=torch.float64), (2, 8, 9), padding=1, padding_mode="circular"
     ),
+    "one-input": lambda: convop.conv2d(
+        torch.randn(3, 1, 3, 3, dtype=torch.float64), (1, 8, 9), padding=1, padding_mode="circular"
+    ),
+    "one-output-complex-adjoint": lambda: (
+        convop.conv1d(
+            torch.randn(1, 3, 5, dtype=torch.complex128),
+            (3, 11),
+            padding=2,
+            padding_mode="circular",
+        ).H
+    ),
     "more-inputs-groups": lambda: convop.conv1d(
         torch.randn(2, 3, 5, dtype=torch.float64),
         (6, 20),
@@ -320,16 +423,19 @@ def test_wiener_form_with_a_scalar_ratio_is_tikhonov():
                                rtol=1e-12)  # fmt: skip
 
 
-def test_wiener_form_with_a_spectrum_solves_its_normal_equations():
+@pytest.mark.parametrize("name", ["1ch-2d", "one-input", "more-outputs"])
+def test_wiener_form_with_a_spectrum_solves_its_normal_equations(name):
     """``(A^T A + F^H diag(r) F) x = A^T y`` for a per-frequency ratio ``r``."""
-    op = CIRCULANTS["1ch-2d"]()
+    torch.manual_seed(7)
+    op = CIRCULANTS[name]()
     n = op.input_shape[1:]
     f = torch.fft.rfftfreq(n[1])[None, :] ** 2 + torch.fft.fftfreq(n[0])[:, None] ** 2
-    ratio = (0.01 + f).numpy()  # (12, 6): noise over a 1/f^2-like signal spectrum
+    ratio = (0.01 + f).numpy()  # noise over a 1/f^2-like signal spectrum
     y = np.random.default_rng(6).standard_normal(op.shape[0])
     x = solve_tikhonov(op, y, nsr=ratio)
-    t = torch.from_numpy(x.reshape(n))
-    penalty = torch.fft.irfftn(torch.from_numpy(ratio) * torch.fft.rfftn(t), s=n).numpy()
+    t = torch.from_numpy(x.reshape(op.input_shape))
+    spectrum = torch.from_numpy(ratio) * torch.fft.rfftn(t, dim=(-2, -1))
+    penalty = torch.fft.irfftn(spectrum, s=n, dim=(-2, -1)).numpy()
     lhs = op.rmatvec(op.matvec(x)) + penalty.reshape(-1)
     np.testing.assert_allclose(lhs, op.rmatvec(y), atol=1e-10 * np.abs(op.rmatvec(y)).max())
 

@@ -73,7 +73,7 @@ LAYERS: list[tuple[str, str, list[tuple[str, str]]]] = [
             ("matrix_io + _mtx, _npz", "save_matrix, load_matrix"),
             ("spectral + _lags", "svdvals, opnorm: exact, certified"),
             ("layer_norms", "lipschitz, spectral_normalize"),
-            ("deconvolution", "preconditioner, solve_tikhonov"),
+            ("deconvolution + _gram_diagonal", "preconditioner, solve_tikhonov"),
             ("pylops_bridge", "op.to_pylops()"),
             ("distributed + _halo, _slabs", "op.to_pylops_mpi()"),
         ],
