@@ -20,6 +20,7 @@ from .layer_norms import lipschitz, spectral_normalize
 from .linear import to_linear, to_linear_model
 from .matrix_io import load_matrix, save_matrix
 from .operator import ConvOperator
+from .regularization import choose_damping, estimate_noise
 from .spectral import OpNorm, is_circulant, opnorm, svdvals
 from .threads import solver_threads
 from .weight_operator import WeightOperator
@@ -56,6 +57,8 @@ __all__ = [
     "preconditioner",
     "Preconditioner",
     "solve_tikhonov",
+    "choose_damping",
+    "estimate_noise",
     # thread pools in solver loops
     "solver_threads",
 ]

@@ -189,6 +189,43 @@ def _model_diagonal(grid: torch.Tensor, lags: list[torch.Tensor], boundaries: tu
     return out.movedim(-1, 1)  # (G, *size, p) -> (G, p, *size)
 
 
+def cosine_symbol(grid: torch.Tensor, lags: list[torch.Tensor], boundaries: tuple[str, ...],
+                  size: tuple[int, ...], *, nyquist: bool = False,
+                  halve: bool = True) -> torch.Tensor:  # fmt: skip
+    """A Gram symbol at the cosine and Fourier transforms' frequencies: ``(G, p, p, *F)``.
+
+    Parameters
+    ----------
+    grid : torch.Tensor
+        The lags ``R_delta`` on their grid: ``(G, *counts, p * p)``.
+    lags : list of torch.Tensor
+        The lag values along each axis (``counts[a]`` of them).
+    boundaries : tuple of str
+        ``'even'``: frequency ``k < n`` of the half-sample symmetric ``2n`` extension,
+        ``sum_delta R_delta cos(pi k delta / n)`` (the lags must be mirror-symmetric along
+        the axis), the eigenvalues of its DCT-II; ``k = n`` too with ``nyquist``.
+        ``'periodic'``: the DFT's, ``sum_delta R_delta exp(2 pi i f delta / n)``, the last
+        periodic axis halved as ``rfftn`` when ``halve``.
+    size : tuple of int
+        The grid's size ``n`` per axis.
+    """
+    periodic = [a for a, b in enumerate(boundaries) if b == "periodic"]
+    out = grid.to(torch.complex128) if periodic else grid
+    for a, n in enumerate(size):
+        u = lags[a].to(grid.device)[:, None]
+        if boundaries[a] == "even":
+            f = torch.arange(n + nyquist, dtype=torch.float64, device=grid.device)[None, :]
+            factor = torch.cos(math.pi * u * f / n)
+        else:
+            count = n // 2 + 1 if halve and a == periodic[-1] else n
+            f = torch.arange(count, dtype=torch.float64, device=grid.device)[None, :]
+            factor = torch.polar(torch.ones_like(u * f), 2 * math.pi * u * f / n)
+        out = torch.tensordot(out, factor.to(out.dtype), dims=([1 + a], [0]))
+        out = out.movedim(-1, 1 + a)
+    g, p = out.shape[0], math.isqrt(out.shape[-1])
+    return out.movedim(-1, 1).reshape(g, p, p, *out.shape[1:-1])
+
+
 # ---------------------------------------------------------------------- preconditioner
 class Preconditioner(LinearOperator):
     """A fast approximation of ``(op^H op + beta^2 I)^{-1}`` or of its square root.
@@ -319,31 +356,6 @@ class Preconditioner(LinearOperator):
         p = math.isqrt(pp)
         return spec.reshape(g, p, p, *spec.shape[2:])
 
-    def _cosine_symbol(self, grid: torch.Tensor, lags: list[torch.Tensor]) -> torch.Tensor:
-        """The Gram symbol at the cosine transform's frequencies: ``(G, p, p, *F)``.
-
-        Along a half-sample symmetric axis, frequency ``k <= n`` of the ``2n`` extension
-        (``k = n`` only counts towards the norm)
-        (``sum_delta R_delta cos(pi k delta / n)``, mirror-symmetric lags); along a periodic
-        one, the DFT's (the last periodic axis halved, as ``rfftn``).
-        """
-        size = self.op.input_shape[1:]
-        periodic = [a for a, b in enumerate(self.boundaries) if b == "periodic"]
-        out = grid.to(torch.complex128) if periodic else grid
-        for a, n in enumerate(size):
-            u = lags[a].to(grid.device)[:, None]
-            if self.boundaries[a] == "even":  # k = n too: the extension's norm, for beta
-                f = torch.arange(n + 1, dtype=torch.float64, device=grid.device)[None, :]
-                factor = torch.cos(math.pi * u * f / n)
-            else:
-                count = n // 2 + 1 if a == periodic[-1] else n
-                f = torch.arange(count, dtype=torch.float64, device=grid.device)[None, :]
-                factor = torch.polar(torch.ones_like(u * f), 2 * math.pi * u * f / n)
-            out = torch.tensordot(out, factor.to(out.dtype), dims=([1 + a], [0]))
-            out = out.movedim(-1, 1 + a)
-        g, p = out.shape[0], math.isqrt(out.shape[-1])
-        return out.movedim(-1, 1).reshape(g, p, p, *out.shape[1:-1])
-
     def _current(self) -> torch.Tensor:
         """The filter ``f(S + beta^2 I)`` for the weight as it is now: ``(G, p, p, *F)``."""
         weight = self.op.weight.detach()
@@ -370,7 +382,8 @@ class Preconditioner(LinearOperator):
                         and "reflect" not in models)  # fmt: skip
         if self._cosine:
             lags = [torch.unique(deltas[:, i]) for i in range(deltas.shape[1])]
-            symbol = self._cosine_symbol(grid, lags)
+            symbol = cosine_symbol(grid, lags, self.boundaries, self.op.input_shape[1:],
+                                   nyquist=True)  # fmt: skip
             self.grid = tuple(self.op.input_shape[1:])
         else:
             symbol = self._symbol(taps, deltas)

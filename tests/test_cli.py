@@ -427,6 +427,29 @@ def test_deblur_npy_gets_closer_to_the_truth(tmp_path, capsys):
     assert re.search(r"pcg: \d+ iterations .*, [\d.]+ s, .*residual", out)
 
 
+@pytest.mark.parametrize("rule", [None, "gcv", "discrepancy"])
+def test_deblur_chooses_the_damping_from_the_image(tmp_path, capsys, rule):
+    """Without --damp (GCV) or with a rule: the value printed, a result closer to the truth."""
+    truth, blurred = blurred_phantom(48)
+    noisy = blurred + 0.01 * np.random.default_rng(0).standard_normal(blurred.shape)
+    np.save(tmp_path / "blurred.npy", noisy)
+    extra = () if rule is None else ("--damp", rule)
+    code, out, err = run(capsys, "deblur", tmp_path / "blurred.npy", "--kernel", "gaussian:5",
+                         *extra, "--quiet", "--output", tmp_path / "sharp.npy")  # fmt: skip
+    assert (code, err) == (0, "")
+    found = re.search(r"damp ([\d.e-]+) \(chosen by (\w+)\)", out)
+    assert found is not None, out
+    assert found.group(2) == (rule or "gcv")
+    damp = float(found.group(1))
+    op = convop.conv2d(gaussian_kernel(5)[None, None], (1, 48, 48), padding="same",
+                       padding_mode="reflect")  # fmt: skip
+    method = rule or "gcv"
+    assert damp == pytest.approx(convop.choose_damping(op, noisy.ravel(), method=method),
+                                 rel=5e-3)  # printed to 3 digits  # fmt: skip
+    sharp = np.load(tmp_path / "sharp.npy")
+    assert np.linalg.norm(sharp - truth) < np.linalg.norm(noisy - truth)
+
+
 @pytest.mark.parametrize("solver", ["pcg", "lsqr"])
 def test_deblur_solvers_agree(tmp_path, capsys, solver):
     _, blurred = blurred_phantom()
@@ -879,6 +902,14 @@ ERROR_CASES = {
     ),
     "PNG that is no image": ErrorCase(
         ("deblur", "{tmp}/junk.png"), r"cannot read image '.*junk.png': cannot identify image"
+    ),
+    "bad damping": ErrorCase(
+        ("deblur", "{tmp}/image.npy", "--damp", "lcurve"),
+        r"--damp: expected a number >= 0, 'gcv' or 'discrepancy', got 'lcurve'",
+    ),
+    "negative damping": ErrorCase(
+        ("deblur", "{tmp}/image.npy", "--damp", "-1"),
+        r"--damp: expected a number >= 0, 'gcv' or 'discrepancy', got '-1'",
     ),
     "bad max seconds": ErrorCase(
         ("deblur", "{tmp}/image.npy", "--max-seconds", "0"),

@@ -1,4 +1,4 @@
-"""``convop deblur``: deblur a gray or colour image with lsqr, each channel on its own.
+"""``convop deblur``: deblur a gray or colour image, each channel on its own (pcg or lsqr).
 
 Images and kernels are read by :mod:`convop.imaging`. Before solving, the memory and the
 time of the solve are estimated (the time by convop's cost model, which chooses between
@@ -22,11 +22,12 @@ from .._memory import check_memory
 from ..geometry import PADDING_MODES, ConvGeometry
 from ..imaging import KERNEL_SPECS, read_image, write_image
 from ..operator import ConvOperator
+from ..regularization import choose_damping
 from ._parser import (
     CommandError,
     byte_count,
+    damping,
     kernel_weight,
-    non_negative_float,
     output_path,
     positive_float,
     positive_int,
@@ -51,7 +52,10 @@ HELP = "deblur a gray or colour image (PNG, JPEG or .npy): preconditioned cg or 
 
 DESCRIPTION = """\
 Deblur an image: solve min |A x - b|^2 + damp^2 |x|^2 for each colour channel, where A is
-the blur (convop.conv2d with padding "same") and b the channel: by default with scipy's cg
+the blur (convop.conv2d with padding "same") and b the channel. The damping is chosen per
+channel by generalised cross-validation unless --damp gives it (or 'discrepancy': the
+residual matches the noise, estimated from the image). It is solved by default with
+scipy's cg
 on the normal equations, preconditioned by convop.preconditioner (a fast approximate
 inverse matched to the padding mode; --compare also runs plain cg and says how many
 iterations it saved), or with scipy's lsqr (--solver lsqr).
@@ -68,7 +72,7 @@ brightness scales by the inverse of its sum."""
 
 EPILOG = """\
 examples:
-  convop deblur photo.png                           gaussian:9, ./photo-deblurred.png
+  convop deblur photo.png                           gaussian:9, damping by GCV
   convop deblur scan.npy --kernel psf.npy --damp 0.02 --output sharp.npy
   convop deblur shake.jpg --kernel motion:15:30 --iterations 200 --output sharp.png
 """
@@ -87,10 +91,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--damp",
-        type=non_negative_float,
-        default=0.05,
+        type=damping,
+        default="gcv",
         metavar="D",
-        help="Tikhonov damping, larger for noisier images (default 0.05)",
+        help="Tikhonov damping: a number >= 0, or chosen per channel from the data by "
+        "'gcv' (generalised cross-validation, the default) or 'discrepancy' (the residual "
+        "matches the noise, estimated from the image)",
     )
     parser.add_argument(
         "--iterations",
@@ -214,21 +220,22 @@ def _warn_unless_normalised(weight: np.ndarray, spec: str) -> None:
 
 
 def _pcg_channel(
-    op: ConvOperator, b: np.ndarray, label: str, args: argparse.Namespace
-) -> tuple[np.ndarray, str]:
+    op: ConvOperator, b: np.ndarray, label: str, args: argparse.Namespace, damp: float,
+    chosen: str,
+) -> tuple[np.ndarray, str]:  # fmt: skip
     """Preconditioned cg on one channel ``b`` (flattened): the solution and its report line."""
     x, converged, itn, residual, seconds = solve_normal(
-        op, b, damp=args.damp, iterations=args.iterations, quiet=args.quiet, label=label
+        op, b, damp=damp, iterations=args.iterations, quiet=args.quiet, label=label
     )
     relative = residual / max(float(np.linalg.norm(b)), np.finfo(float).tiny)
     stopped = "converged" if converged else "iteration limit"
     line = (
-        f"{label}: {itn} iterations ({stopped}), {seconds:.2f} s, damp {args.damp:g}, "
+        f"{label}: {itn} iterations ({stopped}), {seconds:.2f} s, damp {damp:.3g}{chosen}, "
         f"residual |b - A x| / |b| = {relative:.3g}"
     )
     if args.compare:
         _, plain_converged, plain, _, plain_seconds = solve_normal(
-            op, b, damp=args.damp, iterations=args.iterations, quiet=args.quiet,
+            op, b, damp=damp, iterations=args.iterations, quiet=args.quiet,
             preconditioned=False, label=f"{label} (plain cg)",
         )  # fmt: skip
         more = "" if plain_converged else "+ (iteration limit)"
@@ -242,14 +249,22 @@ def _pcg_channel(
 def _deblur_channel(
     op: ConvOperator, b: np.ndarray, label: str, args: argparse.Namespace
 ) -> tuple[np.ndarray, str]:
-    """lsqr (or pcg) on one channel ``b`` (flattened): the solution and its report line."""
+    """lsqr (or pcg) on one channel ``b`` (flattened): the solution and its report line.
+
+    The damping is ``--damp``, or chosen here from ``b`` by its rule.
+    """
+    if isinstance(args.damp, str):
+        damp = choose_damping(op, b, method=args.damp)
+        chosen = f" (chosen by {args.damp})"
+    else:
+        damp, chosen = args.damp, ""
     if args.solver == "pcg":
-        return _pcg_channel(op, b, label, args)
+        return _pcg_channel(op, b, label, args, damp, chosen)
     x, istop, itn, r1norm, seconds = solve(
         "lsqr",
         op,
         b,
-        damp=args.damp,
+        damp=damp,
         iterations=args.iterations,
         quiet=args.quiet,
         exact_count=False,
@@ -258,7 +273,7 @@ def _deblur_channel(
     relative = r1norm / max(float(np.linalg.norm(b)), np.finfo(float).tiny)
     stopped = STOPS.get(istop, f"istop={istop}")
     return x, (
-        f"{label}: {itn} iterations ({stopped}), {seconds:.2f} s, damp {args.damp:g}, "
+        f"{label}: {itn} iterations ({stopped}), {seconds:.2f} s, damp {damp:.3g}{chosen}, "
         f"residual |b - A x| / |b| = {relative:.3g}"
     )
 

@@ -133,6 +133,18 @@ def non_negative_float(text: str) -> float:
     return _float(text, positive=False)
 
 
+def damping(text: str) -> float | str:
+    """``--damp``: a float >= 0, or a rule that chooses it from the data."""
+    if text.strip().lower() in ("gcv", "discrepancy"):
+        return text.strip().lower()
+    try:
+        return _float(text, positive=False)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number >= 0, 'gcv' or 'discrepancy', got {text!r}"
+        ) from None
+
+
 def byte_count(text: str) -> int:
     """``"1000"``, ``"512K"``, ``"64M"``, ``"2G"`` (binary multiples) -> bytes."""
     units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

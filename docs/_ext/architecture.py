@@ -74,6 +74,7 @@ LAYERS: list[tuple[str, str, list[tuple[str, str]]]] = [
             ("spectral + _lags", "svdvals, opnorm: exact, certified"),
             ("layer_norms", "lipschitz, spectral_normalize"),
             ("deconvolution + _gram_diagonal", "preconditioner, solve_tikhonov"),
+            ("regularization", "choose_damping, estimate_noise"),
             ("pylops_bridge", "op.to_pylops()"),
             ("distributed + _halo, _slabs", "op.to_pylops_mpi()"),
         ],
