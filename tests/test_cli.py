@@ -433,7 +433,7 @@ def test_deblur_chooses_the_damping_from_the_image(tmp_path, capsys, rule):
     truth, blurred = blurred_phantom(48)
     noisy = blurred + 0.01 * np.random.default_rng(0).standard_normal(blurred.shape)
     np.save(tmp_path / "blurred.npy", noisy)
-    extra = () if rule is None else ("--damp", rule)
+    extra = ("--method", "tikhonov") if rule is None else ("--damp", rule)
     code, out, err = run(capsys, "deblur", tmp_path / "blurred.npy", "--kernel", "gaussian:5",
                          *extra, "--quiet", "--output", tmp_path / "sharp.npy")  # fmt: skip
     assert (code, err) == (0, "")
@@ -448,6 +448,51 @@ def test_deblur_chooses_the_damping_from_the_image(tmp_path, capsys, rule):
                                  rel=5e-3)  # printed to 3 digits  # fmt: skip
     sharp = np.load(tmp_path / "sharp.npy")
     assert np.linalg.norm(sharp - truth) < np.linalg.norm(noisy - truth)
+
+
+def _psnr(x: np.ndarray, truth: np.ndarray) -> float:
+    return float(10 * np.log10(1 / np.mean((x - truth) ** 2)))
+
+
+def test_deblur_tv_keeps_edges_better_than_tikhonov(tmp_path, capsys):
+    """The phantom is piecewise constant: TV beats Tikhonov, and both beat the input."""
+    truth, blurred = blurred_phantom(64)
+    noisy = blurred + 0.01 * np.random.default_rng(1).standard_normal(blurred.shape)
+    np.save(tmp_path / "blurred.npy", noisy)
+    common = ("--kernel", "gaussian:5", "--quiet")
+    code, out, err = run(capsys, "deblur", tmp_path / "blurred.npy", *common, "--output",
+                         tmp_path / "auto.npy")  # fmt: skip
+    assert (code, err) == (0, "")
+    line = (r"^tv: \d+ split-Bregman steps of 5 lsqr iterations, .* weight [\d.e-]+ "
+            r"\(2 x the noise level [\d.e-]+\)")  # fmt: skip
+    assert re.search(line, out, re.MULTILINE), out
+    code, out, _ = run(capsys, "deblur", tmp_path / "blurred.npy", *common, "--method",
+                       "tikhonov", "--output", tmp_path / "tikhonov.npy")  # fmt: skip
+    assert code == 0
+    assert out.count("pcg: ") == 1
+    tv = _psnr(np.load(tmp_path / "auto.npy"), truth)
+    tikhonov = _psnr(np.load(tmp_path / "tikhonov.npy"), truth)
+    assert tv > tikhonov > _psnr(noisy, truth)
+
+
+def test_deblur_auto_takes_tikhonov_for_a_given_damping_or_a_tight_budget(
+    tmp_path, capsys, monkeypatch
+):
+    _, blurred = blurred_phantom()
+    np.save(tmp_path / "image.npy", blurred)
+    argv = ("deblur", tmp_path / "image.npy", "--quiet", "--output", tmp_path / "x.npy")
+    code, out, _ = run(capsys, *argv, "--damp", "0.05")
+    assert code == 0
+    assert "pcg: " in out
+    monkeypatch.setattr(convop._cost, "direct_seconds", lambda *args: 0.5)  # per product
+    monkeypatch.setattr(convop._cost, "fft_seconds", lambda *args: 0.5)
+    code, out, _ = run(capsys, *argv, "--max-seconds", 150)  # tv: 30 x 6 x 2 x 0.5 s = 180 s
+    assert code == 0
+    assert "pcg: " in out
+    assert "chosen by gcv" in out
+    code, out, _ = run(capsys, *argv, "--max-seconds", 180)
+    assert code == 0
+    assert "tv: " in out
 
 
 @pytest.mark.parametrize("solver", ["pcg", "lsqr"])
@@ -490,14 +535,15 @@ def test_deblur_compare_needs_pcg(tmp_path, capsys):
     np.save(tmp_path / "image.npy", np.zeros((8, 8)))
     code, _, err = run(capsys, "deblur", tmp_path / "image.npy", "--solver", "lsqr", "--compare")
     assert code == 2
-    assert "--compare needs --solver pcg" in err
+    assert "--compare needs --method tikhonov and --solver pcg" in err
 
 
 def test_deblur_rgb_png_deblurs_each_channel_like_a_gray_image(tmp_path, capsys):
     _, blurred = blurred_phantom()
     rgb = as_uint(np.stack([blurred, blurred.T, blurred[::-1]], axis=-1), 8)  # (32, 32, 3)
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
-    args = ("--kernel", "gaussian:5", "--iterations", 20, "--quiet", "--output")
+    args = ("--kernel", "gaussian:5", "--method", "tikhonov", "--iterations", 20, "--quiet",
+            "--output")  # fmt: skip
     code, out, _ = run(capsys, "deblur", tmp_path / "rgb.png", *args, tmp_path / "rgb.npy")
     for c in range(3):  # the same channels as gray .npy images, exactly as the PNG holds them
         np.save(tmp_path / f"{c}.npy", rgb[..., c] / 255)
@@ -659,7 +705,7 @@ def test_deblur_refuses_over_the_time_limit_before_solving(tmp_path, capsys, mon
     assert (code, out) == (2, "")
     assert err == (
         "convop: error: deblurring 3 channels of 32 x 32 pixels would take up to about 900 s by "
-        "convop's cost model (100 lsqr iterations x 2 direct products x 3 channels), more than "
+        "convop's cost model (100 solver iterations x 2 direct products x 3 channels), more than "
         "--max-seconds 600; pass --max-seconds 900 or more (or fewer --iterations) to run it "
         "anyway\n"
     )
@@ -910,6 +956,13 @@ ERROR_CASES = {
     "negative damping": ErrorCase(
         ("deblur", "{tmp}/image.npy", "--damp", "-1"),
         r"--damp: expected a number >= 0, 'gcv' or 'discrepancy', got '-1'",
+    ),
+    "bad tv weight": ErrorCase(
+        ("deblur", "{tmp}/image.npy", "--tv-weight", "0"),
+        r"--tv-weight: expected a positive number, got '0'",
+    ),
+    "bad method": ErrorCase(
+        ("deblur", "{tmp}/image.npy", "--method", "wiener"), r"--method: invalid choice"
     ),
     "bad max seconds": ErrorCase(
         ("deblur", "{tmp}/image.npy", "--max-seconds", "0"),
