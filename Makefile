@@ -16,7 +16,7 @@ MPI_TIMEOUT ?= 600
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,plot,docs,mpi]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,plot,docs,mpi,demo]"
 	touch $(STAMP)
 
 install: $(STAMP)
