@@ -531,6 +531,55 @@ def test_deblur_auto_takes_tikhonov_for_a_given_damping_or_a_tight_budget(
     assert "tv: " in out
 
 
+def test_deblur_kernel_from_a_gray_image_and_normalize(tmp_path, capsys):
+    """A measured PSF as a 16-bit PNG: with --normalize it is the normalised kernel."""
+    _, blurred = blurred_phantom()
+    np.save(tmp_path / "blurred.npy", blurred)
+    kernel = gaussian_kernel(5)
+    Image.fromarray(as_uint(kernel / kernel.max(), 16)).save(tmp_path / "psf.png")
+    np.save(tmp_path / "psf.npy", kernel)
+    common = ("deblur", tmp_path / "blurred.npy", "--method", "tikhonov", "--damp", "0.05",
+              "--quiet")  # fmt: skip
+    code, _, err = run(capsys, *common, "--kernel", tmp_path / "psf.png", "--normalize",
+                       "--output", tmp_path / "png.npy")  # fmt: skip
+    assert (code, err) == (0, "")
+    code, _, _ = run(capsys, *common, "--kernel", tmp_path / "psf.npy", "--output",
+                     tmp_path / "npy.npy")  # fmt: skip
+    assert code == 0
+    np.testing.assert_allclose(np.load(tmp_path / "png.npy"), np.load(tmp_path / "npy.npy"),
+                               atol=1e-3)  # fmt: skip
+    code, _, err = run(capsys, *common, "--kernel", tmp_path / "psf.png", "--output",
+                       tmp_path / "raw.npy")  # fmt: skip
+    assert code == 0
+    assert "pass --normalize to divide the kernel by its sum" in err
+
+
+def test_deblur_refuses_colour_and_zero_sum_kernels(tmp_path, capsys):
+    np.save(tmp_path / "image.npy", np.ones((8, 8)))
+    Image.fromarray(np.zeros((3, 3, 3), dtype=np.uint8) + 200).save(tmp_path / "rgb.png")
+    code, _, err = run(capsys, "deblur", tmp_path / "image.npy", "--kernel", tmp_path / "rgb.png")
+    assert code == 2
+    assert "must be a gray image, got a colour one" in err
+    np.save(tmp_path / "edge.npy", np.array([[1.0, -1.0]]))
+    code, _, err = run(capsys, "deblur", tmp_path / "image.npy", "--kernel",
+                       tmp_path / "edge.npy", "--normalize")  # fmt: skip
+    assert code == 2
+    assert "--normalize: kernel" in err
+    assert "sums to 0, it cannot be normalised" in err
+
+
+def test_deblur_announces_a_long_solve(tmp_path, capsys, monkeypatch):
+    _, blurred = blurred_phantom()
+    np.save(tmp_path / "image.npy", blurred)
+    monkeypatch.setattr(convop._cost, "direct_seconds", lambda *args: 0.1)  # per product
+    monkeypatch.setattr(convop._cost, "fft_seconds", lambda *args: 0.1)
+    code, out, _ = run(capsys, "deblur", tmp_path / "image.npy", "--method", "tikhonov",
+                       "--quiet", "--output", tmp_path / "x.npy")  # fmt: skip
+    assert code == 0
+    assert re.search(r"^pcg: 32 x 32, 1 channel: up to about 20 s and [\d.]+ MiB by convop's "
+                     r"cost model$", out, re.MULTILINE), out  # fmt: skip
+
+
 @pytest.mark.parametrize("solver", ["pcg", "lsqr"])
 def test_deblur_solvers_agree(tmp_path, capsys, solver):
     _, blurred = blurred_phantom()

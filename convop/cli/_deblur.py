@@ -51,6 +51,10 @@ SUM_TOLERANCE = 1e-6
 TV_WEIGHT_PER_NOISE = 2.0
 #: lsqr iterations per split-Bregman step.
 TV_INNER = 5
+#: Kernel files read as images (a measured point-spread function), gray only.
+KERNEL_IMAGES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+#: Solves expected to take longer than this many seconds are announced with an estimate.
+ANNOUNCE_SECONDS = 10.0
 #: Default iterations per method: cg's, and split Bregman's outer steps.
 ITERATIONS = {"tikhonov": 100, "tv": 30}
 _CPU = torch.device("cpu")
@@ -98,7 +102,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--kernel",
         default="gaussian:9",
         metavar="SPEC",
-        help=f"the blur: {KERNEL_SPECS}; a 2-d or (1, 1, kh, kw) array (default gaussian:9)",
+        help=f"the blur: {KERNEL_SPECS}; a 2-d or (1, 1, kh, kw) array, or a gray image "
+        f"file (PNG, JPEG, TIFF: a measured point-spread function) (default gaussian:9)",
+    )
+    parser.add_argument(
+        "--normalize",
+        action="store_true",
+        help="divide the kernel by its sum, so that the result keeps the image's brightness",
     )
     parser.add_argument(
         "--damp",
@@ -221,8 +231,11 @@ def _choose_method(op: ConvOperator, channels: int, args: argparse.Namespace) ->
 
 
 def _check_deblur(op: ConvOperator, channels: int, args: argparse.Namespace,
-                  solver: str) -> None:  # fmt: skip
-    """Refuse, before anything is allocated, a deblur over the memory or the time limit."""
+                  solver: str) -> tuple[int, float]:  # fmt: skip
+    """Refuse, before anything is allocated, a deblur over the memory or the time limit.
+
+    Returns the estimates, ``(bytes, seconds)``.
+    """
     geometry = op.geometry
     height, width = geometry.input_size
     what = f"deblurring {channels} channel{'s' * (channels > 1)} of {height} x {width} pixels"
@@ -240,12 +253,25 @@ def _check_deblur(op: ConvOperator, channels: int, args: argparse.Namespace,
             f"pass --max-seconds {math.ceil(seconds)} or more (or fewer --iterations) to run "
             f"it anyway"
         )
+    return needed, seconds
 
 
 # ---------------------------------------------------------------------- the blur
-def _blur_weight(spec: str) -> np.ndarray:
-    """The deblur kernel as a finite float64 ``(1, 1, kh, kw)`` weight, not all zeros."""
-    weight = kernel_weight(spec, 2, "float64")
+def _blur_weight(spec: str, normalize: bool = False) -> np.ndarray:
+    """The deblur kernel as a finite float64 ``(1, 1, kh, kw)`` weight, not all zeros.
+
+    ``normalize``: divided by its sum (refused when that is zero).
+    """
+    if Path(spec).suffix.lower() in KERNEL_IMAGES:
+        try:
+            image = read_image(spec)
+        except (ValueError, ImportError) as error:
+            raise CommandError(f"kernel {spec!r}: {error}") from None
+        if image.pixels.shape[2] != 1:
+            raise CommandError(f"kernel {spec!r} must be a gray image, got a colour one")
+        weight = image.pixels[None, None, :, :, 0].copy()
+    else:
+        weight = kernel_weight(spec, 2, "float64")
     if weight.shape[:2] != (1, 1):
         raise CommandError(f"kernel {spec!r} must have one channel, got shape {weight.shape}")
     if not weight.any():
@@ -253,6 +279,11 @@ def _blur_weight(spec: str) -> np.ndarray:
             f"kernel {spec!r} is all zeros: it blurs every image to 0, so there is nothing "
             f"to recover"
         )
+    if normalize:
+        total = float(weight.sum())
+        if abs(total) <= SUM_TOLERANCE * float(np.abs(weight).sum()):
+            raise CommandError(f"--normalize: kernel {spec!r} sums to 0, it cannot be normalised")
+        weight = weight / total
     return weight
 
 
@@ -267,7 +298,7 @@ def _warn_unless_normalised(weight: np.ndarray, spec: str) -> None:
     elif abs(total - 1) > SUM_TOLERANCE:
         warn(
             f"kernel {spec!r} sums to {total:.6g}, not 1: the result's brightness scales by "
-            f"its inverse ({1 / total:.6g}); divide the kernel by its sum to keep it"
+            f"its inverse ({1 / total:.6g}); pass --normalize to divide the kernel by its sum"
         )
 
 
@@ -358,7 +389,7 @@ def run(args: argparse.Namespace) -> int:
     suffix = ".npy" if Path(args.image).suffix.lower() == ".npy" else ".png"
     default = Path(f"{Path(args.image).stem}-deblurred{suffix}")
     output = output_path(args.output or str(default), (".png", ".npy"), "--output")
-    weight = _blur_weight(args.kernel)  # (1, 1, kh, kw)
+    weight = _blur_weight(args.kernel, args.normalize)  # (1, 1, kh, kw)
     image = read_image(args.image)
     height, width, channels = image.pixels.shape
     op = constructors.conv2d(
@@ -370,7 +401,13 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(
             "--compare needs --method tikhonov and --solver pcg (it compares pcg with plain cg)"
         )
-    _check_deblur(op, channels, args, solver)  # building the operator allocated nothing
+    needed, seconds = _check_deblur(op, channels, args, solver)  # nothing allocated yet
+    if seconds > ANNOUNCE_SECONDS:
+        print(
+            f"{solver}: {height} x {width}, {channels} channel{'s' * (channels > 1)}: up to "
+            f"about {seconds:.3g} s and {needed / 2**20:.3g} MiB by convop's cost model",
+            flush=True,
+        )
     _warn_unless_normalised(weight, args.kernel)
     labels = [solver] if channels == 1 else [f"{solver} {n}" for n in CHANNELS]
     result = np.empty_like(image.pixels)  # (H, W, C)
