@@ -115,7 +115,8 @@ def _extended(n: int, boundary: str) -> int:
     return {"even": 2 * n, "reflect": 2 * n - 2}.get(boundary, n)
 
 
-def _along(x: torch.Tensor, axis: int, part: slice) -> tuple:
+def _along(axis: int, part: slice) -> tuple:
+    """An index taking ``part`` along ``axis`` (a non-negative axis) and all of the others."""
     return (slice(None),) * axis + (part,)
 
 
@@ -137,8 +138,8 @@ def _dct(x: torch.Tensor, axis: int) -> torch.Tensor:
     extension's circulant, restricted to the original samples.
     """
     n = x.shape[axis]
-    v = torch.cat([x[_along(x, axis, slice(0, None, 2))],
-                   x[_along(x, axis, slice(1, None, 2))].flip(axis)], axis)  # fmt: skip
+    v = torch.cat([x[_along(axis, slice(0, None, 2))],
+                   x[_along(axis, slice(1, None, 2))].flip(axis)], axis)  # fmt: skip
     z = torch.fft.rfft(v, dim=axis)
     z = z * _twiddle(n, z.shape[axis], -1.0, axis, x.ndim, x.device).to(z.dtype)
     tail = z.imag.narrow(axis, 1, (n - 1) // 2).flip(axis).neg()
@@ -159,8 +160,8 @@ def _idct(y: torch.Tensor, axis: int) -> torch.Tensor:
     v = torch.fft.irfft(z, n=n, dim=axis)
     h = (n + 1) // 2
     x = torch.empty_like(v)
-    x[_along(x, axis, slice(0, None, 2))] = v.narrow(axis, 0, h)
-    x[_along(x, axis, slice(1, None, 2))] = v.narrow(axis, h, n - h).flip(axis)
+    x[_along(axis, slice(0, None, 2))] = v.narrow(axis, 0, h)
+    x[_along(axis, slice(1, None, 2))] = v.narrow(axis, h, n - h).flip(axis)
     return x
 
 
