@@ -17,6 +17,7 @@ a failed write leaves no partial file.
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -108,6 +109,23 @@ def _load_array(path: Path, what: str, *, real: bool) -> np.ndarray:
     return array
 
 
+def _load_archive(path: Path, what: str) -> np.ndarray:
+    """The one numeric array of an ``.npz`` archive, never unpickled; ``ValueError`` else."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ValueError("it is not an .npz archive")
+            names = list(archive.files)
+            if len(names) != 1:
+                raise ValueError(f"it must hold one array, got {len(names)}: {names}")
+            array = archive[names[0]]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"cannot read {what}: {error}") from None
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{what} must hold one real numeric array, got dtype {array.dtype}")
+    return array
+
+
 def load_kernel(spec: str | os.PathLike) -> np.ndarray:
     """A blur kernel from ``KERNEL.npy``, ``gaussian:SIZE[:SIGMA]`` or ``motion:LENGTH[:ANGLE]``.
 
@@ -182,8 +200,9 @@ def read_image(path: str | os.PathLike) -> Image:
     Parameters
     ----------
     path : str or path
-        A ``.npy`` file holding a real ``(H, W)`` gray or ``(H, W, 3)`` colour array, used
-        as it is; or any file Pillow reads: gray stays gray (8 or 16 bits), other modes
+        A ``.npy`` file (or an ``.npz`` archive of one array) holding a real ``(H, W)``
+        gray or ``(H, W, 3)`` colour array, used as it is; or any file Pillow reads (PNG,
+        JPEG, TIFF, ...): gray stays gray (8 or 16 bits), other modes
         (palette, RGB(A), CMYK, ...) become RGB, an alpha channel is dropped, and samples
         are scaled to [0, 1] by their bit depth.
 
@@ -216,8 +235,11 @@ def read_image(path: str | os.PathLike) -> Image:
     """
     where = _existing(path, "image file")
     what = f"image {os.fspath(path)!r}"
-    if where.suffix.lower() == ".npy":
-        array = _load_array(where, what, real=True)
+    if where.suffix.lower() in (".npy", ".npz"):
+        if where.suffix.lower() == ".npy":
+            array = _load_array(where, what, real=True)
+        else:
+            array = _load_archive(where, what)
         if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
             raise ValueError(
                 f"{what} must have shape (H, W) (gray) or (H, W, 3) (colour), got {array.shape}"

@@ -554,6 +554,16 @@ def test_deblur_kernel_from_a_gray_image_and_normalize(tmp_path, capsys):
     assert "pass --normalize to divide the kernel by its sum" in err
 
 
+def test_deblur_reads_an_npz_archive_and_writes_npy(tmp_path, capsys, monkeypatch):
+    _, blurred = blurred_phantom()
+    np.savez_compressed(tmp_path / "scan.npz", blurred)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "deblur", "scan.npz", "--kernel", "gaussian:5", "--damp", "0.05",
+                       "--quiet")  # fmt: skip
+    assert (code, err) == (0, "")
+    assert np.load(tmp_path / "scan-deblurred.npy").shape == blurred.shape
+
+
 def test_deblur_refuses_colour_and_zero_sum_kernels(tmp_path, capsys):
     np.save(tmp_path / "image.npy", np.ones((8, 8)))
     Image.fromarray(np.zeros((3, 3, 3), dtype=np.uint8) + 200).save(tmp_path / "rgb.png")

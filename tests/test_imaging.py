@@ -76,6 +76,40 @@ def test_npy_round_trip_is_exact(tmp_path, shape):
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), values)
 
 
+@pytest.mark.parametrize("shape", [(6, 5), (6, 5, 3)])
+def test_npz_of_one_array_reads_like_npy(tmp_path, shape):
+    values = np.random.default_rng(2).standard_normal(shape)
+    np.savez_compressed(tmp_path / "in.npz", pixels=values)
+    kept = values.copy()
+    image = read_image(tmp_path / "in.npz")
+    assert (image.pixels.shape[:2], image.bits) == ((6, 5), None)
+    np.testing.assert_array_equal(image.pixels.reshape(values.shape), kept)
+
+
+def test_npz_must_hold_one_real_array(tmp_path):
+    np.savez(tmp_path / "two.npz", a=np.ones((3, 3)), b=np.ones((3, 3)))
+    with pytest.raises(ValueError, match=r"it must hold one array, got 2: \['a', 'b'\]"):
+        read_image(tmp_path / "two.npz")
+    np.savez(tmp_path / "complex.npz", a=np.ones((3, 3), dtype=complex))
+    with pytest.raises(ValueError, match="must hold one real numeric array, got dtype complex"):
+        read_image(tmp_path / "complex.npz")
+    np.savez(tmp_path / "objects.npz", a=np.array([{"x": 1}], dtype=object))
+    with pytest.raises(ValueError, match="cannot read image"):
+        read_image(tmp_path / "objects.npz")
+    (tmp_path / "broken.npz").write_bytes(b"PK not really a zip")
+    with pytest.raises(ValueError, match="cannot read image"):
+        read_image(tmp_path / "broken.npz")
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_gray_tiff_reads_through_pillow(tmp_path, bits):
+    samples = np.round(phantom(16) * (2**bits - 1)).astype(np.uint16 if bits == 16 else np.uint8)
+    PILImage.fromarray(samples).save(tmp_path / "in.tif")
+    image = read_image(tmp_path / "in.tif")
+    assert (image.pixels.shape, image.bits) == ((16, 16, 1), bits)
+    np.testing.assert_allclose(image.pixels[..., 0], samples / (2**bits - 1), rtol=0, atol=0)
+
+
 def test_png_of_other_data_maps_their_range(tmp_path):
     values = np.linspace(-2.0, 2.0, 5)[None, :].repeat(2, axis=0)  # (2, 5), not in [0, 1]
     write_image(tmp_path / "out.png", values)

@@ -74,11 +74,12 @@ estimated from the image), solved by default with scipy's cg on the normal equat
 preconditioned by convop.preconditioner (a fast approximate inverse matched to the padding
 mode; --compare also runs plain cg and says how many iterations it saved), or with scipy's
 lsqr (--solver lsqr).
-PNG/JPEG files are read with Pillow (values scaled to [0, 1]; gray stays gray, RGB(A) is
-deblurred per channel, alpha dropped); a .npy file holds an (H, W) gray or (H, W, 3) colour
-array. The result is written as .npy (raw values, the input's shape) or .png (gray: 8-bit,
-or 16-bit for a 16-bit input; colour: RGB; images read from files keep their [0, 1] scale
-with overshoot clipped, other data are mapped from their own range).
+PNG/JPEG/TIFF files are read with Pillow (values scaled to [0, 1]; gray stays gray, RGB(A)
+is deblurred per channel, alpha dropped); a .npy file (or an .npz archive of one array)
+holds an (H, W) gray or (H, W, 3) colour array. The result is written as .npy (raw values,
+the input's shape) or .png (gray: 8-bit, or 16-bit for a 16-bit input; colour: RGB; images
+read from files keep their [0, 1] scale with overshoot clipped, other data are mapped from
+their own range).
 
 Refused before solving: NaN or Inf pixels or kernel values, an all-zero kernel, and
 problems whose estimated memory exceeds --max-bytes or whose estimated time exceeds
@@ -96,7 +97,10 @@ examples:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``convop deblur``'s options."""
     parser.add_argument(
-        "image", metavar="IMAGE", help="PNG or JPEG file, or .npy of shape (H, W) or (H, W, 3)"
+        "image",
+        metavar="IMAGE",
+        help="PNG, JPEG or TIFF file (read with Pillow), or .npy (or .npz of one array) of "
+        "shape (H, W) or (H, W, 3)",
     )
     parser.add_argument(
         "--kernel",
@@ -386,7 +390,7 @@ def _deblur_channel(
 
 
 def run(args: argparse.Namespace) -> int:
-    suffix = ".npy" if Path(args.image).suffix.lower() == ".npy" else ".png"
+    suffix = ".npy" if Path(args.image).suffix.lower() in (".npy", ".npz") else ".png"
     default = Path(f"{Path(args.image).stem}-deblurred{suffix}")
     output = output_path(args.output or str(default), (".png", ".npy"), "--output")
     weight = _blur_weight(args.kernel, args.normalize)  # (1, 1, kh, kw)
