@@ -17,16 +17,9 @@ import itertools
 
 import torch
 
+from ._materialize import _sources
 from .geometry import ConvGeometry
 from .padding import source_index
-
-
-def _sources(n: int, lo: int, hi: int, k: int, s: int, d: int, mode: str,
-             device: torch.device) -> torch.Tensor:  # fmt: skip
-    """``(n_out, k)``: the input sample each output reads through each tap; -1: a zero."""
-    out = (n + lo + hi - d * (k - 1) - 1) // s + 1
-    q = torch.arange(out, device=device)[:, None] * s + torch.arange(k, device=device) * d
-    return source_index(n, lo, hi, mode, device=device)[q]
 
 
 def gram_diagonal(weight: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
@@ -54,7 +47,8 @@ def gram_diagonal(weight: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
     simple, direct, gathered, copied = [], [], [], []
     for n, (lo, hi), k, s, d in zip(geom.input_size, geom.padding, geom.kernel_size,
                                     geom.stride, geom.dilation):  # fmt: skip
-        source = _sources(n, lo, hi, k, s, d, geom.padding_mode, device)
+        out = (n + lo + hi - d * (k - 1) - 1) // s + 1
+        source = _sources(n, lo, hi, k, s, d, geom.padding_mode, range(out), device)
         padded = source_index(n, lo, hi, geom.padding_mode, device=device)
         copies = torch.bincount(padded[padded >= 0], minlength=n)
         simple.append((copies <= 1).nonzero().reshape(-1))
