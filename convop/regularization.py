@@ -10,7 +10,12 @@ eigenvectors, the residual is ``sum (damp^2 / (mu + damp^2))^2 |c|^2`` and the t
 uses: periodic (the DFT) for circulant operators and along axes where the lags are not
 mirror-symmetric, half-sample symmetric (the DCT-II) elsewhere. For circulant operators
 both criteria are exact; elsewhere the model differs from the operator near the boundary,
-which moves the choice little (it is a choice of one number, not a solve).
+which moves the choice little (it is a choice of one number, not a solve). Along periodic
+axes of such operators the data's periodic component (Moisan's) is what is transformed:
+the jump between an image's opposite edges would otherwise read as high-frequency data,
+as much residual as the noise, and the discrepancy principle would damp 10-20 times too
+little. ``choose_damping(..., method="discrepancy", exact=True)`` then matches the
+operator's own residual, by a few preconditioned solves.
 """
 
 from __future__ import annotations
@@ -32,22 +37,35 @@ from .spectral import is_circulant
 METHODS = ("gcv", "discrepancy")
 #: Donoho's constant: the median absolute deviation of a standard normal.
 MAD_NORMAL = 0.6744897501960817
+#: The order of the differences :func:`estimate_noise` takes along each axis.
+DIFFERENCE_ORDER = 4
+#: ``choose_damping(method="discrepancy")`` stops when the residual is within this
+#: relative distance of its target.
+DISCREPANCY_RTOL = 1e-3
+#: Limits of that search: solves, and ``cg`` iterations per solve.
+MAX_SOLVES = 30
+MAX_CG = 500
 
 
 def estimate_noise(y, axes: tuple[int, ...] | None = None) -> float:
-    """The standard deviation of white noise in ``y``, from its finest Haar details.
+    """The standard deviation of white noise in ``y``, from its finest differences.
 
-    The median absolute value of the finest diagonal wavelet coefficients over 0.6745
-    (Donoho & Johnstone, Biometrika 1994): a blurred signal has almost nothing at the
-    highest frequencies, so what is there is noise.
+    The median absolute value of ``y``'s fourth differences along every axis at once
+    (the separable filter ``[1, -4, 6, -4, 1]`` per axis, scaled to unit norm), over
+    0.6745: Donoho & Johnstone's robust estimator (Biometrika 1994) with a high-pass
+    that cancels polynomials of degree 3 along each axis. A blurred signal has almost
+    nothing at the highest frequencies, so what is there is noise; the fourth difference
+    lets through less of the signal than the Haar detail (a first difference), which
+    overestimates the noise of sharp images by 10-25% at 0.5% noise. Axes with fewer
+    than 5 samples take the highest difference they hold.
 
     Parameters
     ----------
     y : numpy.ndarray or torch.Tensor
         The data.
     axes : tuple of int, optional
-        The axes to take the details along (default: all); each needs 2 samples or more.
-        Leave out a channel axis.
+        The axes to take the differences along (default: all); each needs 2 samples or
+        more. Leave out a channel axis.
 
     Returns
     -------
@@ -71,11 +89,38 @@ def estimate_noise(y, axes: tuple[int, ...] | None = None) -> float:
             f"{tuple(t.shape)}"
         )
     detail = t
-    for axis in axes:  # the Haar high-pass, then every other sample
-        m = detail.shape[axis] // 2 * 2
-        pairs = detail.narrow(axis, 0, m).unflatten(axis, (m // 2, 2))
-        detail = (pairs.select(axis + 1, 0) - pairs.select(axis + 1, 1)) / math.sqrt(2)
+    for axis in axes:
+        order = min(DIFFERENCE_ORDER, t.shape[axis] - 1)
+        detail = torch.diff(detail, n=order, dim=axis) / math.sqrt(math.comb(2 * order, order))
     return float(detail.abs().reshape(-1).median()) / MAD_NORMAL
+
+
+def _periodic_component(y: torch.Tensor, axes: list[int]) -> torch.Tensor:
+    """``y`` less its smooth component along ``axes``: Moisan's periodic component.
+
+    ``y = p + s`` where ``s`` is smooth (its discrete Laplacian along ``axes`` is zero but
+    for the jumps between ``y``'s opposite ends) and ``p`` has no such jumps, so that its
+    DFT holds no boundary artefact: the cross of energy along the frequency axes that a
+    non-periodic image puts into a periodic model (L. Moisan, "Periodic plus smooth image
+    decomposition", J. Math. Imaging Vis. 2011).
+    """
+    jumps = torch.zeros_like(y)
+    laplacian = torch.zeros((), dtype=torch.float64, device=y.device)
+    for axis in axes:
+        n = y.shape[axis]
+        step = y.narrow(axis, n - 1, 1) - y.narrow(axis, 0, 1)  # last - first
+        jumps.narrow(axis, 0, 1).add_(step)
+        jumps.narrow(axis, n - 1, 1).sub_(step)
+        f = torch.arange(n, dtype=torch.float64, device=y.device)
+        along = 2 * torch.cos(2 * math.pi * f / n) - 2
+        shape = [1] * y.ndim
+        shape[axis] = n
+        laplacian = laplacian + along.reshape(shape)
+    spectrum = torch.fft.fftn(jumps, dim=axes)
+    laplacian = laplacian.expand(*[y.shape[a] if a in axes else 1 for a in range(y.ndim)])
+    smooth = torch.where(laplacian == 0, 0, spectrum / torch.where(laplacian == 0, 1, laplacian))
+    smooth = torch.fft.ifftn(smooth, dim=axes)
+    return y - (smooth if y.is_complex() else smooth.real)
 
 
 def _spectrum(op: ConvOperator, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -101,11 +146,11 @@ def _spectrum(op: ConvOperator, y: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     blocks = symbol.movedim(1, -1).movedim(1, -1)  # (G, *F, p, p)
     mu, vectors = torch.linalg.eigh(blocks)
     mu = mu.clamp(min=0)
-    z = y
+    periodic = [1 + a for a, b in enumerate(boundaries) if b == "periodic"]
+    z = y if circulant or not periodic else _periodic_component(y, periodic)
     for a, boundary in enumerate(boundaries):
         if boundary == "even":
             z = _dct(z, 1 + a)
-    periodic = [1 + a for a, b in enumerate(boundaries) if b == "periodic"]
     if periodic:
         z = torch.fft.fftn(z, dim=periodic)
     g, p = blocks.shape[0], blocks.shape[-1]
@@ -123,8 +168,67 @@ def _spectrum(op: ConvOperator, y: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return mu, power, float(mu.max()) if mu.numel() else 0.0
 
 
+def _match_residual(op: ConvOperator, y: np.ndarray, target: float, start: float,
+                    bounds: tuple[float, float]) -> float:  # fmt: skip
+    """The damping in ``bounds`` (logs) at which ``||y - op x_damp|| = target``, for ``op``.
+
+    ``x_damp`` solves ``(op^H op + damp^2 I) x = op^H y`` by scipy's ``cg`` with
+    :func:`convop.preconditioner`, warm-started from the previous damping's solution. The
+    residual grows with the damping: from ``start`` (log), steps of a factor 2 bracket the
+    root, then false position (Illinois) on ``log ||r||`` against ``log damp`` closes in to
+    :data:`DISCREPANCY_RTOL`.
+    """
+    from scipy.sparse.linalg import LinearOperator, cg
+
+    from .deconvolution import preconditioner
+
+    n = op.shape[1]
+    dtype = np.result_type(op.dtype, y.dtype)
+    rtol = max(1e-7, float(np.sqrt(np.finfo(dtype).eps)) * 1e-1)
+    rhs = op.rmatvec(y)
+    x = np.zeros(n, dtype=dtype)
+    low, high = bounds
+
+    def excess(u: float) -> float:  # log(||r|| / target), increasing in u
+        nonlocal x
+        d2 = math.exp(2 * u)
+        normal = LinearOperator(
+            (n, n), dtype=dtype, matvec=lambda v: op.rmatvec(op.matvec(v)) + d2 * v
+        )
+        M = preconditioner(op, damp=math.exp(u))
+        x, _ = cg(normal, rhs, x0=x, rtol=rtol, maxiter=MAX_CG, M=M)
+        return math.log(max(float(np.linalg.norm(y - op.matvec(x))), 1e-300) / target)
+
+    tolerance = math.log1p(DISCREPANCY_RTOL)
+    b = min(max(start, low), high)
+    fb = excess(b)
+    if abs(fb) <= tolerance:
+        return math.exp(b)
+    step = math.log(2.0) if fb < 0 else -math.log(2.0)
+    while True:  # steps of a factor 2 until the residual crosses the target
+        c = min(max(b + step, low), high)
+        if c == b:
+            return math.exp(b)  # the target lies beyond the bounds
+        a, fa, b, fb = b, fb, c, excess(c)
+        if abs(fb) <= tolerance:
+            return math.exp(b)
+        if (fb < 0) != (fa < 0):
+            break
+    for _ in range(MAX_SOLVES):  # Illinois: false position that halves a stale end
+        c = b - fb * (b - a) / (fb - fa)
+        fc = excess(c)
+        if abs(fc) <= tolerance:
+            return math.exp(c)
+        if (fc < 0) != (fb < 0):
+            a, fa = b, fb
+        else:
+            fa /= 2
+        b, fb = c, fc
+    return math.exp(b)
+
+
 def choose_damping(op: ConvOperator, y, *, method: str = "gcv",
-                   noise: float | None = None) -> float:  # fmt: skip
+                   noise: float | None = None, exact: bool = False) -> float:  # fmt: skip
     """The Tikhonov damping for ``min ||op x - y||^2 + damp^2 ||x||^2``, chosen from ``y``.
 
     Parameters
@@ -141,6 +245,12 @@ def choose_damping(op: ConvOperator, y, *, method: str = "gcv",
     noise : float, optional
         The noise's standard deviation, for ``'discrepancy'``; default: estimated from
         ``y`` by :func:`estimate_noise`.
+    exact : bool, default False
+        For ``'discrepancy'`` on an operator that is not circulant: match the residual of
+        ``op`` itself, not of the boundary model, by a few solves of the normal equations
+        (scipy's ``cg`` with :func:`convop.preconditioner`, each a fraction of a deblur)
+        to a relative ``1e-3``. The model's choice is usually within a few percent of it,
+        closer than the noise level is known.
 
     Returns
     -------
@@ -152,6 +262,14 @@ def choose_damping(op: ConvOperator, y, *, method: str = "gcv",
     ValueError
         For a strided operator, a ``y`` of the wrong size or with NaN or Inf values, an
         unknown method or a negative noise level.
+
+    Notes
+    -----
+    On photographs GCV tends to damp too little: 0.4-2.0 dB below the best damping of a
+    sweep on a 256^2 crop of scikit-image's ``camera``, where the discrepancy principle came
+    within 0.5 dB in 11 of 12 cases (two images, Gaussian and motion blur, 0.5-2% noise;
+    ``benchmarks/bench_deblur_quality.py``). ``convop deblur`` uses the discrepancy
+    principle.
 
     Examples
     --------
@@ -168,6 +286,8 @@ def choose_damping(op: ConvOperator, y, *, method: str = "gcv",
     if not isinstance(op, ConvOperator):
         raise TypeError(f"op must be a convop.ConvOperator, got {type(op).__name__}")
     check_choice(method, "method", METHODS)
+    if not isinstance(exact, bool):
+        raise TypeError(f"exact must be a bool, got {type(exact).__name__}")
     if noise is not None:
         if isinstance(noise, bool) or not isinstance(noise, (int, float)):
             raise TypeError(f"noise must be a float, got {type(noise).__name__}")
@@ -200,13 +320,19 @@ def choose_damping(op: ConvOperator, y, *, method: str = "gcv",
         sigma = estimate_noise(t, spatial) if noise is None else float(noise)
         target = sigma**2 * op.shape[0]
         if residual(low) >= target:
-            return math.exp(low)
-        if residual(high) <= target:
-            return math.exp(high)
-        for _ in range(100):  # the residual grows with damp: bisect in log damp
-            middle = (low + high) / 2
-            low, high = (middle, high) if residual(middle) < target else (low, middle)
-        return math.exp((low + high) / 2)
+            found = low
+        elif residual(high) <= target:
+            found = high
+        else:
+            a, b = low, high
+            for _ in range(100):  # the residual grows with damp: bisect in log damp
+                middle = (a + b) / 2
+                a, b = (middle, b) if residual(middle) < target else (a, middle)
+            found = (a + b) / 2
+        if not exact or is_circulant(op) or target == 0:
+            return math.exp(found)
+        flat = t.reshape(-1).numpy()
+        return _match_residual(op, flat, math.sqrt(target), found, (low, high))
 
     def gcv(log_damp: float) -> float:
         a2 = math.exp(2 * log_damp)

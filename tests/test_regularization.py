@@ -115,6 +115,8 @@ def test_choose_damping_rejects_bad_input():
         choose_damping(op, y, method="discrepancy", noise=-1.0)
     with pytest.raises(TypeError, match="noise must be a float"):
         choose_damping(op, y, noise="0.1")
+    with pytest.raises(TypeError, match="exact must be a bool, got str"):
+        choose_damping(op, y, method="discrepancy", exact="yes")
     with pytest.raises(ValueError, match=r"y must have shape \(1, 16, 12\) or \(192,\)"):
         choose_damping(op, y[:-1])
     bad = y.copy()
@@ -128,3 +130,81 @@ def test_choose_damping_rejects_bad_input():
         choose_damping(strided, np.ones(strided.shape[0]))
     with pytest.raises(TypeError, match=r"op must be a convop\.ConvOperator"):
         choose_damping(np.eye(3), np.ones(3))
+
+
+def _shifted_blur(mode: str) -> convop.ConvOperator:
+    """A blur that is mirror-symmetric along no axis: its model is periodic on both."""
+    w = torch.from_numpy(gaussian_kernel(5, 1.0))
+    w = w + torch.roll(w, (1, 1), (0, 1))  # lags (1, 1) and (-1, -1), not (1, -1)
+    return convop.conv2d(w[None, None] / w.sum(), (1, 22, 18), padding="same", padding_mode=mode)
+
+
+def _ramp(op: convop.ConvOperator, sigma: float, seed: int) -> np.ndarray:
+    """Blurred data with very different opposite edges (a ramp plus the phantom), noisy."""
+    height, width = op.input_shape[1:]
+    x = phantom(max(height, width))[:height, :width] + np.add.outer(
+        np.linspace(0, 1, height), np.linspace(0, 0.5, width)
+    )
+    return op @ x.ravel() + sigma * np.random.default_rng(seed).standard_normal(op.shape[0])
+
+
+def _dense_root(op: convop.ConvOperator, y: np.ndarray, sigma: float) -> float:
+    residual, _ = dense_criteria(op, y)
+    target = sigma**2 * op.shape[0]
+    low, high = np.log(1e-6), np.log(10.0)
+    for _ in range(80):
+        mid = (low + high) / 2
+        low, high = (mid, high) if residual(np.exp(mid)) < target else (low, mid)
+    return float(np.exp(low))
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "zeros"])
+def test_discrepancy_exact_matches_the_operators_own_residual(mode):
+    op = _shifted_blur(mode)
+    y = _ramp(op, 0.02, seed=5)
+    kept = y.copy()
+    residual, _ = dense_criteria(op, y)
+    damp = choose_damping(op, y, method="discrepancy", noise=0.02, exact=True)
+    np.testing.assert_array_equal(y, kept)
+    np.testing.assert_allclose(residual(damp), 0.02**2 * op.shape[0], rtol=3e-3)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+def test_discrepancy_model_is_near_the_operators_own_root(mode):
+    """Moisan's periodic component keeps the edges' jump out of the periodic model."""
+    op = _shifted_blur(mode)
+    y = _ramp(op, 0.02, seed=6)
+    root = _dense_root(op, y, 0.02)
+    damp = choose_damping(op, y, method="discrepancy", noise=0.02)
+    assert root / 1.3 <= damp <= root * 1.3
+
+
+def test_periodic_component_removes_the_edges_jump_only():
+    from convop.regularization import _periodic_component
+
+    y = torch.rand(2, 20, 15, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    smooth = y - _periodic_component(y, [1, 2])
+    laplacian = sum(
+        torch.roll(smooth, 1, d) + torch.roll(smooth, -1, d) - 2 * smooth for d in (1, 2)
+    )
+    jumps = torch.zeros_like(y)
+    for d in (1, 2):
+        step = y.narrow(d, -1, 1) - y.narrow(d, 0, 1)
+        jumps.narrow(d, 0, 1).add_(step)
+        jumps.narrow(d, -1, 1).sub_(step)
+    torch.testing.assert_close(laplacian, jumps, rtol=0, atol=1e-12)
+    torch.testing.assert_close(smooth.sum(dim=(1, 2)), torch.zeros(2, dtype=torch.float64),
+                               rtol=0, atol=1e-10)  # fmt: skip
+    equal_ends = torch.sin(torch.arange(16, dtype=torch.float64) * torch.pi / 15) + 2
+    grid = equal_ends[None, :, None] * equal_ends[None, None, :]  # no jump: nothing removed
+    torch.testing.assert_close(_periodic_component(grid, [1, 2]), grid, rtol=0, atol=1e-12)
+
+
+def test_estimate_noise_of_a_blurred_sharp_image():
+    """The fourth differences see little of the signal (the Haar detail: 9% too much)."""
+    w = torch.from_numpy(gaussian_kernel(9, 2.0))[None, None]
+    op = convop.conv2d(w, (1, 256, 256), padding="same", padding_mode="reflect")
+    y = op @ phantom(256).ravel() + 0.005 * np.random.default_rng(8).standard_normal(256 * 256)
+    assert estimate_noise(y.reshape(256, 256)) == pytest.approx(0.005, rel=0.03)
+    rng = np.random.default_rng(9)
+    assert estimate_noise(rng.standard_normal((3, 4000))) == pytest.approx(1.0, rel=0.05)
