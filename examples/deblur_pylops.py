@@ -10,8 +10,11 @@ regularisers, which act on the same N-d model:
   with a ``pylops.Laplacian`` on the image axes, i.e. ``min ||A x - b||^2 + eps^2 ||L x||^2``
   solved by scipy's ``lsqr`` on the stacked operator;
 * sparsity-promoting (L1) regularisation: anisotropic total variation with
-  ``pylops.optimization.sparsity.splitbregman``, ``min mu/2 ||A x - b||^2 +
-  eps (||D_y x||_1 + ||D_x x||_1)`` with ``pylops.FirstDerivative`` along each image axis. TV
+  ``pylops.optimization.sparsity.splitbregman`` with ``pylops.FirstDerivative`` along each
+  image axis. PyLops documents its model as ``mu/2 ||A x - b||^2 + eps (||D_y x||_1 +
+  ||D_x x||_1)``; its steps (penalty ``eps``, threshold ``eps``) converge to the minimiser of
+  ``mu/2 ||A x - b||^2 + eps^2 (||D_y x||_1 + ||D_x x||_1)`` (convop's test suite checks the
+  same for ``mu = 1``), so ``eps`` here is the square root of the TV weight. TV
   suits the piecewise-constant phantom: it keeps the edges sharp where the Laplacian smears
   them and leaves ringing;
 * an L1 penalty on the image itself, ``min ||A x - b||^2 + eps ||x||_1`` (the phantom is zero

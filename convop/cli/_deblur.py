@@ -1,4 +1,4 @@
-"""``convop deblur``: deblur a gray or colour image, each channel on its own (pcg or lsqr).
+"""``convop deblur``: deblur a gray or colour image by total variation or Tikhonov.
 
 Images and kernels are read by :mod:`convop.imaging`. Before solving, the memory and the
 time of the solve are estimated (the time by convop's cost model, which chooses between
@@ -33,7 +33,14 @@ from ._parser import (
     positive_int,
     warn,
 )
-from ._solve import solve, solve_normal, solve_tv
+from ._solve import (
+    ADMM_CG,
+    solve,
+    solve_admm_tv,
+    solve_nonneg_normal,
+    solve_normal,
+    solve_tv,
+)
 
 #: Why scipy's lsqr stopped (its ``istop``), for the report.
 STOPS = {
@@ -42,13 +49,13 @@ STOPS = {
     2: "converged (least squares)",
     7: "iteration limit",
 }
-CHANNELS = ("red", "green", "blue")
 #: How far a kernel's sum may be from 1 before deblur warns.
 SUM_TOLERANCE = 1e-6
-#: The total-variation weight over the estimated noise level, when --tv-weight is not
-#: given: the best or next to best of a sweep (0.25 to 4) on scikit-image's camera and the
-#: phantom, Gaussian and motion blur, noise 0.5% to 2% (docs/cli.md).
-TV_WEIGHT_PER_NOISE = 2.0
+#: The total-variation weight over the estimated noise variance, when --tv-weight is not
+#: given: of 1, 2, 4, 8 and 16 on scikit-image's camera and the phantom, Gaussian and motion
+#: blur, noise 0.5% to 2% (12 cases, 30 steps), the highest total gain, and within 0.5 dB of
+#: each case's best but one (1.6 dB) (docs/cli.md).
+TV_WEIGHT_PER_VARIANCE = 8.0
 #: lsqr iterations per split-Bregman step.
 TV_INNER = 5
 #: Kernel files read as images (a measured point-spread function), gray only.
@@ -63,17 +70,20 @@ NAME = "deblur"
 HELP = "deblur a gray or colour image (PNG, JPEG or .npy): total variation or Tikhonov"
 
 DESCRIPTION = """\
-Deblur an image, each colour channel on its own, where A is the blur (convop.conv2d with
-padding "same") and b the channel. By default (--method auto) by total variation: min
-1/2 |A x - b|^2 + w (|D_y x|_1 + |D_x x|_1) with PyLops' split Bregman, w = 2 x the noise
-level estimated from the channel (--tv-weight sets it); it keeps edges sharp. auto takes
-Tikhonov instead when --damp is given or when TV would exceed --max-seconds. With --method
-tikhonov: min |A x - b|^2 + damp^2 |x|^2, the damping chosen per channel by generalised
-cross-validation unless --damp gives it (or 'discrepancy': the residual matches the noise,
-estimated from the image), solved by default with scipy's cg on the normal equations,
+Deblur an image, where A is the blur (convop.conv2d with padding "same"; a colour image's
+three channels are blurred each on its own by one batched operator, groups=3, and solved
+at once) and b the image. By default (--method auto) by total variation: min 1/2 |A x -
+b|^2 + w (|D_y x|_1 + |D_x x|_1) with PyLops' split Bregman, w = 8 x the noise variance
+estimated from the image (--tv-weight sets it); it keeps edges sharp. auto takes Tikhonov
+instead when --damp is given or when TV would exceed --max-seconds. With --method
+tikhonov: min |A x - b|^2 + damp^2 |x|^2, the damping chosen by the discrepancy principle
+(the residual matches the noise, estimated from the image) unless --damp gives it (or
+'gcv': generalised cross-validation), solved by default with scipy's cg on the normal equations,
 preconditioned by convop.preconditioner (a fast approximate inverse matched to the padding
 mode; --compare also runs plain cg and says how many iterations it saved), or with scipy's
-lsqr (--solver lsqr).
+lsqr (--solver lsqr). --nonneg keeps the result >= 0 (intensities): total variation by
+split Bregman with one more split for the constraint, Tikhonov by ADMM whose steps are
+preconditioned cg solves.
 PNG/JPEG/TIFF files are read with Pillow (values scaled to [0, 1]; gray stays gray, RGB(A)
 is deblurred per channel, alpha dropped); a .npy file (or an .npz archive of one array)
 holds an (H, W) gray or (H, W, 3) colour array. The result is written as .npy (raw values,
@@ -119,9 +129,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=damping,
         default=None,
         metavar="D",
-        help="Tikhonov damping: a number >= 0, or chosen per channel from the data by "
-        "'gcv' (generalised cross-validation, the default) or 'discrepancy' (the residual "
-        "matches the noise, estimated from the image)",
+        help="Tikhonov damping: a number >= 0, or chosen from the data by 'discrepancy' "
+        "(the residual matches the noise, estimated from the image; the default) or 'gcv' "
+        "(generalised cross-validation, which tends to damp too little on photographs)",
     )
     parser.add_argument(
         "--method",
@@ -136,17 +146,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_float,
         default=None,
         metavar="W",
-        help=f"tv's weight (default {TV_WEIGHT_PER_NOISE:g} x the noise level estimated from "
-        f"each channel)",
+        help=f"tv's weight w (default {TV_WEIGHT_PER_VARIANCE:g} x the noise variance "
+        f"estimated from the image)",
     )
     parser.add_argument(
         "--iterations",
         type=positive_int,
         default=None,
         metavar="N",
-        help=f"most iterations per channel: cg's or lsqr's for tikhonov (default "
+        help=f"most iterations: cg's or lsqr's for tikhonov (default "
         f"{ITERATIONS['tikhonov']}), split-Bregman steps of {TV_INNER} lsqr iterations for tv "
         f"(default {ITERATIONS['tv']})",
+    )
+    parser.add_argument(
+        "--nonneg",
+        action="store_true",
+        help="keep the result >= 0: tv with one more split for the constraint; tikhonov by "
+        "ADMM, each step a preconditioned cg solve (--iterations counts the steps)",
     )
     parser.add_argument(
         "--solver",
@@ -193,32 +209,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------- guards
-def _deblur_bytes(geometry: ConvGeometry, channels: int) -> int:
-    """Estimated memory of deblurring ``channels`` channels one after the other.
+def _deblur_bytes(geometry: ConvGeometry) -> int:
+    """Estimated memory of deblurring all the channels at once.
 
-    The image and the result (``channels`` float64 planes each), lsqr's ~6 float64 vectors
-    of one channel, and the products' workspace: ~2 complex grids of the padded size.
+    The image and the result, the solver's ~6 vectors (all float64 and all channels),
+    and the products' workspace: ~2 complex grids of the padded size per channel.
     """
-    pixels = math.prod(geometry.input_size)
-    padded = math.prod(frame(geometry).sizes)
-    return 8 * pixels * (2 * channels + 6) + 2 * 16 * padded
+    values = geometry.in_channels * math.prod(geometry.input_size)
+    padded = geometry.in_channels * math.prod(frame(geometry).sizes)
+    return 8 * values * (2 + 6) + 2 * 16 * padded
 
 
-def _deblur_seconds(geometry: ConvGeometry, method: str, channels: int, iterations: int) -> float:
-    """Estimated time of ``iterations`` lsqr iterations per channel by convop's cost model.
+def _deblur_seconds(geometry: ConvGeometry, method: str, iterations: int) -> float:
+    """Estimated time of ``iterations`` solver iterations by convop's cost model.
 
-    Each iteration applies the blur and its adjoint: two products.
+    Each iteration applies the blur (all channels) and its adjoint: two products.
     """
     product = cost_model.fft_seconds if method == "fft" else cost_model.direct_seconds
-    return product(geometry, torch.float64, _CPU) * 2 * iterations * channels
+    return product(geometry, torch.float64, _CPU) * 2 * iterations
 
 
 def _lsqr_iterations(method: str, iterations: int) -> int:
-    """The solver iterations (each one product and one adjoint) of ``iterations`` steps."""
-    return iterations * (TV_INNER + 1) if method == "tv" else iterations
+    """The solver iterations (each one product and one adjoint) of ``iterations`` steps.
+
+    At most: ``tv``'s steps take ``TV_INNER`` lsqr iterations and one more product each,
+    ``admm``'s (nonnegative Tikhonov) up to ``ADMM_CG`` cg iterations each.
+    """
+    per_step = {"tv": TV_INNER + 1, "admm": ADMM_CG}
+    return iterations * per_step.get(method, 1)
 
 
-def _choose_method(op: ConvOperator, channels: int, args: argparse.Namespace) -> str:
+def _choose_method(op: ConvOperator, args: argparse.Namespace) -> str:
     """``--method``, resolved: auto is tv unless a damping is given or tv takes too long.
 
     Sets ``args.iterations`` to the method's default when not given.
@@ -226,7 +247,7 @@ def _choose_method(op: ConvOperator, channels: int, args: argparse.Namespace) ->
     method = args.method
     if method == "auto":
         steps = args.iterations or ITERATIONS["tv"]
-        seconds = _deblur_seconds(op.geometry, op.method, channels, _lsqr_iterations("tv", steps))
+        seconds = _deblur_seconds(op.geometry, op.method, _lsqr_iterations("tv", steps))
         fits = seconds <= args.max_seconds
         method = "tv" if args.damp is None and fits else "tikhonov"
     if args.iterations is None:
@@ -234,7 +255,7 @@ def _choose_method(op: ConvOperator, channels: int, args: argparse.Namespace) ->
     return method
 
 
-def _check_deblur(op: ConvOperator, channels: int, args: argparse.Namespace,
+def _check_deblur(op: ConvOperator, args: argparse.Namespace,
                   solver: str) -> tuple[int, float]:  # fmt: skip
     """Refuse, before anything is allocated, a deblur over the memory or the time limit.
 
@@ -242,18 +263,20 @@ def _check_deblur(op: ConvOperator, channels: int, args: argparse.Namespace,
     """
     geometry = op.geometry
     height, width = geometry.input_size
+    channels = geometry.in_channels
     what = f"deblurring {channels} channel{'s' * (channels > 1)} of {height} x {width} pixels"
-    needed = _deblur_bytes(geometry, channels) + (8 * 8 * height * width if solver == "tv" else 0)
+    tv = 8 * 8 * channels * height * width  # split Bregman's extra vectors
+    needed = _deblur_bytes(geometry) + (tv if solver == "tv" else 0)
     hint = f"pass --max-bytes {needed} or more to run it anyway"
     check_memory(needed, args.max_bytes, what, hint=hint)
     method = op.method
     iterations = _lsqr_iterations(solver, args.iterations)
-    seconds = _deblur_seconds(geometry, method, channels, iterations)
+    seconds = _deblur_seconds(geometry, method, iterations)
     if seconds > args.max_seconds:
         raise CommandError(
             f"{what} would take up to about {seconds:.3g} s by convop's cost model "
-            f"({iterations} solver iterations x 2 {method} products x {channels} "
-            f"channel{'s' * (channels > 1)}), more than --max-seconds {args.max_seconds:g}; "
+            f"({iterations} solver iterations x 2 {method} products), more than "
+            f"--max-seconds {args.max_seconds:g}; "
             f"pass --max-seconds {math.ceil(seconds)} or more (or fewer --iterations) to run "
             f"it anyway"
         )
@@ -306,11 +329,11 @@ def _warn_unless_normalised(weight: np.ndarray, spec: str) -> None:
         )
 
 
-def _pcg_channel(
+def _pcg(
     op: ConvOperator, b: np.ndarray, label: str, args: argparse.Namespace, damp: float,
     chosen: str,
 ) -> tuple[np.ndarray, str]:  # fmt: skip
-    """Preconditioned cg on one channel ``b`` (flattened): the solution and its report line."""
+    """Preconditioned cg on the image ``b`` (flattened): the solution and its report line."""
     x, converged, itn, residual, seconds = solve_normal(
         op, b, damp=damp, iterations=args.iterations, quiet=args.quiet, label=label
     )
@@ -333,44 +356,58 @@ def _pcg_channel(
     return x, line
 
 
-def _tv_channel(
+def _tv(
     op: ConvOperator, b: np.ndarray, label: str, args: argparse.Namespace
 ) -> tuple[np.ndarray, str]:
-    """Total variation on one channel ``b`` (flattened): the solution and its report line."""
+    """Total variation on the image ``b`` (flattened): the solution and its report line."""
     if args.tv_weight is None:
-        noise = estimate_noise(b.reshape(op.input_shape[1:]))
-        weight = TV_WEIGHT_PER_NOISE * noise
-        how = f" ({TV_WEIGHT_PER_NOISE:g} x the noise level {noise:.3g})"
+        noise = estimate_noise(b.reshape(op.input_shape), axes=(-2, -1))
+        weight = TV_WEIGHT_PER_VARIANCE * noise**2
+        how = f" ({TV_WEIGHT_PER_VARIANCE:g} x the noise variance, noise level {noise:.3g})"
         if weight <= 0:
-            weight, how = 1e-4, " (no noise found: the smallest weight)"
+            weight, how = 1e-8, " (no noise found: the smallest weight)"
     else:
         weight, how = args.tv_weight, ""
-    x, itn, residual, seconds = solve_tv(
-        op, b, weight=weight, iterations=args.iterations, quiet=args.quiet, inner=TV_INNER,
-        label=label,
-    )  # fmt: skip
+    common = dict(weight=weight, iterations=args.iterations, quiet=args.quiet, inner=TV_INNER,
+                  label=label)  # fmt: skip
+    if args.nonneg:
+        x, itn, residual, seconds = solve_admm_tv(op, b, nonneg=True, **common)
+    else:
+        x, itn, residual, seconds = solve_tv(op, b, **common)
     relative = residual / max(float(np.linalg.norm(b)), np.finfo(float).tiny)
+    kept = ", x >= 0" if args.nonneg else ""
     return x, (
         f"{label}: {itn} split-Bregman steps of {TV_INNER} lsqr iterations, {seconds:.2f} s, "
-        f"weight {weight:.3g}{how}, residual |b - A x| / |b| = {relative:.3g}"
+        f"weight {weight:.3g}{how}{kept}, residual |b - A x| / |b| = {relative:.3g}"
     )
 
 
-def _deblur_channel(
+def _tikhonov(
     op: ConvOperator, b: np.ndarray, label: str, args: argparse.Namespace
 ) -> tuple[np.ndarray, str]:
-    """lsqr (or pcg) on one channel ``b`` (flattened): the solution and its report line.
+    """lsqr (or pcg) on the image ``b`` (flattened): the solution and its report line.
 
-    The damping is ``--damp``, or chosen here from ``b`` by its rule (GCV by default).
+    The damping is ``--damp``, or chosen here from ``b`` by its rule (by default the
+    discrepancy principle).
     """
     if args.damp is None or isinstance(args.damp, str):
-        rule = args.damp or "gcv"
+        rule = args.damp or "discrepancy"
         damp = choose_damping(op, b, method=rule)
         chosen = f" (chosen by {rule})"
     else:
         damp, chosen = args.damp, ""
+    if args.nonneg:
+        x, converged, itn, residual, seconds = solve_nonneg_normal(
+            op, b, damp=damp, iterations=args.iterations, quiet=args.quiet, label=label
+        )
+        relative = residual / max(float(np.linalg.norm(b)), np.finfo(float).tiny)
+        stopped = "converged" if converged else "iteration limit"
+        return x, (
+            f"{label}: {itn} steps ({stopped}), {seconds:.2f} s, damp {damp:.3g}{chosen}, "
+            f"x >= 0, residual |b - A x| / |b| = {relative:.3g}"
+        )
     if args.solver == "pcg":
-        return _pcg_channel(op, b, label, args, damp, chosen)
+        return _pcg(op, b, label, args, damp, chosen)
     x, istop, itn, r1norm, seconds = solve(
         "lsqr",
         op,
@@ -396,37 +433,43 @@ def run(args: argparse.Namespace) -> int:
     weight = _blur_weight(args.kernel, args.normalize)  # (1, 1, kh, kw)
     image = read_image(args.image)
     height, width, channels = image.pixels.shape
+    # One operator for every channel: the same blur on each, none mixed (groups).
     op = constructors.conv2d(
-        weight, (1, height, width), padding="same", padding_mode=args.padding_mode
-    )
-    method = _choose_method(op, channels, args)
-    solver = "tv" if method == "tv" else args.solver
+        np.repeat(weight, channels, axis=0), (channels, height, width), padding="same",
+        padding_mode=args.padding_mode, groups=channels,
+    )  # fmt: skip
+    method = _choose_method(op, args)
+    if args.nonneg and method == "tikhonov" and args.solver == "lsqr":
+        raise CommandError(
+            "--nonneg solves tikhonov by ADMM with preconditioned cg steps; --solver lsqr "
+            "has no constraint (leave --solver out)"
+        )
+    solver = "tv" if method == "tv" else "admm" if args.nonneg else args.solver
     if args.compare and solver != "pcg":
         raise CommandError(
-            "--compare needs --method tikhonov and --solver pcg (it compares pcg with plain cg)"
+            "--compare needs --method tikhonov and --solver pcg without --nonneg (it compares "
+            "pcg with plain cg)"
         )
-    needed, seconds = _check_deblur(op, channels, args, solver)  # nothing allocated yet
+    needed, seconds = _check_deblur(op, args, solver)  # nothing allocated yet
+    plural = "s" * (channels > 1)
     if seconds > ANNOUNCE_SECONDS:
         print(
-            f"{solver}: {height} x {width}, {channels} channel{'s' * (channels > 1)}: up to "
-            f"about {seconds:.3g} s and {needed / 2**20:.3g} MiB by convop's cost model",
+            f"{solver}: {height} x {width}, {channels} channel{plural}: up to about "
+            f"{seconds:.3g} s and {needed / 2**20:.3g} MiB by convop's cost model",
             flush=True,
         )
     _warn_unless_normalised(weight, args.kernel)
-    labels = [solver] if channels == 1 else [f"{solver} {n}" for n in CHANNELS]
-    result = np.empty_like(image.pixels)  # (H, W, C)
-    reports = []
-    deblur = _tv_channel if method == "tv" else _deblur_channel
-    for c, label in enumerate(labels):
-        x, report = deblur(op, image.pixels[..., c].ravel(), label, args)
-        result[..., c] = x.reshape(height, width)
-        reports.append(report)
+    deblur = _tv if method == "tv" else _tikhonov
+    b = np.ascontiguousarray(image.pixels.transpose(2, 0, 1)).ravel()  # (C, H, W)
+    x, report = deblur(op, b, solver, args)
+    result = np.ascontiguousarray(x.reshape(channels, height, width).transpose(1, 2, 0))
     write_image(output, result, like=image)
     print(
         f"deblurred {args.image} ({height} x {width}, {'gray' if channels == 1 else 'RGB'}) "
         f"with kernel {args.kernel} {weight.shape[2:]}, {args.padding_mode} padding"
+        + (f", {channels} channels at once" if channels > 1 else "")
     )
-    print("\n".join(reports))
+    print(report)
     if image.alpha:
         print("note: the image's alpha channel is dropped: not deblurred and not written")
     print(f"wrote {output}")

@@ -12,6 +12,7 @@ import numpy as np
 from .. import constructors
 from ..data import gaussian_kernel, phantom, psnr
 from ..regularization import choose_damping, estimate_noise
+from ._deblur import TV_WEIGHT_PER_VARIANCE
 from ._parser import (
     CommandError,
     concerning,
@@ -29,7 +30,7 @@ DESCRIPTION = """\
 Deblurring showcase: scikit-image's camera photo (a centre crop; pip install scikit-image,
 else the built-in Shepp-Logan phantom, or --image phantom), blurred by a Gaussian through
 convop.conv2d(..., padding="same", padding_mode="reflect"), plus Gaussian noise (seed 0).
-It is restored with Tikhonov damping chosen by generalised cross-validation
+It is restored with Tikhonov damping chosen by the discrepancy principle
 (convop.choose_damping), solved by scipy's lsqr on the lazy operator and by cg
 preconditioned with convop.preconditioner (beside plain cg: the iterations saved), and by
 total variation through PyLops' split Bregman with convop's operator inside. It prints a
@@ -43,9 +44,6 @@ examples:
   convop demo --image phantom --size 128 --no-figure
   convop demo --sigma 3 --noise 0.02 --out blur.png
 """
-
-#: The total-variation weight over the estimated noise level (as convop deblur's).
-TV_WEIGHT_PER_NOISE = 2.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=non_negative_float,
         default=None,
         metavar="D",
-        help="Tikhonov damping (default: chosen by generalised cross-validation)",
+        help="Tikhonov damping (default: chosen by the discrepancy principle)",
     )
     parser.add_argument(
         "--iterations",
@@ -191,8 +189,8 @@ def run(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(0)
     noise = args.noise * float(truth.max() - truth.min())
     b = op @ truth.ravel() + noise * rng.standard_normal(op.shape[0])
-    damp = choose_damping(op, b) if args.damp is None else args.damp
-    how = "chosen by GCV" if args.damp is None else "given"
+    damp = choose_damping(op, b, method="discrepancy") if args.damp is None else args.damp
+    how = "chosen by the discrepancy principle" if args.damp is None else "given"
     print(f"convop demo: deblurring the {n} x {n} {described}")
     print(
         f"blur: {k} x {k} Gaussian, sigma {args.sigma:.3g} px, reflect padding; noise: "
@@ -215,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
     rows.append(("Tikhonov, pcg", psnr(x, truth), _ssim(x.reshape(n, n), truth),
                  f"{itn} (cg: {plain})", f"{seconds:.2f} (cg: {plain_seconds:.2f})"))  # fmt: skip
     panels.append((f"Tikhonov (pcg), {rows[-1][1]:.1f} dB", x.reshape(n, n)))
-    weight = TV_WEIGHT_PER_NOISE * max(estimate_noise(image), 1e-6)
+    weight = TV_WEIGHT_PER_VARIANCE * max(estimate_noise(image), 1e-6) ** 2  # as deblur's
     x, steps, _, seconds = solve_tv(op, b, weight=weight, iterations=30, quiet=args.quiet)
     rows.append(("TV, PyLops", psnr(x, truth), _ssim(x.reshape(n, n), truth),
                  f"{steps} x 5 lsqr", f"{seconds:.2f}"))  # fmt: skip
