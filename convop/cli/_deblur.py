@@ -78,14 +78,14 @@ estimated from the image (--tv-weight sets it); it keeps edges sharp. auto takes
 instead when --damp is given or when TV would exceed --max-seconds. With --method
 tikhonov: min |A x - b|^2 + damp^2 |x|^2, the damping chosen by the discrepancy principle
 (the residual matches the noise, estimated from the image) unless --damp gives it (or
-'gcv': generalised cross-validation), solved by default with scipy's cg on the normal equations,
-preconditioned by convop.preconditioner (a fast approximate inverse matched to the padding
+'gcv': generalised cross-validation), solved by default with scipy's cg on the normal
+equations, preconditioned by convop.preconditioner (a fast approximate inverse matched to the padding
 mode; --compare also runs plain cg and says how many iterations it saved), or with scipy's
 lsqr (--solver lsqr). --nonneg keeps the result >= 0 (intensities): total variation by
 split Bregman with one more split for the constraint, Tikhonov by ADMM whose steps are
 preconditioned cg solves.
 PNG/JPEG/TIFF files are read with Pillow (values scaled to [0, 1]; gray stays gray, RGB(A)
-is deblurred per channel, alpha dropped); a .npy file (or an .npz archive of one array)
+is deblurred in its three channels, alpha dropped); a .npy file (or an .npz archive of one array)
 holds an (H, W) gray or (H, W, 3) colour array. The result is written as .npy (raw values,
 the input's shape) or .png (gray: 8-bit, or 16-bit for a 16-bit input; colour: RGB; images
 read from files keep their [0, 1] scale with overshoot clipped, other data are mapped from
