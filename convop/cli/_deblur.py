@@ -79,9 +79,9 @@ instead when --damp is given or when TV would exceed --max-seconds. With --metho
 tikhonov: min |A x - b|^2 + damp^2 |x|^2, the damping chosen by the discrepancy principle
 (the residual matches the noise, estimated from the image) unless --damp gives it (or
 'gcv': generalised cross-validation), solved by default with scipy's cg on the normal
-equations, preconditioned by convop.preconditioner (a fast approximate inverse matched to the padding
-mode; --compare also runs plain cg and says how many iterations it saved), or with scipy's
-lsqr (--solver lsqr). --nonneg keeps the result >= 0 (intensities): total variation by
+equations, preconditioned by convop.preconditioner (a fast approximate inverse matched to
+the padding mode; --compare also runs plain cg and says how many iterations it saved), or
+with scipy's lsqr (--solver lsqr). --nonneg keeps the result >= 0 (intensities): total variation by
 split Bregman with one more split for the constraint, Tikhonov by ADMM whose steps are
 preconditioned cg solves.
 PNG/JPEG/TIFF files are read with Pillow (values scaled to [0, 1]; gray stays gray, RGB(A)
