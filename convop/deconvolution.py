@@ -22,11 +22,14 @@ Both come from the kernel's spectrum:
 
 - :func:`solve_tikhonov`: the exact minimiser of ``||A x - y||^2 + damp^2 ||x||^2`` for a
   circulant convolution, in one forward and one inverse FFT (per frequency, a small
-  solve), and its Wiener-filter form for a noise-to-signal ratio.
+  SVD-based filter; the least-squares solution of least norm where ``damp = 0`` leaves it
+  ambiguous), and its Wiener-filter form for a noise-to-signal ratio.
 
 The maths (the extensions, why the reflect model weights the end samples, the
 preconditioner's own damping, the diagonal scaling) is in ``docs/conventions.md``, section
-11.
+11. One module of about a thousand lines, as both halves share the kernel's transfer
+function, its Gram symbol and their transforms; every step that allocates in proportion to
+the grid asks the memory guard (:func:`convop._memory.check_memory`) first.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from scipy.sparse.linalg import LinearOperator
 
 from ._arrays import result_dtype, to_numpy, to_tensor
 from ._checks import check_choice
-from ._gram_diagonal import gram_diagonal
+from ._gram_diagonal import diagonal_bytes, gram_diagonal
 from ._lags import gram_lags
 from ._memory import check_memory
 from .geometry import ConvGeometry
@@ -57,6 +60,13 @@ BOUNDARIES = {"circular": "periodic", "reflect": "reflect", "replicate": "even",
 #: channels that mix without symmetric lags, where only the periodic model holds.
 MISMATCH_DAMPING = {"zeros": 0.02, "reflect": 0.02, "replicate": 0.01, "circular": 0.02,
                     "mixing": 0.3}  # fmt: skip
+
+#: The most bytes the exact diagonal of ``op^H op`` may take to compute
+#: (:func:`convop._gram_diagonal.diagonal_bytes`) for the preconditioner's scaling; its work
+#: grows with them. Near corners it costs ``~ (pad * n)^d`` for large kernels under reflect
+#: or circular padding (a 201 x 201 kernel on 256^2: 39 GiB, hours), a 3 x 3 replicate
+#: kernel on 4096^2 384 MiB and 0.3 s. Beyond it the preconditioner is unscaled.
+DIAGONAL_BYTES = 2**30
 
 #: Apply half-sample symmetric models by cosine transforms (else by FFTs of the extension,
 #: the same operator at 2^d times the data; kept as the reference the tests compare with).
@@ -211,6 +221,14 @@ def cosine_symbol(grid: torch.Tensor, lags: list[torch.Tensor], boundaries: tupl
         The grid's size ``n`` per axis.
     """
     periodic = [a for a, b in enumerate(boundaries) if b == "periodic"]
+    counts = [
+        n + nyquist if b == "even" else n // 2 + 1 if halve and a == periodic[-1] else n
+        for a, (n, b) in enumerate(zip(size, boundaries))
+    ]
+    check_memory(2 * 16 * grid.shape[0] * grid.shape[-1]
+                 * math.prod(max(f, u.numel()) for f, u in zip(counts, lags)), None,
+                 f"the Gram symbol on a {tuple(size)} grid", grid.device,
+                 hint="use a smaller input_shape")  # fmt: skip
     out = grid.to(torch.complex128) if periodic else grid
     for a, n in enumerate(size):
         u = lags[a].to(grid.device)[:, None]
@@ -338,7 +356,7 @@ class Preconditioner(LinearOperator):
 
     def _symbol(self, taps: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
         """The Gram symbol ``S(f)`` on the extended grid: ``(G, p, p, *F)`` complex128."""
-        weight = self.op.weight
+        weight = self.op._weight_now()
         g, count, pp = taps.shape
         grid = self.grid
         real = not weight.is_complex()
@@ -359,7 +377,7 @@ class Preconditioner(LinearOperator):
 
     def _current(self) -> torch.Tensor:
         """The filter ``f(S + beta^2 I)`` for the weight as it is now: ``(G, p, p, *F)``."""
-        weight = self.op.weight.detach()
+        weight = self.op._weight_now().detach().resolve_conj()  # conjugated for op.T
         key = self._key
         if key is not None and key.shape == weight.shape and torch.equal(key, weight):
             return self._filter
@@ -382,6 +400,14 @@ class Preconditioner(LinearOperator):
         self._cosine = (COSINE and not weight.is_complex() and "even" in models
                         and "reflect" not in models)  # fmt: skip
         if self._cosine:
+            size = self.op.input_shape[1:]
+            periodic = [a for a, b in enumerate(models) if b == "periodic"]
+            frequencies = [n + 1 if b == "even" else n // 2 + 1 if a == periodic[-1] else n
+                           for a, (n, b) in enumerate(zip(size, models))]  # fmt: skip
+            check_memory(4 * 16 * taps.shape[0] * taps.shape[2]
+                         * math.prod(max(f, u) for f, u in zip(frequencies, counts)), None,
+                         f"the preconditioner's spectrum on a {tuple(size)} grid",
+                         weight.device, hint="use a smaller input_shape")  # fmt: skip
             lags = [torch.unique(deltas[:, i]) for i in range(deltas.shape[1])]
             symbol = cosine_symbol(grid, lags, self.boundaries, self.op.input_shape[1:],
                                    nyquist=True)  # fmt: skip
@@ -430,6 +456,8 @@ class Preconditioner(LinearOperator):
         """
         if not self._input_side or "reflect" in self.boundaries:
             return None
+        if diagonal_bytes(self._conv, weight.dtype) > DIAGONAL_BYTES:
+            return None  # too costly to compute exactly: unscaled (still SPD, slower)
         size = tuple(self.op.input_shape[1:])
         g, p = grid.shape[0], math.isqrt(grid.shape[-1])
         own = grid[..., :: p + 1]  # (G, *counts, p): the lags' diagonal entries
@@ -465,10 +493,18 @@ class Preconditioner(LinearOperator):
         return y[0] if single else y
 
     def _product(self, x: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
-        weight = self.op.weight
+        weight = self.op._weight_now()
         if x.is_complex() and not weight.is_complex():  # a real map: parts one by one
             return torch.complex(self._product(x.real, adjoint), self._product(x.imag, adjoint))
         inverse = self._current()  # (G, p, p, *F)
+        # the data on the transform's grid, its spectrum and the filtered one (complex128)
+        check_memory(
+            48 * x.shape[0] * x.shape[1] * math.prod(self.grid),
+            None,
+            f"the preconditioner's product of {x.shape[0]} sample(s) on a {self.grid} grid",
+            x.device,
+            hint="apply it to fewer samples at a time",
+        )
         scale = self._scale  # normal: S M S; right: S M^(1/2), whose adjoint is M^(1/2) S
         dtype = torch.promote_types(weight.dtype, x.dtype)
         real = not weight.is_complex()
@@ -593,6 +629,12 @@ def preconditioner(op: ConvOperator, *, damp: float = 0.0, kind: str = "normal",
     (default: ``damp`` where the model is the operator's own, else at least
     ``convop.deconvolution.MISMATCH_DAMPING`` times the operator's norm: 0.02 for zeros and
     reflect, 0.01 for replicate padding) keeps the rest from making outlying eigenvalues.
+    The scaling is left out where that exact diagonal would take more than
+    ``convop.deconvolution.DIAGONAL_BYTES`` bytes to compute: large kernels under
+    reflect or circular padding whose lags are not mirror-symmetric (a 201 x 201 PSF
+    elongated along a diagonal), which keep the unscaled, still positive definite, model.
+    Built on first use from the kernel's autocorrelation, in a fraction of a second and a
+    few MB even for a 201 x 201 PSF.
 
     Parameters
     ----------
@@ -622,6 +664,9 @@ def preconditioner(op: ConvOperator, *, damp: float = 0.0, kind: str = "normal",
     ValueError
         For a strided operator (its normal operator is not a convolution), a negative or
         non-finite ``damp``/``beta``, or an unknown ``kind``.
+    MemoryError
+        On first use or in a product, before allocating more than half the memory
+        available (the spectrum on the model's grid, the products' workspace).
 
     Notes
     -----
@@ -690,29 +735,124 @@ def _transfer(weight: torch.Tensor, conv: ConvGeometry, real: bool) -> torch.Ten
     return torch.fft.rfftn(placed, dim=dims) if real else torch.fft.fftn(placed, dim=dims)
 
 
-def solve_tikhonov(op: ConvOperator, y, damp: float | None = None, *, nsr=None):
+def _tikhonov_data(op: ConvOperator, y: object,
+                   weight: torch.Tensor) -> tuple[torch.Tensor, bool, bool, bool]:  # fmt: skip
+    """``(batch, numpy_in, flat, single)``: ``y`` as a ``(B, *op.output_shape)`` tensor.
+
+    In the dtype of the result: numpy's promotion of the operator's and ``y``'s (as ``op @
+    x``), torch's for tensors (as ``op.apply``: float16 and bfloat16 data computed in the
+    weight's precision). Read, never written to.
+    """
+    numpy_in = isinstance(y, np.ndarray)
+    if numpy_in:
+        t = to_tensor(y, result_dtype(op.dtype, y.dtype, "y"), weight.device)
+    elif isinstance(y, torch.Tensor):
+        if not (y.is_floating_point() or y.is_complex()):
+            raise TypeError(f"y must be a floating-point or complex tensor, got {y.dtype}")
+        if y.device != weight.device:
+            raise ValueError(
+                f"y is on {y.device} but the operator's weight is on {weight.device}; "
+                f"move it with .to({str(weight.device)!r})"
+            )
+        t = y.detach()
+        t = t.to(torch.promote_types(weight.dtype, t.dtype))
+    else:
+        raise TypeError(f"y must be a numpy.ndarray or torch.Tensor, got {type(y).__name__}")
+    out_shape = tuple(op.output_shape)
+    flat = t.ndim == 1 and t.numel() == op.shape[0]
+    single = tuple(t.shape) == out_shape
+    if flat or single:
+        return t.reshape(1, *out_shape), numpy_in, flat, single
+    if tuple(t.shape[1:]) == out_shape:
+        return t, numpy_in, flat, single
+    raise ValueError(
+        f"y must have shape {out_shape}, (B, *{out_shape}) or ({op.shape[0]},), "
+        f"got {tuple(t.shape)}"
+    )
+
+
+def _tikhonov_damping(damp: object, nsr: object, freq: tuple[int, ...],
+                      device: torch.device) -> torch.Tensor:  # fmt: skip
+    """The damping ``sqrt(nsr)`` (or ``damp``) as float64: a scalar, or ``freq``-shaped."""
+    if nsr is None:
+        return torch.tensor(_check_damp(damp), dtype=torch.float64, device=device)
+    if isinstance(nsr, (int, float)) and not isinstance(nsr, bool):
+        ratio = torch.tensor(_check_damp(nsr, "nsr"), dtype=torch.float64)
+    else:
+        if isinstance(nsr, bool) or not isinstance(nsr, (np.ndarray, torch.Tensor)):
+            raise TypeError(
+                f"nsr must be a float, numpy.ndarray or torch.Tensor, got {type(nsr).__name__}"
+            )
+        kind = nsr.dtype.kind if isinstance(nsr, np.ndarray) else (
+            "c" if nsr.is_complex() else "b" if nsr.dtype == torch.bool else "f")  # fmt: skip
+        if kind not in "iuf":
+            raise TypeError(f"nsr must hold real numbers, got dtype {nsr.dtype}")
+        ratio = torch.as_tensor(nsr).detach().to(device="cpu", dtype=torch.float64)
+        if not bool(torch.isfinite(ratio).all()) or bool((ratio < 0).any()):
+            raise ValueError(
+                f"nsr must be finite and >= 0 everywhere, got values from "
+                f"{float(ratio.min()) if ratio.numel() else 'none'} to "
+                f"{float(ratio.max()) if ratio.numel() else 'none'}"
+            )
+        try:
+            ratio = torch.broadcast_to(ratio, freq)
+        except RuntimeError:
+            raise ValueError(
+                f"nsr must broadcast to the frequency grid {tuple(freq)}, "
+                f"got shape {tuple(ratio.shape)}"
+            ) from None
+    return ratio.sqrt().to(device)  # never squared: damp^2 under- or overflows
+
+
+def _check_rcond(rcond: object) -> float | None:
+    if rcond is None:
+        return None
+    if isinstance(rcond, bool) or not isinstance(rcond, (int, float)):
+        raise TypeError(f"rcond must be a float or None, got {type(rcond).__name__}")
+    if not (0 <= rcond < 1):
+        raise ValueError(f"rcond must be a float in [0, 1), got {rcond!r}")
+    return float(rcond)
+
+
+def solve_tikhonov(op: ConvOperator, y, damp: float | None = None, *, nsr=None,
+                   rcond: float | None = None):  # fmt: skip
     """The exact minimiser of ``||op x - y||^2 + damp^2 ||x||^2`` for a circulant ``op``.
 
-    By one FFT of ``y``, one small solve per frequency (``K^H (K K^H + damp^2 I)^{-1}`` or
-    ``(K^H K + damp^2 I)^{-1} K^H``, whichever system is smaller; a division where a group
-    has one input or one output channel) and one inverse FFT. With
-    ``nsr`` instead of ``damp``, the Wiener filter ``K^H (K K^H + nsr)^{-1}``, where ``nsr``
-    is the noise-to-signal power ratio: a number (white signal; ``damp = sqrt(nsr)``) or an
-    array over the frequencies.
+    By one FFT of ``y``, one small filter per frequency and one inverse FFT: with ``K(f)
+    = U S V^H`` the transfer matrix at frequency ``f`` (a vector where a group has one
+    input or one output channel: no decomposition then), ``x(f) = V phi(S) U^H y(f)``,
+    ``phi(s) = s / (s^2 + damp^2)``. With ``nsr`` instead of ``damp``, the Wiener filter
+    ``K^H (K K^H + nsr)^{-1}``, where ``nsr`` is the noise-to-signal power ratio: a number
+    (white signal; ``damp = sqrt(nsr)``) or an array over the frequencies. Where the
+    minimiser is not unique (``damp = 0``, or ``nsr = 0`` somewhere, and a singular
+    ``K(f)``), the one of least norm: ``damp = 0`` gives the pseudo-inverse solution, as
+    ``numpy.linalg.lstsq`` of the dense matrix would.
 
     Parameters
     ----------
     op : ConvOperator
         A circulant convolution (circular padding summing to the kernel's reach, stride 1),
-        its adjoint, or a 1-sample transposed convolution; see :func:`convop.is_circulant`.
+        its adjoint or transpose, or a 1-sample transposed convolution; see
+        :func:`convop.is_circulant`.
     y : numpy.ndarray or torch.Tensor
         ``op.output_shape``, a batch ``(B, *op.output_shape)``, or flat (``op.shape[0]``).
+        A tensor on the operator's device; float16 and bfloat16 data are solved in the
+        weight's precision.
     damp : float, optional
-        The Tikhonov damping (give ``damp`` or ``nsr``).
+        The Tikhonov damping, ``>= 0`` (give ``damp`` or ``nsr``); any finite float:
+        ``damp^2`` is never formed.
     nsr : float, numpy.ndarray or torch.Tensor, optional
-        The noise-to-signal ratio: a number, or an array broadcastable to the frequency
-        grid ``(*n[:-1], n[-1] // 2 + 1)`` of a real problem (``n`` for a complex one),
-        e.g. ``noise power / signal power spectrum``.
+        The noise-to-signal ratio, ``>= 0``: a number, or an array broadcastable to the
+        frequency grid ``(*n[:-1], n[-1] // 2 + 1)`` of a real problem (``n`` for a complex
+        one), e.g. ``noise power / signal power spectrum``.
+    rcond : float, optional
+        Singular values ``s <= rcond * s_max`` of the ``K(f)`` count as zero (``phi(s) =
+        0``), ``s_max`` the largest over all frequencies (``op``'s norm), as ``rcond`` in
+        ``numpy.linalg.lstsq``. Default: ``eps * (max(p, q) + log2 N)`` for ``p x q``
+        matrices ``K(f)`` on a grid of ``N`` samples, ``eps`` of the working precision: the
+        round-off of the transforms and of the small decompositions, below which a singular
+        value cannot be told from zero. Values under the square root of the smallest
+        normal number count as zero whatever ``rcond`` (their squares underflow).
 
     Returns
     -------
@@ -723,7 +863,26 @@ def solve_tikhonov(op: ConvOperator, y, damp: float | None = None, *, nsr=None):
     ------
     ValueError
         When ``op`` is not circulant (use :func:`preconditioner` with ``cg`` there), when
-        neither or both of ``damp`` and ``nsr`` are given, or for a bad shape or value.
+        neither or both of ``damp`` and ``nsr`` are given, for a negative or non-finite
+        ``damp``, ``nsr`` or ``rcond`` outside ``[0, 1)``, or for a bad shape or device.
+    TypeError
+        For ``y`` that is not a float or complex array or tensor, or ``damp``, ``nsr`` or
+        ``rcond`` of the wrong type.
+    MemoryError
+        Before allocating more than half the memory available.
+
+    Notes
+    -----
+    ``damp^2`` is never formed where it could under- or overflow: the filter is
+    ``h^2`` or ``(s h) h`` with ``h = 1 / hypot(s, damp)``, applied one factor at a time
+    where their product would leave the normal range, and weights far from 1 (beyond
+    ``2^+-100``, ``2^+-20`` in single precision) are scaled, exactly, by a power of two,
+    ``damp`` with them. So ``damp =
+    1e-200`` gives the least-squares solution as ``damp = 0`` does (to round-off),
+    ``damp = 1e160`` on data of ``1e300`` gives ``A^H y / damp^2`` (about ``1e-20``), and
+    ``damp = 1e200`` on data of order 1 gives ``0``, its entries being below ``1e-300``.
+    The SVDs of the ``K(f)`` cost about 3x a solve of the same systems; single-channel
+    groups (a vector ``K(f)``) need none.
 
     Examples
     --------
@@ -736,11 +895,21 @@ def solve_tikhonov(op: ConvOperator, y, damp: float | None = None, *, nsr=None):
     >>> exact = np.linalg.solve(dense.T @ dense + 0.01 * np.eye(op.shape[1]), dense.T @ y)
     >>> bool(np.allclose(x, exact, atol=1e-10))
     True
+
+    A difference filter is singular (it loses the mean); with ``damp=0`` the solution of
+    least norm, which has mean zero:
+
+    >>> d = convop.conv1d(torch.tensor([[[1.0, -1.0]]], dtype=torch.float64), (1, 8),
+    ...                   padding="same", padding_mode="circular")
+    >>> x = convop.solve_tikhonov(d, d @ np.arange(8.0), damp=0.0)
+    >>> bool(np.allclose(x, np.arange(8.0) - 3.5))
+    True
     """
     if not isinstance(op, ConvOperator):
         raise TypeError(f"op must be a convop.ConvOperator, got {type(op).__name__}")
     if (damp is None) == (nsr is None):
         raise ValueError("give one of damp and nsr")
+    rcond = _check_rcond(rcond)
     conv, input_side = _gram_side(op, "solve_tikhonov()")
     if not is_circulant(op):
         raise ValueError(
@@ -750,84 +919,78 @@ def solve_tikhonov(op: ConvOperator, y, damp: float | None = None, *, nsr=None):
             f"scipy.sparse.linalg.cg on the normal equations with M=convop.preconditioner(op, "
             f"damp=damp)"
         )
-    weight = op.weight.detach()
-    numpy_in = isinstance(y, np.ndarray)
-    if numpy_in:
-        dtype = result_dtype(op.dtype, y.dtype, "y")
-        t = to_tensor(y, dtype, op.device)
-    elif isinstance(y, torch.Tensor):
-        t = y.detach()
-    else:
-        raise TypeError(f"y must be a numpy.ndarray or torch.Tensor, got {type(y).__name__}")
-    out_shape, in_shape = tuple(op.output_shape), tuple(op.input_shape)
-    flat = t.ndim == 1 and t.numel() == op.shape[0]
-    single = tuple(t.shape) == out_shape
-    if flat or single:
-        batch = t.reshape(1, *out_shape)
-    elif tuple(t.shape[1:]) == out_shape:
-        batch = t
-    else:
-        raise ValueError(
-            f"y must have shape {out_shape}, (B, *{out_shape}) or ({op.shape[0]},), "
-            f"got {tuple(t.shape)}"
-        )
+    weight = op._weight_now().detach()  # conjugated for op.T
+    batch, numpy_in, flat, single = _tikhonov_data(op, y, weight)
     real = not (weight.is_complex() or batch.is_complex())
-    kernel = _transfer(weight, conv, real)  # (G, O, C, *F): conv maps C -> O per group
-    g = kernel.shape[0]
-    freq = kernel.shape[3:]
+    grid = tuple(op.input_shape[1:])
+    g = conv.groups
+    o, c = conv.out_channels // g, conv.in_channels // g
+    rows, cols = (o, c) if input_side else (c, o)  # K(f): cols -> rows per group
+    freq = (*grid[:-1], grid[-1] // 2 + 1) if real else grid
+    b, m = batch.shape[0], min(rows, cols)
+    distance = _tikhonov_damping(damp, nsr, freq, weight.device)  # sqrt(nsr) or damp
+    check_memory(16 * g * (3 * o * c * math.prod(grid) + 2 * (rows + cols) * m * math.prod(freq))
+                 + 16 * b * g * (rows + m + 2 * cols) * math.prod(freq),
+                 None, f"the Tikhonov solve of {b} sample(s) on a {grid} grid", weight.device,
+                 hint="solve fewer samples at a time")  # fmt: skip
+    double = batch.dtype in (torch.float64, torch.complex128)
+    work = torch.complex128 if double else torch.complex64
+    fine = torch.float64 if double else torch.float32
+    tiny = torch.finfo(fine).tiny
+    # weights far from 1 are scaled by a power of two (exactly), and damp with them, so that
+    # |K|^2 and the filter stay in the normal range whatever the sizes of weight and damp
+    top = float(weight.abs().max()) if weight.numel() else 0.0
+    exponent = math.frexp(top)[1] if top > 0 else 0
+    comfortable = 100 if double else 20  # |K| >= 2^-comfortable: |K|^2 stays normal
+    shift = exponent if abs(exponent) > comfortable else 0
+    wide = weight.to(torch.complex128 if weight.is_complex() else torch.float64)
+    kernel = _transfer(torch.ldexp(wide, torch.tensor(-shift)) if shift else wide, conv, real)
     k = kernel.permute(0, *range(3, 3 + len(freq)), 1, 2)  # (G, *F, O, C)
     if not input_side:  # op = B^H: its transfer is K^H
         k = k.mH
-    rows, cols = k.shape[-2:]
-    if nsr is not None:
-        if isinstance(nsr, (int, float)) and not isinstance(nsr, bool):
-            ratio = torch.tensor(float(_check_damp(nsr, "nsr")), dtype=torch.float64)
-        else:
-            ratio = torch.as_tensor(np.asarray(nsr) if not isinstance(nsr, torch.Tensor)
-                                    else nsr, dtype=torch.float64)  # fmt: skip
-            if not bool(torch.isfinite(ratio).all()) or bool((ratio < 0).any()):
-                raise ValueError("nsr must be finite and >= 0")
-            try:
-                ratio = torch.broadcast_to(ratio, freq)
-            except RuntimeError:
-                raise ValueError(
-                    f"nsr must broadcast to the frequency grid {tuple(freq)}, "
-                    f"got shape {tuple(ratio.shape)}"
-                ) from None
-        ratio = ratio.to(op.device)
-    else:
-        ratio = torch.tensor(_check_damp(damp) ** 2, dtype=torch.float64, device=op.device)
-    ratio = ratio.reshape(*ratio.shape, 1, 1) if ratio.ndim else ratio
+    k = k.to(work)
+    scaled = torch.ldexp(distance, torch.tensor(-shift)) if shift else distance
+    scaled = (scaled[None, ..., None] if distance.ndim else scaled).to(fine)  # (1, *F, 1)
+    largest_damp = float(scaled.max())
     nd = len(freq)
     dims = tuple(range(2, 2 + nd))
-    work = torch.complex128 if (batch.dtype in (torch.float64, torch.complex128)
-                                or weight.dtype in (torch.float64, torch.complex128)) \
-        else torch.complex64  # fmt: skip
     spec = torch.fft.rfftn(batch, dim=dims) if real else torch.fft.fftn(batch, dim=dims)
-    b = batch.shape[0]
-    spec = spec.to(work).reshape(b, g, rows, *freq).movedim(2, -1)[..., None]  # (B,G,*F,r,1)
-    k = k.to(work)
-    eye_r = torch.eye(rows, dtype=work, device=op.device)
-    eye_c = torch.eye(cols, dtype=work, device=op.device)
-    if min(rows, cols) == 1:  # a scalar system per frequency: no batched solve
-        k = k.squeeze(-1) if cols == 1 else k.squeeze(-2)  # (G, *F, rows or cols)
-        power = (k.real.square() + k.imag.square()).sum(-1)  # |K|^2 = K K^H or K^H K
-        denominator = (power + ratio.squeeze(-1).squeeze(-1).to(power.dtype))[..., None]
-        if rows == 1:  # x = K^H y / (K K^H + r)
-            x = k.conj() * (spec.squeeze(-1) / denominator)
-        else:  # x = K^H y / (K^H K + r)
-            x = (k.conj() * spec.squeeze(-1)).sum(-1, keepdim=True) / denominator
-        x = x[..., None]
-    elif rows <= cols:  # x = K^H (K K^H + r)^{-1} y
-        system = k @ k.mH + ratio.to(work) * eye_r
-        x = k.mH @ torch.linalg.solve(system, spec)
-    else:  # x = (K^H K + r)^{-1} K^H y
-        system = k.mH @ k + ratio.to(work) * eye_c
-        x = torch.linalg.solve(system, k.mH @ spec)
-    x = x[..., 0].movedim(-1, 2).reshape(b, g * cols, *freq)
-    n = in_shape[1:]
-    x = torch.fft.irfftn(x, s=n, dim=dims) if real else torch.fft.ifftn(x, s=n, dim=dims)
-    x = x.to(torch.promote_types(weight.dtype, batch.dtype))
+    spec = spec.to(work).reshape(b, g, rows, *freq).movedim(2, -1)  # (B, G, *F, rows)
+    if m == 1:  # a vector per frequency: s = |K|, U and V its direction
+        vector = k.squeeze(-1) if cols == 1 else k.squeeze(-2)  # (G, *F, rows or cols)
+        power = (vector.real.square() + vector.imag.square()).sum(-1, keepdim=True)  # s^2
+        largest = math.sqrt(float(power.max())) if power.numel() else 0.0
+    else:
+        u, values, vh = torch.linalg.svd(k, full_matrices=False)  # values: (G, *F, m)
+        largest = float(values.max()) if values.numel() else 0.0
+    if rcond is None:
+        rcond = torch.finfo(fine).eps * (max(rows, cols) + math.log2(max(math.prod(grid), 1)))
+    cutoff = max(rcond * largest, math.sqrt(tiny))  # singular values up to it count as 0
+    # 1 / (s^2 + damp^2) = h^2 and s / (s^2 + damp^2) = (s h) h, h = 1 / hypot(s, damp),
+    # applied one factor at a time where their product could fall below the normal range
+    # (a large damp on large data: y ~ 1e300, damp = 1e160 gives x ~ 1e-20)
+    split = max(largest, largest_damp) > 0.5 / math.sqrt(tiny)
+    if m == 1:  # x = K^H y / (|K|^2 + damp^2)
+        keep = power > cutoff * cutoff
+        if split:
+            h = torch.where(keep, torch.hypot(power.sqrt(), scaled).reciprocal(), 0)
+            spec = h * (h * spec)
+        else:
+            spec = torch.where(keep, (power + scaled.square()).reciprocal(), 0) * spec
+        x = vector.conj() * spec  # (B, G, *F, rows or cols)
+        x = x if rows == 1 else x.sum(-1, keepdim=True)  # (B, G, *F, cols)
+    else:  # x = V phi(S) U^H y, phi(s) = s / (s^2 + damp^2)
+        keep = values > cutoff
+        safe = torch.where(keep, values, 1)
+        h = torch.where(keep, torch.hypot(safe, scaled).reciprocal(), 0)
+        x = (u.mH @ spec[..., None])[..., 0]
+        x = (h * safe) * (h * x)
+        x = (vh.mH @ x[..., None])[..., 0]  # (B, G, *F, cols)
+    if shift:  # back from the scaled system
+        x = torch.ldexp(x, torch.tensor(-shift, device=x.device))
+    x = x.movedim(-1, 2).reshape(b, g * cols, *freq)
+    x = torch.fft.irfftn(x, s=grid, dim=dims) if real else torch.fft.ifftn(x, dim=dims)
+    x = x.to(batch.dtype)
     if flat:
         x = x.reshape(-1)
     elif single:

@@ -98,6 +98,41 @@ def dense_of(p: LinearOperator) -> np.ndarray:
     return p @ np.eye(p.shape[1], dtype=p.dtype)
 
 
+EPS = np.finfo(np.float64).eps
+
+
+def cg_error_bound(normal: np.ndarray, rhs: np.ndarray, exact: np.ndarray, rtol: float) -> float:
+    """``||x - x*||_2`` that scipy's ``cg`` guarantees when it stops on ``N x = b``.
+
+    It stops once its residual ``r`` has ``||r|| < rtol ||b||``, and ``x - x* = -N^{-1} r``:
+    so ``||x - x*|| <= rtol ||b|| / lambda_min(N)``, up to ``cond(N)`` times ``rtol``
+    relative to ``||x*||`` (not ``rtol``). ``1e3 eps ||N|| ||x*||`` more covers round-off:
+    the drift of cg's updated residual from ``b - N x`` and the dense reference's own.
+    """
+    values = np.linalg.eigvalsh(normal)
+    slack = 1e3 * EPS * values[-1] * np.linalg.norm(exact)
+    return (rtol * np.linalg.norm(rhs) + slack) / values[0]
+
+
+def lsqr_error_bound(stacked: np.ndarray, p: np.ndarray, normal: np.ndarray, rhs: np.ndarray,
+                     z: np.ndarray, exact: np.ndarray, tol: float) -> float:  # fmt: skip
+    """``||P z - x*||_2`` that scipy's ``lsqr`` (``atol = btol = tol``) guarantees, ``S z = rhs``.
+
+    It stops (istop 1 or 2) when ``||r|| <= tol (||rhs|| + ||S|| ||z||)`` or ``||S^H r|| <=
+    tol ||S|| ||r||``, with its estimate of ``||S||`` at most ``||S||_F`` and ``||r|| <=
+    ||rhs||``. For ``S = [A; damp I] P``, ``P z - x* = N^{-1} P^{-H} S^H r``: so the error is
+    at most ``||N^{-1}|| ||P^{-1}||`` times that bound on ``||S^H r||``, plus round-off as
+    in :func:`cg_error_bound`.
+    """
+    frobenius, two = np.linalg.norm(stacked), np.linalg.norm(stacked, 2)
+    size, length = np.linalg.norm(rhs), np.linalg.norm(z)
+    gradient = max(tol * frobenius * size, two * tol * (size + frobenius * length))
+    values = np.linalg.eigvalsh(normal)
+    inverse_p = 1 / np.linalg.svd(p, compute_uv=False)[-1]
+    slack = 1e3 * EPS * values[-1] * np.linalg.norm(exact)
+    return (inverse_p * gradient + slack) / values[0]
+
+
 def normal_operator(op: convop.ConvOperator, damp: float) -> LinearOperator:
     return LinearOperator((op.shape[1], op.shape[1]), dtype=op.dtype,
                           matvec=lambda v: op.rmatvec(op.matvec(v)) + damp**2 * v)  # fmt: skip
@@ -136,11 +171,13 @@ def test_preconditioned_cg_reaches_the_dense_solution(case):
     damp = 3e-2
     a, inverse = dense_inverse(op, damp)
     y = np.random.default_rng(0).standard_normal(op.shape[0])
-    exact = inverse @ (a.conj().T @ y)
+    rhs = a.conj().T @ y
+    exact = inverse @ rhs
     x, info = cg(normal_operator(op, damp), op.rmatvec(y), rtol=1e-10, maxiter=5000,
                  M=preconditioner(op, damp=damp))  # fmt: skip
     assert info == 0
-    np.testing.assert_allclose(x, exact, atol=1e-7 * np.abs(exact).max())
+    normal = a.conj().T @ a + damp**2 * np.eye(a.shape[1])
+    assert np.linalg.norm(x - exact) <= cg_error_bound(normal, rhs, exact, 1e-10)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -159,9 +196,14 @@ def test_right_preconditioned_lsqr_reaches_the_dense_solution(case):
         matvec=lambda z: np.concatenate([op.matvec(p.matvec(z)), damp * p.matvec(z)]),
         rmatvec=lambda r: p.rmatvec(op.rmatvec(r[:m]) + damp * r[m:]),
     )
-    z = lsqr(stacked, np.concatenate([y, np.zeros(n)]), atol=1e-14, btol=1e-14,
-             iter_lim=5000)[0]  # fmt: skip
-    np.testing.assert_allclose(p.matvec(z), exact, atol=1e-7 * np.abs(exact).max())
+    rhs = np.concatenate([y, np.zeros(n)])
+    z, istop = lsqr(stacked, rhs, atol=1e-14, btol=1e-14, iter_lim=5000)[:2]
+    assert istop in (1, 2)
+    right = dense_of(p)
+    normal = a.conj().T @ a + damp**2 * np.eye(n)
+    bound = lsqr_error_bound(np.vstack([a @ right, damp * right]), right, normal, rhs, z,
+                             exact, 1e-14)  # fmt: skip
+    assert np.linalg.norm(p.matvec(z) - exact) <= bound
 
 
 SAVINGS = [("zeros", 5), ("reflect", 20), ("replicate", 3), ("circular", 50)]
@@ -262,10 +304,13 @@ def test_preconditioner_of_transposes_and_adjoints(build):
     damp = 5e-2
     a, inverse = dense_inverse(op, damp)
     y = np.random.default_rng(2).standard_normal(op.shape[0])
-    x = cg(normal_operator(op, damp), op.rmatvec(y), rtol=1e-11, maxiter=3000,
-           M=preconditioner(op, damp=damp))[0]  # fmt: skip
-    exact = inverse @ (a.conj().T @ y)
-    np.testing.assert_allclose(x, exact, atol=1e-7 * np.abs(exact).max())
+    x, info = cg(normal_operator(op, damp), op.rmatvec(y), rtol=1e-11, maxiter=3000,
+                 M=preconditioner(op, damp=damp))  # fmt: skip
+    assert info == 0
+    rhs = a.conj().T @ y
+    exact = inverse @ rhs
+    normal = a.conj().T @ a + damp**2 * np.eye(a.shape[1])
+    assert np.linalg.norm(x - exact) <= cg_error_bound(normal, rhs, exact, 1e-11)
 
 
 def test_preconditioner_of_a_complex_operator():
@@ -385,6 +430,14 @@ CIRCULANTS = {
             padding_mode="circular",
         ).H
     ),
+    "complex-transpose": lambda: (  # op.T reads the weight conjugated
+        convop.conv2d(
+            torch.randn(3, 2, 3, 3, dtype=torch.complex128),
+            (2, 6, 5),
+            padding=1,
+            padding_mode="circular",
+        ).T
+    ),
 }
 
 
@@ -459,3 +512,214 @@ def test_solve_tikhonov_refuses_what_it_cannot_solve_exactly():
         solve_tikhonov(circ, y, nsr=-np.ones((12, 6)))
     with pytest.raises(TypeError, match=r"y must be a numpy\.ndarray or torch\.Tensor, got list"):
         solve_tikhonov(circ, [0.0], damp=0.1)
+
+
+def _zero_sum(*shape: int, dtype=torch.float64, seed: int = 10) -> torch.Tensor:
+    """Random taps, each channel pair's summing to zero: ``K(0) = 0``, the rest generic."""
+    w = torch.randn(*shape, dtype=dtype, generator=torch.Generator().manual_seed(seed))
+    return w - w.mean(tuple(range(2, w.ndim)), keepdim=True)
+
+
+def _repeated_inputs() -> convop.ConvOperator:
+    """Two identical input channels: every ``K(f)`` (4 x 2) has rank 1."""
+    w = torch.randn(4, 1, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
+    return convop.conv2d(w.repeat(1, 2, 1, 1), (2, 6, 7), padding=1, padding_mode="circular")
+
+
+def _adjoint_of_repeated_inputs() -> convop.ConvOperator:
+    """The adjoint of a 2 -> 3 convolution whose two inputs are equal: ``K(f)^H`` (2 x 3) has
+    rank 1, so ``K K^H`` is singular everywhere."""
+    gen = torch.Generator().manual_seed(12)
+    w = torch.randn(3, 1, 5, dtype=torch.complex128, generator=gen)
+    return convop.conv1d(w.repeat(1, 2, 1), (2, 9), padding=2, padding_mode="circular").H
+
+
+SINGULAR = {
+    "difference-1d": lambda: convop.conv1d(
+        torch.tensor([[[1.0, -1.0]]], dtype=torch.float64), (1, 12), padding="same",
+        padding_mode="circular"),
+    "zero-sum-groups-2d": lambda: convop.conv2d(
+        _zero_sum(4, 1, 3, 3), (2, 6, 7), padding=1, groups=2, padding_mode="circular"),
+    "repeated-inputs": _repeated_inputs,
+    "adjoint-of-repeated-inputs-complex": _adjoint_of_repeated_inputs,
+    "zero-sum-complex-transpose": lambda: convop.conv2d(
+        _zero_sum(2, 3, 3, 3, dtype=torch.complex128), (3, 5, 6), padding=1,
+        padding_mode="circular").T,
+}  # fmt: skip
+ZERO_DAMPINGS = {"damp=0": {"damp": 0.0}, "damp=1e-200": {"damp": 1e-200}, "nsr=0": {"nsr": 0.0}}
+
+
+def lstsq_tolerance(dense: np.ndarray, y: np.ndarray, exact: np.ndarray) -> float:
+    """Round-off of a least-squares solution: ``eps (cond ||x|| + cond^2 ||r|| / ||A||)``.
+
+    The perturbation bound of the minimum-norm solution (Higham, *Accuracy and Stability*,
+    20.1; Golub & Van Loan 5.3.7), ``cond`` over the singular values numpy keeps, with a
+    factor 100 for the transforms and the small decompositions.
+    """
+    s = np.linalg.svd(dense, compute_uv=False)
+    kept = s[s > EPS * max(dense.shape) * s[0]]
+    cond = s[0] / kept[-1]
+    residual = np.linalg.norm(y - dense @ exact)
+    return 100 * EPS * (cond * np.linalg.norm(exact) + cond**2 * residual / s[0])
+
+
+@pytest.mark.parametrize("how", list(ZERO_DAMPINGS))
+@pytest.mark.parametrize("name", list(SINGULAR))
+def test_solve_tikhonov_without_damping_is_the_least_squares_solution_of_least_norm(name, how):
+    """``damp = 0`` (or too small to square) on a singular circulant: numpy's ``lstsq``."""
+    op = SINGULAR[name]()
+    dense = op.todense()
+    rng = np.random.default_rng(13)
+    y = rng.standard_normal((2, *op.output_shape))
+    if op.dtype.kind == "c":
+        y = y + 1j * rng.standard_normal(y.shape)
+    x = solve_tikhonov(op, torch.from_numpy(y), **ZERO_DAMPINGS[how]).numpy()
+    assert np.isfinite(x).all()
+    for sample in range(2):
+        flat = y[sample].reshape(-1)
+        exact = np.linalg.lstsq(dense, flat, rcond=None)[0]
+        error = np.linalg.norm(x[sample].reshape(-1) - exact)
+        assert error <= lstsq_tolerance(dense, flat, exact), sample
+
+
+def test_rcond_drops_singular_values_as_numpy_does():
+    """Between two well-separated singular values, ``rcond`` keeps what ``lstsq`` keeps."""
+    op = CIRCULANTS["more-outputs"]()
+    dense = op.todense()
+    s = np.linalg.svd(dense, compute_uv=False)
+    gaps = s[:-1] / s[1:]
+    cut = int(np.argmax(gaps[: len(s) // 2]))  # a large gap in the upper half
+    rcond = float(np.sqrt(s[cut] * s[cut + 1])) / s[0]
+    y = np.random.default_rng(14).standard_normal(op.shape[0])
+    x = solve_tikhonov(op, y, damp=0.0, rcond=rcond)
+    exact = np.linalg.lstsq(dense, y, rcond=rcond)[0]
+    assert np.linalg.norm(x - exact) <= 100 * EPS * s[0] / s[cut] * np.linalg.norm(y) / s[cut]
+    assert np.linalg.norm(x - np.linalg.lstsq(dense, y, rcond=None)[0]) > 1e-3
+
+
+@pytest.mark.parametrize("scale", [1e-160, 1e160])
+def test_solve_tikhonov_is_exact_at_any_scale(scale):
+    """``x(s w, s damp) = x(w, damp) / s``, also where ``(s damp)^2`` or ``s^2 |K|^2`` would
+    under- or overflow."""
+    op = CIRCULANTS["more-outputs"]()
+    a, inverse = dense_inverse(op, 0.3)
+    y = np.random.default_rng(15).standard_normal(op.shape[0])
+    exact = inverse @ (a.T @ y) / scale
+    scaled = convop.conv2d(op.weight.detach() * scale, (2, 8, 9), padding=1,
+                           padding_mode="circular")  # fmt: skip
+    x = solve_tikhonov(scaled, y, damp=0.3 * scale)
+    np.testing.assert_allclose(x, exact, rtol=0, atol=1e-10 * np.abs(exact).max())
+
+
+@pytest.mark.parametrize("name", ["1ch-2d", "more-outputs", "complex"])
+def test_solve_tikhonov_with_a_huge_damping(name):
+    """``damp^2`` beyond float64: ``x = A^H y / damp^2`` to far below round-off, or 0."""
+    torch.manual_seed(16)
+    op = CIRCULANTS[name]()
+    a = op.todense()
+    y = np.random.default_rng(16).standard_normal(op.shape[0]).astype(op.dtype)
+    # (A^H A + d^2 I)^{-1} A^H y = A^H y / d^2 (1 + O(||A||^2 / d^2)), here O(1e-318)
+    x = solve_tikhonov(op, 1e300 * y, damp=1e160)
+    np.testing.assert_allclose(x, 1e-20 * (a.conj().T @ y), rtol=1e-12)
+    np.testing.assert_array_equal(solve_tikhonov(op, y, damp=1e200), np.zeros(op.shape[1]))
+
+
+def test_solve_tikhonov_of_half_precision_data_computes_in_the_weights():
+    op = CIRCULANTS["more-outputs"]()
+    y = torch.randn(*op.output_shape, generator=torch.Generator().manual_seed(17)).half()
+    x = solve_tikhonov(op, y, damp=0.2)
+    assert x.dtype == torch.float64
+    torch.testing.assert_close(x, solve_tikhonov(op, y.double(), damp=0.2), rtol=0, atol=0)
+    single = convop.conv2d(op.weight.detach().float(), (2, 8, 9), padding=1,
+                           padding_mode="circular")  # fmt: skip
+    assert solve_tikhonov(single, y.bfloat16(), damp=0.2).dtype == torch.float32
+    with pytest.raises(TypeError, match=r"y must be a floating-point or complex tensor, got "
+                                        r"torch\.int64"):  # fmt: skip
+        solve_tikhonov(op, y.long(), damp=0.2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"damp": float("inf")}, ValueError, "damp must be a finite float >= 0, got inf"),
+        ({"damp": "0.1"}, TypeError, "damp must be a float, got str"),
+        ({"nsr": -1.0}, ValueError, "nsr must be a finite float >= 0, got -1.0"),
+        ({"nsr": np.full((12, 6), 1j)}, TypeError, "nsr must hold real numbers, got dtype comp"),
+        ({"nsr": [0.1]}, TypeError, "nsr must be a float, numpy.ndarray or torch.Tensor, got li"),
+        ({"damp": 0.1, "rcond": 1.0}, ValueError, r"rcond must be a float in \[0, 1\), got 1\.0"),
+        ({"damp": 0.1, "rcond": "1e-9"}, TypeError, "rcond must be a float or None, got str"),
+    ],
+)  # fmt: skip
+def test_solve_tikhonov_rejects_bad_arguments(kwargs, error, match):
+    op = CIRCULANTS["1ch-2d"]()
+    with pytest.raises(error, match=match):
+        solve_tikhonov(op, np.zeros(op.shape[0]), **kwargs)
+
+
+def test_solve_tikhonov_asks_the_memory_guard_first(monkeypatch):
+    monkeypatch.setattr(convop._memory, "available_memory", lambda device=None: 1024**2)
+    op = convop.conv2d(torch.rand(1, 1, 5, 5, dtype=torch.float64), (1, 128, 128), padding=2,
+                       padding_mode="circular")  # fmt: skip
+    with pytest.raises(MemoryError, match=r"the Tikhonov solve of 4 sample\(s\)"):
+        solve_tikhonov(op, torch.zeros(4, *op.output_shape, dtype=torch.float64), damp=0.1)
+    with pytest.raises(MemoryError, match=r"the autocorrelation|preconditioner"):
+        preconditioner(op, damp=0.1).apply(torch.zeros(16, *op.input_shape, dtype=torch.float64))
+
+
+def test_preconditioner_of_a_complex_transpose_is_its_exact_inverse():
+    op = CIRCULANTS["complex-transpose"]()
+    _, inverse = dense_inverse(op, 0.2)
+    np.testing.assert_allclose(dense_of(preconditioner(op, damp=0.2)), inverse,
+                               atol=1e-10 * np.abs(inverse).max())  # fmt: skip
+
+
+def _psf(k: int, symmetric: bool) -> torch.Tensor:
+    """A ``k x k`` Gaussian PSF, or one elongated along a diagonal (its lags are not
+    mirror-symmetric along either axis: the periodic model, scaled where affordable)."""
+    x = torch.arange(k, dtype=torch.float64) - (k - 1) / 2
+    if symmetric:
+        w = torch.outer(*(2 * [torch.exp(-(x**2) / (2 * (k / 6) ** 2))]))
+    else:
+        u, v = x[:, None] - x[None, :], x[:, None] + x[None, :]
+        w = torch.exp(-(u**2) / (2 * (k / 20) ** 2) - v**2 / (2 * (k / 5) ** 2))
+    return (w / w.sum())[None, None]
+
+
+class PsfCase(NamedTuple):
+    mode: str
+    symmetric: bool
+    boundary: str
+    scaled: bool
+
+
+PSF_CASES = [
+    PsfCase("circular", True, "periodic", False),  # the exact inverse
+    PsfCase("reflect", True, "reflect", False),  # the operator's own model
+    PsfCase("reflect", False, "periodic", False),  # exact diagonal unaffordable: unscaled
+    PsfCase("zeros", False, "periodic", True),
+]
+
+
+@pytest.mark.parametrize("case", PSF_CASES, ids=lambda c: f"{c.mode}-{c.boundary}")
+def test_a_201_psf_on_256_squared_preconditions_in_bounded_memory(case, monkeypatch):
+    """``convop deblur --method tikhonov`` with a 201 x 201 PSF: everything under 256 MiB."""
+    monkeypatch.setattr(convop._memory, "available_memory", lambda device=None: 512 * 1024**2)
+    op = convop.conv2d(_psf(201, case.symmetric), (1, 256, 256), padding="same",
+                       padding_mode=case.mode)  # fmt: skip
+    y = op.apply(torch.from_numpy(phantom(256))[None])
+    p = preconditioner(op, damp=1e-2)
+    x = p.apply(op.apply_adjoint(y))
+    assert torch.isfinite(x).all()
+    assert p.boundaries == (case.boundary, case.boundary)
+    assert (p._scale is not None) == case.scaled
+    z = torch.randn(4, *op.input_shape, dtype=torch.float64, generator=torch.Generator())
+    assert bool(((p.apply(z) * z).sum((1, 2, 3)) > 0).all())  # positive definite
+
+
+def test_a_201_psf_circulant_preconditioner_is_the_exact_tikhonov_solve(monkeypatch):
+    monkeypatch.setattr(convop._memory, "available_memory", lambda device=None: 512 * 1024**2)
+    op = convop.conv2d(_psf(201, False), (1, 256, 256), padding="same", padding_mode="circular")
+    y = op.apply(torch.from_numpy(phantom(256))[None])
+    x = preconditioner(op, damp=1e-2).apply(op.apply_adjoint(y))
+    torch.testing.assert_close(x, solve_tikhonov(op, y, damp=1e-2), rtol=0,
+                               atol=1e-10 * float(x.abs().max()))  # fmt: skip
