@@ -7,7 +7,7 @@ Three tools, from the exact to the bounded:
   from the per-frequency ``C_out x C_in`` matrices of the kernel's spectrum (Sedghi, Gupta &
   Long 2019; polyphase for strides).
 - :func:`opnorm`: a bracket ``lower <= ||op||_2 <= upper`` for *every* operator, certified
-  (round-off aside, with a margin for it), tightened until ``upper <= (1 + rtol) * lower``.
+  (round-off included, see below), tightened until ``upper <= (1 + rtol) * lower``.
   The lower bound is the Rayleigh quotient of a Lanczos vector; the upper bound the best of
   the structural bounds below (proofs in ``docs/conventions.md``).
 - :func:`spectral_normalize` and :func:`lipschitz`: the same for ``torch.nn`` layers and
@@ -31,6 +31,24 @@ Upper bounds, each a theorem about the operator's structure:
 
 The lower bound starts, for kernels of mixed sign, from the embedding's largest block made
 into a tapered plane wave: a near-top singular vector before any iteration.
+
+Every scale: both functions divide the weight by a power of two first (exact), so that the
+squares behind the blocks and Gram matrices stay inside float64's range, and multiply the
+results back (bounds rounded outward).
+
+Round-off: every bound holds for the exact operator of the weight's exact values. Errors
+relative to the quantity bounded (LAPACK's eigenvalues, norms, square roots) are covered by
+the relative :data:`MARGIN`; the errors of sums whose terms can cancel (matrix entries where
+padding folds taps together, products, the kernel's lags and their transforms) are relative
+to the sizes of the terms, so each bound carries an absolute term for them as well: ``e``,
+the products' error (:class:`_Rounding`), on the Rayleigh quotients, and ``E`` on the top
+eigenvalue of a Gram matrix or block (``sqrt(lambda +- E)``: :meth:`_Grams._budget`,
+:meth:`_Rounding.gram`, :func:`_factor_norm`). Where the norm is tiny next to the taps
+(they cancel), these keep the bounds apart, and :func:`opnorm` warns that round-off, not
+iterations, sets the gap.
+
+This module runs past 400 lines because every bound above shares the same blocks, scaling
+and round-off margins, and :func:`opnorm` plays them against each other.
 """
 
 from __future__ import annotations
@@ -42,15 +60,18 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from . import functional
-from ._lags import gram_lags
+from . import _fft, functional
+from ._lags import gram_lags, lags_error
 from ._memory import check_memory
 from .geometry import ConvGeometry
 from .operator import ConvOperator
 from .padding import source_index
 
-#: Relative margin added to bounds computed in float64 (transforms, Gram matrices, Cholesky,
-#: LAPACK's singular values and the products of a Rayleigh quotient all err by far less).
+#: Relative margin added to bounds computed in float64: it covers the errors that are
+#: relative to the quantity bounded (LAPACK's eigenvalues, vector norms, square roots and
+#: products of a few factors all err by far less). The errors of sums whose terms can
+#: cancel (matrix entries, products, lags, transforms) are relative to the sizes of the
+#: terms instead, and are budgeted explicitly as absolute terms (see :class:`_Rounding`).
 MARGIN = 1e-9
 #: The longest input dimension whose 1-D factor matrices the separable bound forms.
 SEPARABLE_LIMIT = 1024
@@ -64,6 +85,34 @@ MAXITER = 200
 #: The most of them that are Lanczos steps (each keeps one vector); non-negative operators
 #: go on with power iterations.
 LANCZOS_STEPS = 60
+
+
+#: Unit round-off of float64 (and complex128), in which every bound is computed.
+_U = 2.0**-53
+#: Relative slack on the error budgets themselves (computed in float64: sums of at most a
+#: few million terms, each within ``gamma_n`` of exact, far below this).
+_BUDGET_SLACK = 1 + 1e-6
+
+
+def _gamma(n: float) -> float:
+    """``gamma_n = n u / (1 - n u)``, ``u`` the unit round-off of float64.
+
+    A sum of ``n`` products errs by at most ``gamma_n`` times the sum of their absolute
+    values, in any order of summation (Higham, *Accuracy and Stability of Numerical
+    Algorithms*, 3.1).
+    """
+    return n * _U / (1 - n * _U)
+
+
+def _terms(n: int, is_complex: bool) -> int:
+    """``n`` products summed, as the ``n`` of ``gamma_n``; complex: ``4 n + 11``.
+
+    Torch convolves complex data by three real convolutions (Gauss's trick: the imaginary
+    part is ``(a + b)(c + d) - ac - bd``, whose terms are up to twice ``|w| |x|``), and a
+    complex matrix product may do the same: ``gamma_{4n + 11}`` covers either way (the
+    bound :func:`convop._lags.lags_error` uses for the same reason).
+    """
+    return 4 * n + 11 if is_complex else n
 
 
 class OpNorm(NamedTuple):
@@ -282,7 +331,10 @@ def svdvals(op: ConvOperator) -> torch.Tensor:
     ValueError
         When the operator is not a circulant (zero, reflect or replicate padding, a
         size-changing padding, a stride that does not divide the size): use
-        :func:`opnorm` there.
+        :func:`opnorm` there. Also when the weight holds NaN or Inf, or the largest
+        singular value is beyond float64's largest number (about ``1.8e308``); any smaller
+        scale is exact (the weight is divided by a power of two first, and the values
+        multiplied back).
 
     Examples
     --------
@@ -307,17 +359,41 @@ def svdvals(op: ConvOperator) -> torch.Tensor:
             f"use convop.opnorm(op) for certified bounds on the largest singular value"
         )
     _check_blocks_memory(conv, conv.input_size, op.weight.device)
-    blocks, counts = _blocks(op.weight, conv, conv.input_size, half=not op.weight.is_complex())
+    unit, shift = _unit_weight(op.weight.detach(), geom, conv)  # the weight / 2**shift
+    if unit is None:
+        return torch.zeros(min(op.shape), dtype=torch.float64, device=op.weight.device)
+    blocks, counts = _blocks(unit, conv, conv.input_size, half=not unit.is_complex())
     values = _batched(torch.linalg.svdvals, blocks)  # (B, min(O, C*s))
     values = values.repeat_interleave(counts.to(torch.int64), dim=0).reshape(-1)
-    return torch.sort(values, descending=True).values
+    values = torch.sort(values, descending=True).values
+    top = float(values[0])
+    if top > 0 and math.log2(top) + shift >= 1024:
+        raise ValueError(
+            f"svdvals(): the largest singular value is about 2**{math.log2(top) + shift:.1f}, "
+            f"beyond float64's largest number (about 2**1024); scale the weight down (the "
+            f"singular values scale with it)"
+        )
+    return _ldexp_(values, shift)
 
 
-#: The shift of a Cholesky test, relative to ``target**2``: above the backward error of a
-#: Cholesky factorisation of a ``p x p`` matrix, ``(p + 2) u tr(A)`` (Rump, "Verification of
-#: positive definiteness", BIT 2006), for ``p`` up to 1024 in complex128 and up to 128 in
-#: complex64 (with the rounding of the matrix to single precision).
+#: The least shift of a Cholesky test, relative to ``target**2``: above the backward error
+#: of a Cholesky factorisation of a ``p x p`` matrix, about ``(p + 1) u tr(A)`` (Rump,
+#: "Verification of positive definiteness", BIT 2006), where ``tr(A) <= p target**2``: in
+#: complex64, for ``p`` up to 128 (with the rounding of the matrix to single precision);
+#: in complex128, for ``p`` up to about 64 (larger blocks: :func:`_cholesky_shift`).
 _CHOLESKY_SHIFT = {torch.complex128: 1e-12, torch.complex64: 2e-3}
+
+
+def _cholesky_shift(p: int) -> float:
+    """The shift of a complex128 Cholesky test of ``p x p`` blocks, relative to ``target**2``.
+
+    Rump's bound ``gamma_{p+1} tr(A)`` with ``tr(A) <= p target**2``, doubled for complex
+    arithmetic and the rounding of the shifted diagonal: ``2 (p + 2) p u``, at least
+    :data:`_CHOLESKY_SHIFT` (1.2e-10 for ``p = 1024``, where 1e-12 fell short).
+    """
+    return max(_CHOLESKY_SHIFT[torch.complex128], 2 * _gamma((p + 2) * p))
+
+
 #: The largest blocks tested in single precision.
 _SINGLE_LIMIT = 128
 
@@ -353,9 +429,53 @@ class _Grams:
         self.count = g * self.freqs
         #: (G, L, a * b) and (L, ndim): the lags (in units of the stride), in that order
         self.taps, self.deltas = gram_lags(weight, geom, input_side=self.input_side)
+        #: ``E``: every computed block is within ``E`` (2-norm) of the exact one
+        self.error = self._budget(weight, geom)
+        #: the complex128 Cholesky tests' shift, relative to ``target**2``
+        self.shift = _cholesky_shift(self.size)
         self._full: torch.Tensor | None = None
         #: the block found largest by the last :meth:`bound` that computed any (or -1)
         self.peak = -1
+
+    def _budget(self, weight: torch.Tensor, geom: ConvGeometry) -> float:
+        """``E``: a bound on ``||G^(f) - G(f)||_2`` for every block, as computed.
+
+        Block ``f`` is ``G(f) = sum_l R_l phi_l`` over the ``L`` lags, ``p x p`` matrices
+        ``R_l``, with ``phi_l = e^{i theta_l}`` and ``theta_l = -2 pi (f / m) . delta_l``.
+        What is computed, and how far from exact:
+
+        - the lags ``R^_l``: entry ``[a, b]`` within ``c ||w_a|| ||w_b||`` of exact, with
+          ``c`` from :func:`convop._lags.lags_error` and ``w_a`` every tap of channel ``a``
+          on the lags' side;
+        - the phases ``phi^_l``: ``theta`` in float64 (``f / m`` rounded, a ``D``-term dot
+          product with ``delta``, the rounded factor ``2 pi``: ``gamma_{D+3}`` relative, and
+          ``|f_i / m_i| < 1``), then ``cos`` and ``sin`` within an ulp (``2u``) each, so
+          ``|phi^_l - phi_l| <= e = 3u + gamma_{D+3} 2 pi max_l ||delta_l||_1``;
+        - the sum over lags, a matrix product of ``L`` terms per entry: within
+          ``g = gamma_{4L+11}`` of ``sum_l |R^_l| |phi^_l|`` (:func:`_terms`).
+
+        Every lag entry is an inner product of shifted taps, so ``|R_l[a, b]| <= n_a n_b``
+        with ``n_a = ||w_a||_2`` (Cauchy-Schwarz); hence, entry by entry,
+
+            |G^ - G| <= sum_l |R^_l - R_l| |phi^_l| + |R_l| |phi^_l - phi_l|
+                        + g |R^_l| |phi^_l|
+                     <= L (c (1 + e) + e + g (1 + c)(1 + e)) n_a n_b =: kappa n_a n_b,
+
+        and ``||G^ - G||_2 <= || |G^ - G| ||_2 <= kappa ||n n^T||_2 = kappa ||w_g||_F^2``
+        (a non-negative matrix bounds the norm of any it bounds entrywise), the largest over
+        the groups ``g``. It is absolute: relative to the taps' sizes, not to the blocks',
+        which can be far smaller where taps cancel. The float32 blocks of
+        :meth:`_single_failures` err by :meth:`_single_error` more.
+        """
+        c = lags_error(geom, input_side=self.input_side, dtype=weight.dtype)
+        lags, dims = self.deltas.shape
+        reach = float(self.deltas.abs().sum(1).max()) if lags else 0.0
+        e = 3 * _U + _gamma(dims + 3) * 2 * math.pi * reach
+        g = _gamma(_terms(lags, True))
+        kappa = lags * (c * (1 + e) + e + g * (1 + c) * (1 + e))
+        w = weight.detach().to(torch.complex128 if weight.is_complex() else torch.float64)
+        squares = w.abs().square().reshape(self.groups, -1).sum(1)  # ||w_g||_F^2
+        return kappa * float(squares.max()) * _BUDGET_SLACK
 
     def _phases(self, freqs: torch.Tensor) -> torch.Tensor:
         """``-2 pi f . delta / m`` for frequency indices ``freqs`` (n,): (n, L)."""
@@ -421,10 +541,8 @@ class _Grams:
                 order = rest
                 continue
             shifted = blocks[rest].neg()
-            level = best * (1 + 2 * _CHOLESKY_SHIFT[torch.complex128])
-            shifted.diagonal(dim1=-2, dim2=-1).add_(
-                level * (1 - _CHOLESKY_SHIFT[torch.complex128])
-            )
+            level = best * (1 + 2 * self.shift)
+            shifted.diagonal(dim1=-2, dim2=-1).add_(level * (1 - self.shift))
             info = _batched(lambda a: torch.linalg.cholesky_ex(a)[1], shifted)
             known[rest[info == 0]] = True  # at most ``level``: within round-off of ``best``
             best = max(best, level) if bool((info == 0).any()) else best
@@ -533,25 +651,32 @@ class _Grams:
         f = [int(i) for i in torch.unravel_index(torch.tensor(freq), self.counts)]
         return group, f, self.m
 
-    def bound(self, target: float | None, *, slack: float = 0.0) -> float:
-        """An upper bound on ``sqrt(lambda_max)`` over the blocks.
+    def top_eigenvalue(self) -> float:
+        """The largest eigenvalue over the computed blocks (within :attr:`error` of exact)."""
+        return float(_batched(torch.linalg.eigvalsh, self.exact())[:, -1].max())
 
-        Exact where it matters: a block for which ``level I - G`` has a Cholesky factor, with
-        ``level`` below ``target**2`` by the factorisation's backward error (and, in single
-        precision, by the blocks' own error), is at most ``target`` (cheap); the others are
-        computed exactly. Where ``slack`` (the relative room between the target and the bound
-        really needed) allows, the blocks are formed and tested in single precision.
+    def bound(self, target: float | None, *, slack: float = 0.0) -> float:
+        """An upper bound on ``sqrt(lambda_max)`` over the exact blocks.
+
+        Exact where it matters: a block for which ``level I - G^`` has a Cholesky factor,
+        with ``level`` below ``target**2`` by the factorisation's backward error and by the
+        computed blocks' error :attr:`error` (and, in single precision, by the float32
+        blocks' own), is at most ``target`` (cheap); the others are computed, and their
+        largest eigenvalue, raised by :attr:`error`, bounds theirs. Where ``slack`` (the
+        relative room between the target and the bound really needed) allows, the blocks
+        are formed and tested in single precision. LAPACK's relative error is left to
+        :data:`MARGIN`, which the callers apply.
         """
         if target is not None and target > 0:
             level = target**2 * (1 - _CHOLESKY_SHIFT[torch.complex64])
             single = self.real and self.size <= _SINGLE_LIMIT and slack > 0
             if single:
-                error = self._single_error(level)
+                error = self._single_error(level) + self.error
                 single = 4 * (_CHOLESKY_SHIFT[torch.complex64] + error / target**2) <= slack
-            if single:  # the level lowered by the blocks' own error
+            if single:  # the level lowered by the float32 blocks' error and the lags'
                 failed = self._single_failures(level - error)
             else:
-                level = target**2 * (1 - _CHOLESKY_SHIFT[torch.complex128])
+                level = target**2 * (1 - self.shift) - self.error
                 shifted = self.exact().neg()
                 shifted.diagonal(dim1=-2, dim2=-1).add_(level)
                 info = _batched(lambda a: torch.linalg.cholesky_ex(a)[1], shifted)
@@ -560,21 +685,26 @@ class _Grams:
             if failed.numel() == 0:
                 return target
             top, self.peak = self._largest(failed)
-            return max(target, math.sqrt(max(top, 0.0)))
-        top = float(_batched(torch.linalg.eigvalsh, self.exact())[:, -1].max())
-        return math.sqrt(max(top, 0.0))
+            return max(target, math.sqrt(max(top, 0.0) + self.error))
+        return math.sqrt(max(self.top_eigenvalue(), 0.0) + self.error)
 
 
 # --------------------------------------------------------------------------- upper bounds
-def _pad_norm(geom: ConvGeometry) -> float:
-    """``||pad||_2``: the square root of the most copies padding makes of one sample."""
+def _copies(geom: ConvGeometry, dims: tuple[int, ...] | None = None) -> int:
+    """The most copies padding makes of one input sample (along ``dims``; all by default)."""
     if geom.padding_mode == "zeros":
-        return 1.0
-    norm = 1.0
-    for n, (lo, hi) in zip(geom.input_size, geom.padding):
+        return 1
+    most = 1
+    for i in range(geom.ndim) if dims is None else dims:
+        n, (lo, hi) = geom.input_size[i], geom.padding[i]
         copies = torch.bincount(source_index(n, lo, hi, geom.padding_mode), minlength=n)
-        norm *= math.sqrt(int(copies.max()))
-    return norm
+        most *= int(copies.max())
+    return most
+
+
+def _pad_norm(geom: ConvGeometry, dims: tuple[int, ...] | None = None) -> float:
+    """``||pad||_2``: the square root of the most copies padding makes of one sample."""
+    return math.sqrt(_copies(geom, dims))
 
 
 def _embedding_grid(geom: ConvGeometry) -> tuple[int, ...]:
@@ -596,30 +726,53 @@ def _embedding_grid(geom: ConvGeometry) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def _factor_norm(u: torch.Tensor, conv: ConvGeometry, dim: int, kept: list) -> float:
-    """Exact 2-norm of the one-channel 1-D convolution by ``u`` along dimension ``dim``.
+def _factor_norm(u: torch.Tensor, conv: ConvGeometry, dim: int,
+                 kept: list) -> tuple[float, float, float]:  # fmt: skip
+    """``(lower, estimate, upper)``: the 2-norm of the 1-D convolution by ``u`` along ``dim``.
 
-    ``kept`` holds the norms already computed in this call: a symmetric kernel's factors are
-    the same vector up to a unit factor (which does not change the norm) and round-off, and
-    a factor within ``1e-13`` (relative, in the 1-norm) of a kept one reuses its norm, which
-    moves it by at most that much times ``||pad||`` (Young), far inside ``convop.spectral.MARGIN``.
+    The explicit ``n x m`` matrix ``A^T`` is formed by one product of the identity, then its
+    smaller Gram matrix and that's top eigenvalue. Each entry of the matrix is a sum of the
+    (at most ``k``) taps padding folds onto it, so it errs by ``gamma_k`` times the sum of
+    their absolute values: ``|dA| <= gamma_k |W|`` with ``|W|`` the matrix of ``|u|``, and
+    ``|| |W| ||_2 <= y = ||u||_1 ||pad||_2`` (Young). The Gram matrix, inner products of
+    length ``j``, then errs by ``gamma_j |A|^H |A|`` more, so in all by at most
+    ``(2 gamma_k + gamma_k^2 + gamma_j (1 + gamma_k)^2) y^2`` in the 2-norm
+    (:func:`_from_square` turns that into the bounds). Absolute: relative to ``||u||_1``,
+    not to the norm, which is far smaller where the taps cancel.
+
+    ``kept`` holds the bounds already computed in this call: a symmetric kernel's factors
+    are the same vector up to a unit factor (which does not change the norm) and round-off;
+    a factor within ``1e-13`` (relative, in the 1-norm) of a kept one reuses its bounds,
+    widened by that much times ``||u||_1 ||pad||`` (Young), twice for the rounding of the
+    comparison. A complex factor is first turned to a canonical phase, exactly up to a few
+    unit round-offs per entry, which widens them by ``4 u ||u||_1 ||pad||`` more.
     """
     top = int(u.abs().argmax())
+    if not bool(u[top] != 0):  # a pruned channel: the zero operator, and no phase to take
+        return 0.0, 0.0, 0.0
     unit = u / (u[top] / u[top].abs())  # the same operator norm, a canonical phase
+    pad = _pad_norm(conv, (dim,))
+    size = float(unit.abs().sum()) * pad * _BUDGET_SLACK  # ||u||_1 ||pad||_2 >= || |W| ||_2
+    widen = 4 * _U * size if u.is_complex() else 0.0  # a real u's phase is +-1: exact
     key = (conv.input_size[dim], conv.stride[dim], conv.padding[dim], conv.dilation[dim])
-    for other_key, other, norm in kept:
+    for other_key, other, (lower, estimate, upper) in kept:
         same = other_key == key and other.shape == unit.shape
         if same and float((other - unit).abs().sum()) <= 1e-13 * float(unit.abs().sum()):
-            return norm
+            widen += 2e-13 * size
+            return max(lower - widen, 0.0), estimate, upper + widen
     n = conv.input_size[dim]
     g1 = ConvGeometry(1, 1, (u.numel(),), (n,), (conv.stride[dim],), (conv.padding[dim],),
                       (conv.dilation[dim],), padding_mode=conv.padding_mode)  # fmt: skip
     eye = torch.eye(n, dtype=u.dtype, device=u.device).reshape(n, 1, n)
     at = functional.forward(eye, unit.reshape(1, 1, -1), g1).reshape(n, -1)  # (n, m): A^T
+    inner = max(n, at.shape[1])  # the Gram matrix's inner products: of the longer side
     gram = at.mH @ at if at.shape[1] <= n else at @ at.mH
-    norm = math.sqrt(max(float(torch.linalg.eigvalsh(gram)[-1]), 0.0))
-    kept.append((key, unit, norm))
-    return norm
+    entries = _gamma(_terms(u.numel(), u.is_complex()))
+    products = _gamma(_terms(inner, u.is_complex()))
+    error = (2 * entries + entries**2 + products * (1 + entries) ** 2) * size**2
+    bounds = _from_square(float(torch.linalg.eigvalsh(gram)[-1]), error)
+    kept.append((key, unit, bounds))
+    return max(bounds.lower - widen, 0.0), bounds.estimate, bounds.upper + widen
 
 
 def _rank_one(w: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
@@ -636,19 +789,26 @@ def _rank_one(w: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
             for j in reversed(range(d)):
                 if j != i:
                     rest = torch.tensordot(rest, us[j].conj(), dims=([j], [0]))
-            us[i] = rest / rest.norm()
+            norm = rest.norm()
+            if norm > 0:  # a zero kernel (a pruned channel) keeps its unit vectors
+                us[i] = rest / norm
     s = w
     for j in reversed(range(d)):
         s = torch.tensordot(s, us[j].conj(), dims=([j], [0]))
     return s, us
 
 
-def _separable_bounds(weight: torch.Tensor, conv: ConvGeometry) -> tuple[float, float] | None:
-    """``(lower, upper)`` from the Kronecker structure, for one channel per group.
+def _separable_bounds(weight: torch.Tensor,
+                      conv: ConvGeometry) -> tuple[float, float, float] | None:  # fmt: skip
+    """``(lower, estimate, upper)`` from the Kronecker structure, for one channel per group.
 
-    Per group, ``w = s u_1 (x) .. (x) u_D + r``: ``||A(w)||`` is within ``||A(r)|| <=
-    |r|_1 ||pad||`` of ``|s| prod_i ||A_i(u_i)||`` (triangle inequality both ways), and the
-    operator is block diagonal over groups. ``None`` when channels mix.
+    Per group, ``w = s u_1 (x) .. (x) u_D + r``, exactly, for the computed ``s`` and ``u_i``
+    and ``r`` what they leave: ``||A(w)||`` is within ``||A(r)|| <= |r|_1 ||pad||`` (Young)
+    of ``|s| prod_i ||A_i(u_i)||`` (triangle inequality both ways), and the operator is
+    block diagonal over groups. The ``||A_i(u_i)||`` are bounded by :func:`_factor_norm`;
+    ``|r|_1`` is that of the computed ``r^``, plus what rounding ``s u_1 (x) ..`` (``D``
+    products) and the difference can hide: ``|r| <= (1 + 2u) |r^| + gamma_D |s| prod_i
+    |u_i|``, entrywise. ``None`` when channels mix.
     """
     if conv.out_channels != conv.groups or conv.in_channels != conv.groups:
         return None
@@ -657,19 +817,25 @@ def _separable_bounds(weight: torch.Tensor, conv: ConvGeometry) -> tuple[float, 
     w = weight.detach().to(torch.complex128 if weight.is_complex() else torch.float64)
     pad = _pad_norm(conv)
     kept: list = []
-    lower = upper = 0.0
+    lower = estimate = upper = 0.0
     for kernel in w.reshape(conv.groups, *conv.kernel_size):
         if conv.ndim == 1:
-            norm = _factor_norm(kernel, conv, 0, kept)
-            lower, upper = max(lower, norm), max(upper, norm)
+            bounds = _factor_norm(kernel, conv, 0, kept)
+            lower, estimate = max(lower, bounds[0]), max(estimate, bounds[1])
+            upper = max(upper, bounds[2])
             continue
         s, us = _rank_one(kernel)
-        rest = float((kernel - s * _outer(us)).abs().sum()) * pad  # Young: ||A(r)|| <= this
-        norm = abs(complex(s)) * math.prod(
-            _factor_norm(u, conv, i, kept) for i, u in enumerate(us)
-        )
-        lower, upper = max(lower, norm - rest), max(upper, norm + rest)
-    return max(lower, 0.0) * (1 - MARGIN), upper * (1 + MARGIN)
+        scale = abs(complex(s))
+        rest = float((kernel - s * _outer(us)).abs().sum())  # |r^|_1
+        product = scale * math.prod(float(u.abs().sum()) for u in us)  # |s| prod_i |u_i|_1
+        rest = (rest * (1 + _gamma(kernel.numel() + 4))
+                + _gamma(_terms(conv.ndim + 1, w.is_complex())) * product)  # fmt: skip
+        rest *= pad * _BUDGET_SLACK  # Young: ||A(r)|| <= this
+        factors = [_factor_norm(u, conv, i, kept) for i, u in enumerate(us)]
+        low, mid, high = (scale * math.prod(f[j] for f in factors) for j in range(3))
+        lower, estimate = max(lower, low - rest), max(estimate, mid)
+        upper = max(upper, high + rest)
+    return max(lower, 0.0) * (1 - MARGIN), estimate, upper * (1 + MARGIN)
 
 
 def _outer(us: list[torch.Tensor]) -> torch.Tensor:
@@ -681,22 +847,142 @@ def _outer(us: list[torch.Tensor]) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- opnorm
-def _precise(op: ConvOperator) -> ConvOperator:
-    """The forward map with the weight in float64 (complex128), where bounds are certified.
+def _abs_norm(weight: torch.Tensor, conv: ConvGeometry) -> float:
+    """``Y``: a bound on ``|| |A| ||_2``, the norm of the matrix of the entries' absolute values.
 
-    It evaluates products the way ``op`` does now (a fixed method: an ``'auto'`` operator
-    made afresh would time both methods on its first products).
+    ``A = S C P`` (padding ``P`` copies input samples, ``C`` convolves the padded input and
+    ``S`` keeps what the output reads), and an entry of ``A`` is a sum of the taps padding
+    folds onto it, so ``|A| <= |C| P`` entrywise, and ``|| |A| || <= || |C| || ||P||``. By
+    Schur's test ``|| |C| ||_2 <= sqrt(r c)``: ``r``, the largest sum of ``|w|`` over one
+    output channel's taps, bounds its row sums, and ``c``, over one input channel's, its
+    column sums (a padded sample meets each tap of an output channel at most once). A
+    transposed convolution is a submatrix of the adjoint of ``conv``'s: the same bound.
     """
-    w = op.weight.detach()
-    precise = torch.complex128 if w.is_complex() else torch.float64
-    w = w if w.dtype == precise else w.to(precise)
-    return ConvOperator(w, op.geometry, method=op.method)
+    g = conv.groups
+    a = weight.detach().abs().reshape(g, conv.out_channels // g, conv.in_channels // g, -1)
+    rows, cols = float(a.sum((2, 3)).max()), float(a.sum((1, 3)).max())
+    return math.sqrt(rows * cols) * _pad_norm(conv) * _BUDGET_SLACK
 
 
-def _dense_norm(op: ConvOperator) -> float:
-    """Exact 2-norm: the top eigenvalue of the smaller Gram matrix ``A^H A`` or ``A A^H``.
+def _fft_error(weight: torch.Tensor, geom: ConvGeometry, conv: ConvGeometry) -> float:
+    """``e``: an FFT product by ``geom`` (either direction) errs by at most ``e ||x||_2``.
 
-    Formed a batch of unit vectors at a time (products, never the whole matrix at once).
+    The product is ``take(F^-1 (K F z))`` on a grid of ``N`` samples, ``z`` the padded input
+    placed on the grid (``||z|| <= ||pad|| ||x||``), ``K_f`` the ``q x q'`` channel-mixing
+    matrices of one group, themselves a transform of the taps. One transform errs normwise by
+    ``b = 7u (log2 N + 2 D)`` of its result (Higham, *Accuracy and Stability of Numerical
+    Algorithms*, Thm. 24.2: ``7u`` per radix-2 stage; two more per dimension for mixed
+    radices and the real transforms' pre- and post-processing). Per group, with
+    ``a = ||w_g||_1 >= ||K_f||_F >= ||K_f||_2`` and ``F = ||w_g||_F``:
+
+    - the data's transform, ``||dZ|| <= b sqrt(N) ||z||``, reaches the result through
+      ``K``: ``a b sqrt(N) ||z||``;
+    - the kernel's (up to three transforms: a real weight's full spectrum is made from its
+      half one), ``sum_f ||dK_f||_F^2 <= (3 b)^2 N F^2``: ``3 b sqrt(N) F (1 + b) sqrt(N)
+      ||z||``;
+    - the mixing, ``gamma_{4q+11}`` (:func:`_terms`) times ``|K^_f| |Z^_f|``:
+      ``g (a + 3 b sqrt(N) F)(1 + b) sqrt(N) ||z||``;
+    - the inverse transform maps these to the result dividing by ``sqrt(N)`` (times
+      ``sqrt 2 <= 2`` for a half spectrum), and errs by ``b`` of its result, at most
+      ``a ||z||`` plus the errors above;
+    - the adjoint folds the halo back, ``gamma_c`` (``c`` copies at most) of the sums.
+
+    ``max_g ||pad|| ((e1 + e2)(1 + gamma_c) + gamma_c a)`` in all, with ``e1`` the first
+    three (through the inverse) and ``e2`` the last transform's.
+    """
+    grid = math.prod(_fft.frame(geom).sizes)
+    b = 7 * _U * (math.log2(max(grid, 2)) + 2 * geom.ndim)
+    root = math.sqrt(grid)
+    g = conv.groups
+    q = max(conv.out_channels, conv.in_channels) // g
+    mix = _gamma(_terms(q, True))
+    fold = _gamma(_copies(conv))
+    w = weight.detach().reshape(g, -1)
+    worst = 0.0
+    for a, f in zip(w.abs().sum(1).tolist(), torch.linalg.vector_norm(w, dim=1).tolist()):
+        kernel = 3 * b * root * f
+        e1 = 2 * (a * b + kernel * (1 + b) + mix * (a + kernel) * (1 + b))
+        e2 = b * (a + e1)
+        worst = max(worst, (e1 + e2) * (1 + fold) + fold * a)
+    return worst * _pad_norm(conv) * _BUDGET_SLACK
+
+
+class _Rounding(NamedTuple):
+    """What the float64 products of one operator ``A`` (weight at unit scale) can err by.
+
+    ``gamma``: a direct product (a sum of at most ``n`` products per output sample, then, for
+    the adjoint, of the halo copies folded back) errs entrywise by ``gamma_n`` times the
+    product of ``|A|``'s bound ``|C| P`` with ``|x|``, hence normwise by ``gamma Y``;
+    ``normwise``: a bound on ``||fl(A x) - A x|| / ||x||`` for either direction and either
+    method the operator may take; ``fft``: whether products may run by FFT, for which only
+    the normwise bound holds. ``abs_norm``: ``Y >= || |A| ||_2`` (:func:`_abs_norm`).
+    """
+
+    abs_norm: float
+    gamma: float
+    normwise: float
+    fft: bool
+
+    def gram(self, size: int) -> float:
+        """A bound on ``||M^ - M||_2`` for a Gram matrix formed by products.
+
+        ``M = A^H A`` (or ``A A^H``), ``size`` square, formed column by column by two
+        products and read from one triangle. Direct: the entries err by at most
+        ``(2 gamma + gamma^2) |A|^T |A|``, a symmetric non-negative matrix, so the matrix
+        read from either triangle errs by at most ``(2 gamma + gamma^2) Y^2``. By FFT, each
+        column errs by at most ``(2 e Y + e^2)`` (``e`` :attr:`normwise`, ``||A|| <= Y``):
+        ``sqrt(2 size)`` times that in the Frobenius norm, once reflected.
+        """
+        y, e = self.abs_norm, self.normwise
+        if self.fft:
+            return math.sqrt(2 * size) * (2 * e * y + e * e)
+        return (2 * self.gamma + self.gamma**2) * y * y
+
+    def collatz(self, mv: torch.Tensor, v: torch.Tensor) -> float:
+        """``max_i (M v)_i / v_i`` bounded above, from the computed ``M v`` of a positive ``v``.
+
+        Direct, with every term non-negative: each computed sum is at least ``1 - gamma``
+        times the exact one, so ``M v <= M^ v / (1 - gamma)^2``. By FFT: every entry within
+        ``(2 e Y + e^2) ||v||`` of exact.
+        """
+        if self.fft:
+            e, y = self.normwise, self.abs_norm
+            slack = (2 * e * y + e * e) * float(torch.linalg.vector_norm(v))
+            return float(((mv + slack) / v).max())
+        return float((mv / v).max()) / (1 - self.gamma) ** 2
+
+
+def _rounding(op: ConvOperator, conv: ConvGeometry) -> _Rounding:
+    """The :class:`_Rounding` of the float64 products of ``op`` (``conv`` its convolution)."""
+    w, geom = op.weight, op.geometry
+    g = conv.groups
+    n = max(conv.out_channels, conv.in_channels) // g * math.prod(conv.kernel_size)
+    gamma = _gamma(_terms(n + _copies(conv), w.is_complex()))
+    y = _abs_norm(w, conv)
+    fft = op.method == "fft"
+    normwise = max(gamma * y, _fft_error(w, geom, conv) if fft else 0.0)
+    return _Rounding(y, gamma, normwise, fft)
+
+
+def _from_square(top: float, error: float) -> OpNorm:
+    """Bounds on ``sqrt(lambda)`` from ``top``, the computed top eigenvalue of a matrix.
+
+    ``lambda`` is the top eigenvalue of a Hermitian matrix within ``error`` (2-norm) of the
+    one whose top eigenvalue LAPACK computed as ``top``. Weyl: ``|lambda - top| <= error``
+    plus LAPACK's own error, relative to the computed matrix's norm (at most
+    ``top + error``) and left to :data:`MARGIN`.
+    """
+    top_ = max(top, 0.0)
+    upper = math.sqrt(top_ + error) * (1 + MARGIN)
+    lower = math.sqrt(max(top * (1 - MARGIN) - error * (1 + MARGIN), 0.0)) * (1 - MARGIN)
+    return OpNorm(min(max(math.sqrt(top_), lower), upper), lower, upper)
+
+
+def _dense_norm(op: ConvOperator, rounding: _Rounding) -> OpNorm:
+    """Bounds on the 2-norm from the smaller Gram matrix ``A^H A`` or ``A A^H``.
+
+    Exact but for round-off (:meth:`_Rounding.gram`). Formed a batch of unit vectors at a
+    time (products, never the whole matrix at once).
     """
     rows, cols = op.shape
     w = op.weight
@@ -711,7 +997,7 @@ def _dense_norm(op: ConvOperator) -> float:
         units[torch.arange(stop - start), torch.arange(start, stop)] = 1
         gram[start:stop] = second(first(units.reshape(-1, *shape))).reshape(-1, size)
     # row j is (M e_j)^T: the transpose of the Hermitian M, with the same eigenvalues
-    return math.sqrt(max(float(torch.linalg.eigvalsh(gram)[-1]), 0.0))
+    return _from_square(float(torch.linalg.eigvalsh(gram)[-1]), rounding.gram(size))
 
 
 def check_rtol(rtol: object) -> float:
@@ -752,25 +1038,35 @@ class _Side:
         bv = first(v.reshape(self.shape))
         return float(torch.linalg.vector_norm(bv) / torch.linalg.vector_norm(v)), bv
 
-    def collatz(self, v: torch.Tensor) -> float:
-        """``sqrt(max_i (M v)_i / v_i)`` for positive ``v``, in float64.
+    def collatz(self, v: torch.Tensor, rounding: _Rounding) -> float:
+        """``sqrt(max_i (M v)_i / v_i)`` for positive ``v``, from float64 products.
 
-        An upper bound on ||A|| when A's matrix is non-negative (Collatz-Wielandt).
+        An upper bound on ||A|| when A's matrix is non-negative (Collatz-Wielandt), with
+        the products' round-off (:meth:`_Rounding.collatz`).
         """
         first, second = self._pair(self.precise)
         mv = second(first(v.reshape(self.shape))).reshape(-1)
-        return math.sqrt(max(float((mv / v).max()), 0.0))
+        return math.sqrt(max(rounding.collatz(mv, v), 0.0))
 
 
 def opnorm(op: ConvOperator, *, rtol: float = 1e-3, maxiter: int = MAXITER) -> OpNorm:
     """Certified bounds on the operator 2-norm (largest singular value) of ``op``.
 
-    Returns ``(estimate, lower, upper)`` with ``lower <= ||op||_2 <= upper`` guaranteed (a
-    margin of ``convop.spectral.MARGIN`` covers round-off) and, on return,
+    Returns ``(estimate, lower, upper)`` with ``lower <= ||op||_2 <= upper`` guaranteed for
+    the weight's exact values, round-off included (a relative margin
+    ``convop.spectral.MARGIN`` for the errors relative to the norm; absolute terms for those
+    of sums whose terms cancel, relative to the taps' sizes) and, on return,
     ``upper <= (1 + rtol) * lower``; where the bounds cannot get that close within
-    ``maxiter`` iterations, a ``RuntimeWarning`` says which gap was reached. Works on the
-    operator's device; products run in the weight's precision, the bounds are certified in
-    float64.
+    ``maxiter`` iterations, or round-off keeps them apart, a ``RuntimeWarning`` says which
+    gap was reached and why. Works on the operator's device; products run in the weight's
+    precision, the bounds are certified in float64.
+
+    At every scale: the weight is first divided by the power of two that puts its largest
+    entry (of those the operator reads) in ``[1/2, 1)``, which is exact, so squares neither
+    overflow nor underflow and single-precision products stay in range; the bounds are
+    multiplied back, rounded outward (the lower bound down, the upper bound up) where that
+    lands in float64's subnormal range. A zero operator (all taps zero, or all those that
+    read the input: pruned layers) gives ``(0.0, 0.0, 0.0)``.
 
     How (proofs in ``docs/conventions.md``):
 
@@ -806,6 +1102,23 @@ def opnorm(op: ConvOperator, *, rtol: float = 1e-3, maxiter: int = MAXITER) -> O
     OpNorm
         Named tuple ``(estimate, lower, upper)`` of floats; ``.gap`` is ``upper / lower - 1``.
 
+    Raises
+    ------
+    ValueError
+        When the weight holds NaN or Inf, or the norm is too close to float64's largest
+        number (about ``1.8e308``) for a finite upper bound.
+
+    Warns
+    -----
+    RuntimeWarning
+        When the bounds stay more than ``rtol`` apart: after ``maxiter`` iterations; for a
+        norm tiny next to its taps (sums of taps that cancel, as when padding folds a
+        kernel summing to almost nothing onto one sample), where round-off alone keeps
+        them apart by about ``1e-8`` times the norm of the operator of ``|w|`` (the Gram
+        matrices' square roots) or less; for an ``rtol`` below the margin
+        ``convop.spectral.MARGIN``; or for a norm in float64's subnormal range (below
+        ``2.2e-308``), where outward rounding alone can make them so.
+
     Examples
     --------
     A zero-padded blur: the power method's estimates approach the norm from below and never
@@ -827,41 +1140,179 @@ def opnorm(op: ConvOperator, *, rtol: float = 1e-3, maxiter: int = MAXITER) -> O
     weight = op.weight.detach()
     check_finite(weight)
     conv, exact = _as_conv(geom)
+    unit, shift = _unit_weight(weight, geom, conv)
+    if unit is None:  # every tap the operator reads is zero: so is the operator
+        return OpNorm(0.0, 0.0, 0.0)
+    # the same operator divided by 2**shift (exactly), its largest tap in [1/2, 1): nothing
+    # squared below overflows or underflows, and products in float32 stay in range. Products
+    # are evaluated the way ``op`` does now (a fixed method: an 'auto' operator made afresh
+    # would time both methods on its first products).
+    precise = ConvOperator(unit, geom, method=op.method)
+    detail = None
     if exact and _circulant_reason(conv) is None:
-        return _exact(_Grams(weight, conv, conv.input_size).bound(None))
-    precise = _precise(op)
-    rows, cols = op.shape
-    if rows * cols <= DENSE_LIMIT and min(rows, cols) <= 2048:
-        return _exact(_dense_norm(precise))
-    return _bracket(op, weight, conv, precise, rtol, maxiter)
+        grams = _Grams(unit, conv, conv.input_size)
+        result = _from_square(grams.top_eigenvalue(), grams.error)
+    elif math.prod(op.shape) <= DENSE_LIMIT and min(op.shape) <= 2048:
+        result = _dense_norm(precise, _rounding(precise, conv))
+    else:
+        work = ConvOperator(unit.to(weight.dtype), geom, method=precise.method)
+        result, detail = _bracket(work, conv, precise, rtol, maxiter, shift)
+    bounds = _scaled_back(result, shift)
+    met = result.upper <= (1 + rtol) * result.lower
+    if detail is None and not met:  # an exact path: round-off alone keeps them apart
+        if result.upper <= (1 + 8 * MARGIN) * result.lower:
+            detail = f"because rtol is below the margin for round-off (MARGIN={MARGIN:g})"
+        else:
+            detail = _round_off(result.upper - result.lower, _abs_norm(unit, conv), shift)
+    if detail is not None or (met and not bounds.upper <= (1 + rtol) * bounds.lower):
+        detail = detail or (
+            "in float64's subnormal range (below 2.2e-308), where the bounds are rounded "
+            "outward to its coarser spacing"
+        )
+        warnings.warn(
+            f"opnorm: the certified bounds [{bounds.lower:.6g}, {bounds.upper:.6g}] are "
+            f"{bounds.gap:.2%} apart, more than rtol={rtol:g}, {detail}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return bounds
 
 
-def _exact(sigma: float) -> OpNorm:
-    return OpNorm(sigma, sigma * (1 - MARGIN), sigma * (1 + MARGIN))
+def _read_taps(geom: ConvGeometry, conv: ConvGeometry) -> torch.Tensor | None:
+    """Which taps the operator of ``geom`` reads an input sample with (bool, ``(*k)``).
+
+    ``None`` when all are: every padding but zeros copies input samples into the whole halo.
+    With zero padding, tap ``t`` of dimension ``i`` reads input sample ``p s + t d - lo`` at
+    output ``p``; it reads none where that misses ``0 .. n - 1`` for every output kept (a
+    transposed convolution keeps the first ``input_size`` outputs of ``conv``). The other
+    taps are the operator's matrix entries, so the largest of them bounds its norm below.
+    """
+    if conv.padding_mode != "zeros":
+        return None
+    outputs = geom.input_size if geom.transposed else conv.output_size
+    masks = []
+    for n, m, k, s, d, (lo, _) in zip(conv.input_size, outputs, conv.kernel_size, conv.stride,
+                                      conv.dilation, conv.padding):  # fmt: skip
+        first = [max(0, -(-(lo - t * d) // s)) for t in range(k)]  # first output in range
+        masks.append(torch.tensor([p < m and p * s + t * d - lo < n
+                                   for t, p in enumerate(first)]))  # fmt: skip
+    if all(bool(mask.all()) for mask in masks):
+        return None
+    return _outer(masks)
+
+
+def _unit_weight(weight: torch.Tensor, geom: ConvGeometry,
+                 conv: ConvGeometry) -> tuple[torch.Tensor | None, int]:  # fmt: skip
+    """``(u, e)``: the taps the operator reads, ``weight = u * 2**e`` there, ``u`` in float64.
+
+    ``e`` puts the largest real or imaginary part of ``u`` in ``[1/2, 1)``; multiplying by a
+    power of two is exact (short of the subnormal range, where only parts below
+    ``2**-1022`` of the largest land), and the norm of the operator of ``u`` is at least
+    ``1/2`` when its padding is zeros. Taps no input sample meets are zeroed: the operator
+    is the same. ``(None, 0)`` when those read are all zero. A new tensor, never ``weight``.
+    """
+    precise = torch.complex128 if weight.is_complex() else torch.float64
+    read = _read_taps(geom, conv)
+    u = weight.to(precise, copy=True)
+    if read is not None:
+        u.mul_(read.to(device=u.device))
+    parts = torch.view_as_real(u) if u.is_complex() else u
+    top = float(parts.abs().max())
+    if top == 0:
+        return None, 0
+    shift = math.frexp(top)[1]
+    return _ldexp_(u, -shift), shift
+
+
+def _ldexp_(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """``x *= 2**shift`` in place (exact, short of the subnormal range and of overflow)."""
+    while shift:  # 2.0**shift overflows beyond 1023: in steps
+        step = max(-1000, min(1000, shift))
+        x.mul_(2.0**step)
+        shift -= step
+    return x
+
+
+def _scaled_back(result: OpNorm, shift: int) -> OpNorm:
+    """``result`` times ``2**shift``, the bounds rounded outward; ``ValueError`` on overflow.
+
+    A power of two scales exactly, except into the subnormal range, where the lower bound
+    is rounded down and the upper bound up.
+    """
+    try:
+        upper = _ldexp_outward(result.upper, shift, up=True)
+    except OverflowError:
+        upper = math.inf
+    if not math.isfinite(upper):
+        log2 = math.log2(max(result.estimate, result.lower, 1e-300)) + shift
+        raise ValueError(
+            f"opnorm: the operator's norm is about 2**{log2:.1f}, too close to or beyond "
+            f"float64's largest number (about 2**1024) for a finite certified upper bound; "
+            f"scale the weight down (the norm scales with it)"
+        )
+    lower = _ldexp_outward(result.lower, shift, up=False)
+    estimate = math.ldexp(result.estimate, shift)
+    return OpNorm(min(max(estimate, lower), upper), lower, upper)
+
+
+def _ldexp_outward(x: float, shift: int, *, up: bool) -> float:
+    """``x * 2**shift`` rounded up (``up``) or down; ``OverflowError`` beyond float64."""
+    y = math.ldexp(x, shift)
+    back = math.ldexp(y, -shift)  # exact: only scaling into the subnormal range rounds
+    if up and back < x:
+        return math.nextafter(y, math.inf)
+    if not up and back > x:
+        return math.nextafter(y, 0.0)
+    return y
+
+
+def _round_off(doubt: float, abs_norm: float, shift: int) -> str:
+    """Why bounds stay apart where round-off, not iterations, sets their distance.
+
+    ``doubt`` and ``abs_norm`` (``Y``, :func:`_abs_norm`) at the unit scale, ``2**shift``
+    times smaller than the operator's.
+    """
+    return (
+        f"because round-off alone leaves {_scaled_text(doubt, shift)} of doubt: the norm is "
+        f"small next to the taps (their absolute values make an operator of norm up to "
+        f"{_scaled_text(abs_norm, shift)}), and sums of taps that cancel err relative to the "
+        f"taps' sizes; the bounds cannot be closer in float64"
+    )
+
+
+def _scaled_text(x: float, shift: int) -> str:
+    """``x * 2**shift`` for a message, as ``2**e`` beyond float64's range."""
+    try:
+        return f"{math.ldexp(x, shift):.3g}"
+    except OverflowError:
+        return f"2**{math.log2(x) + shift:.1f}"
 
 
 class _Bracket:
     """The bounds :func:`opnorm` tightens for a non-circulant operator, and how."""
 
-    def __init__(self, op: ConvOperator, conv: ConvGeometry, precise: ConvOperator,
+    def __init__(self, work: ConvOperator, conv: ConvGeometry, precise: ConvOperator,
                  rtol: float) -> None:  # fmt: skip
-        self.weight = op.weight.detach()
+        #: the working precision's weight (Lanczos) and the float64 one (every bound)
+        self.weight, self.precise = work.weight, precise.weight
         self.conv, self.rtol = conv, rtol
-        self.side = _Side(ConvOperator(self.weight, op.geometry, method=precise.method), precise)
+        self.side = _Side(work, precise)
+        #: what the float64 products err by, and ``Y`` (:func:`_rounding`)
+        self.rounding = _rounding(precise, conv)
         self.lower, self.upper, self.how = 0.0, math.inf, "none"
         self.estimate = 0.0
         self.steps = 0
-        self.nonneg = not self.weight.is_complex() and bool((self.weight >= 0).all())
+        self.nonneg = not self.precise.is_complex() and bool((self.precise >= 0).all())
         self.pad_norm = _pad_norm(conv)
         self.embedded = False
-        self.transposed, self.equal = op.geometry.transposed, _as_conv(op.geometry)[1]
+        self.transposed, self.equal = work.geometry.transposed, _as_conv(work.geometry)[1]
         self._grams: _Grams | None = None
-        separable = _separable_bounds(self.weight, conv)
+        separable = _separable_bounds(self.precise, conv)
         if separable is not None:
-            self.offer_upper(separable[1], "separable kernel")
-            if _as_conv(op.geometry)[1]:  # a bound below too only if the maps are equal
+            self.offer_upper(separable[2], "separable kernel")
+            if self.equal:  # a bound below too only if the maps are equal
                 self.lower = separable[0]
-                self.estimate = separable[1] / (1 + MARGIN)
+                self.estimate = separable[1]
 
     @property
     def reached(self) -> bool:
@@ -871,28 +1322,45 @@ class _Bracket:
         if bound < self.upper:
             self.upper, self.how = bound, how
 
+    @property
+    def floor(self) -> float:
+        """The absolute doubt round-off leaves in the bounds, however far they are tightened.
+
+        The products' error (the lower bound's) and, where the embedding's blocks were
+        formed, what their error ``E`` adds to its upper bound near the norm ``s``:
+        ``sqrt(s^2 + E) - s`` (``sqrt(E)`` for a norm near 0, ``E / 2s`` for a larger one).
+        """
+        blocks = 0.0
+        if self._grams is not None:
+            s, error = max(self.lower, self.estimate) / self.pad_norm, self._grams.error
+            blocks = error / (math.sqrt(s * s + error) + s) * self.pad_norm if error else 0.0
+        return max(self.rounding.normwise, blocks)
+
     def offer_vector(self, y: torch.Tensor, floor: float = 1e-3) -> None:
         """Certify the Rayleigh quotient of ``y``, and its Collatz-Wielandt bound.
 
-        The quotient is a lower bound; for a non-negative operator, the Collatz-Wielandt
-        bound of ``y``'s positive part (raised to ``floor`` times its largest entry) is an
-        upper bound.
+        The quotient, less what the product's round-off can add to it
+        (:attr:`_Rounding.normwise`: ``||A y|| >= ||fl(A y)|| - e ||y||``), is a lower bound;
+        for a non-negative operator, the Collatz-Wielandt bound of ``y``'s positive part
+        (raised to ``floor`` times its largest entry) is an upper bound.
         """
         y = y.to(self.side.precise.weight.dtype)
         quotient, _ = self.side.rayleigh(y)
-        self.lower = max(self.lower, quotient * (1 - MARGIN))
+        quotient = quotient * (1 - MARGIN) - self.rounding.normwise
+        self.lower = max(self.lower, quotient)
         if self.nonneg and not self.reached:
             y = y if float(y.sum()) >= 0 else -y
             top = float(y.max())
             if top > 0:
                 v = y.clamp(min=floor * top)
-                self.offer_upper(self.side.collatz(v) * (1 + MARGIN), "Collatz-Wielandt")
+                bound = self.side.collatz(v, self.rounding) * (1 + MARGIN)
+                self.offer_upper(bound, "Collatz-Wielandt")
 
     @property
     def grams(self) -> _Grams:
         """The Gram blocks of the circulant embedding (built once)."""
         if self._grams is None:
-            self._grams = _Grams(self.weight, self.conv, _embedding_grid(self.conv))
+            self._grams = _Grams(self.precise, self.conv, _embedding_grid(self.conv))
         return self._grams
 
     def embedding(self) -> None:
@@ -1039,8 +1507,13 @@ class _Bracket:
                     return
 
 
-def _bracket(op, weight, conv, precise, rtol, maxiter) -> OpNorm:
-    b = _Bracket(op, conv, precise, rtol)
+def _bracket(work: ConvOperator, conv: ConvGeometry, precise: ConvOperator, rtol: float,
+             maxiter: int, shift: int) -> tuple[OpNorm, str | None]:  # fmt: skip
+    """``(bounds, None)``, or ``(bounds, why)`` where they stay more than ``rtol`` apart.
+
+    ``shift``: the operator is ``2**shift`` times ``precise`` (for the message).
+    """
+    b = _Bracket(work, conv, precise, rtol)
     start = None
     if not (b.reached or b.nonneg):  # the Perron vector is near the ones Lanczos starts from
         start = b.warm_start()
@@ -1063,15 +1536,15 @@ def _bracket(op, weight, conv, precise, rtol, maxiter) -> OpNorm:
             b.power(y, maxiter - b.steps)
     if not b.reached and (not b.embedded or b.upper == math.inf):
         b.embedding()
-    rows, cols = op.shape
+    rows, cols = work.shape
     if not b.reached and rows * cols <= GRAM_LIMIT and min(rows, cols) <= 2048:
-        return _exact(_dense_norm(precise))  # the bounds stayed apart: a few thousand products
+        # the bounds stayed apart: the exact Gram matrix, a few thousand products
+        return _dense_norm(precise, b.rounding), None
+    detail = None
     if not b.reached:
-        warnings.warn(
-            f"opnorm: the certified bounds [{b.lower:.6g}, {b.upper:.6g}] are "
-            f"{OpNorm(0.0, b.lower, b.upper).gap:.2%} apart, more than rtol={rtol:g}, after "
-            f"{b.steps} iterations (upper bound: {b.how}); pass a larger maxiter or rtol",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    return OpNorm(min(max(b.estimate, b.lower), b.upper), b.lower, b.upper)
+        detail = f"after {b.steps} iterations (upper bound: {b.how})"
+        if b.floor > rtol * max(b.lower, b.estimate) / 4:  # not for want of iterations
+            detail += f", {_round_off(b.floor, b.rounding.abs_norm, shift)}"
+        else:
+            detail += "; pass a larger maxiter or rtol"
+    return OpNorm(min(max(b.estimate, b.lower), b.upper), b.lower, b.upper), detail
