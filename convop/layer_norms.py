@@ -6,15 +6,24 @@ which depends on the input size, the padding mode and the stride, not only on th
 of the weight reshaped to ``(C_out, -1)``, which neither bounds nor equals it. Here the
 norm is the operator's, exact for circulant layers and certified for the rest
 (:func:`convop.opnorm`).
+
+Certified means an upper bound, never an estimate: activation constants are the supremum of
+``|f'|`` rounded *up* (the tests check each against the maximum found in 40-digit
+arithmetic), and a layer that is not one fixed function of its input sample here — batch
+norm, dropout or RReLU in training mode, a power-iteration parametrization in training mode,
+forward hooks, a subclass overriding ``forward``, a layer mixing the batch — is refused, not
+bounded. The module is longer than 400 lines because the table of layers, their bounds and
+the normalisation that relies on them read best together.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from . import functional
 from .constructors import from_module
@@ -22,29 +31,44 @@ from .geometry import ConvGeometry
 from .operator import ConvOperator
 from .spectral import MARGIN, check_finite, check_rtol, opnorm
 
+
+def _up(x: float) -> float:
+    """The float after ``x``: at least the real number that ``x`` is the rounding of."""
+    return math.nextafter(x, math.inf)
+
+
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
           nn.ConvTranspose3d)  # fmt: skip
-#: Activations and shape changes with a known Lipschitz constant (the supremum of |f'|).
+#: Parameter-free elementwise maps and reshapes: sup |f'|, rounded up.
 _CONSTANT = {
-    nn.ReLU: 1.0,
-    nn.ReLU6: 1.0,
-    nn.Tanh: 1.0,
-    nn.Hardtanh: 1.0,
-    nn.Softsign: 1.0,
-    nn.Softplus: 1.0,
-    nn.Sigmoid: 0.25,
-    nn.Hardsigmoid: 1 / 6,
-    nn.SiLU: 1.0998393,  # max of d/dx x sigmoid(x), at x ~ 2.3994 (rounded up)
-    nn.GELU: 1.1289,  # max of d/dx x Phi(x), at x = sqrt(2) (1.12880..., rounded up)
-    nn.Mish: 1.089,  # max of d/dx x tanh(softplus(x)) (1.0886..., rounded up)
     nn.Identity: 1.0,
     nn.Flatten: 1.0,
     nn.Unflatten: 1.0,
-    nn.Dropout: 1.0,
-    nn.Dropout1d: 1.0,
-    nn.Dropout2d: 1.0,
-    nn.Dropout3d: 1.0,
+    nn.ReLU: 1.0,
+    nn.ReLU6: 1.0,
+    nn.Hardtanh: 1.0,
+    nn.Tanh: 1.0,
+    nn.Softsign: 1.0,
+    nn.LogSigmoid: 1.0,
+    nn.Tanhshrink: 1.0,  # tanh(x)^2
+    nn.Softshrink: 1.0,
+    nn.Sigmoid: 0.25,  # at 0
+    nn.Hardsigmoid: _up(1 / 6),  # on (-3, 3); the float nearest 1/6 is below it
+    nn.Hardswish: 1.5,  # (2x + 3) / 6 as x -> 3
+    nn.SiLU: 1.0998394,  # sigmoid(x) (1 + x sigmoid(-x)): 1.0998393201 at x = 2.39936
+    nn.Mish: 1.0884982,  # 1.0884981613 at x = 1.49057
+    nn.SELU: 1.7580994,  # scale * alpha = 1.7580993408, as x -> 0 from below
 }
+#: nn.GELU by its ``approximate``: Phi(x) + x phi(x) is 1.1289041452 at x = sqrt(2); the
+#: tanh form peaks at 1.1289930687 (x = 1.41850).
+_GELU = {"none": 1.1289042, "tanh": 1.1289931}
+_POOLS = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3, nn.AvgPool1d: 1, nn.AvgPool2d: 2,
+          nn.AvgPool3d: 3, nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2,
+          nn.AdaptiveMaxPool3d: 3, nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2,
+          nn.AdaptiveAvgPool3d: 3}  # fmt: skip
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+             nn.FeatureAlphaDropout)  # fmt: skip
 
 
 def _check_shape(input_shape: object) -> tuple[int, ...]:
@@ -57,100 +81,305 @@ def _check_shape(input_shape: object) -> tuple[int, ...]:
     return shape
 
 
-def _next_shape(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The sample shape ``module`` maps ``shape`` to (one forward pass on zeros)."""
-    p = next(module.parameters(), None)
-    x = torch.zeros((1, *shape), dtype=p.dtype if p is not None else torch.get_default_dtype(),
-                    device=p.device if p is not None else None)  # fmt: skip
-    with torch.no_grad():
-        return tuple(module(x).shape[1:])
+# --------------------------------------------------------------------------- which layer
+def _kind(module: nn.Module) -> type:
+    """The torch class whose function ``module`` computes: the first known one it derives from.
 
-
-def _pool_bound(module: nn.Module, shape: tuple[int, ...]) -> float:
-    """Lipschitz bound of a pooling layer.
-
-    ``sqrt(most windows one sample falls in)`` for max pooling, times ``sqrt(window) /
-    divisor`` for average pooling.
+    A subclass that overrides that class's forward computes something else: refused.
     """
-    nd = len(shape) - 1
-    as_tuple = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v,) * nd  # noqa: E731
-    kernel, stride = as_tuple(module.kernel_size), as_tuple(module.stride or module.kernel_size)
-    padding = as_tuple(module.padding)
-    dilation = as_tuple(getattr(module, "dilation", 1))
-    if getattr(module, "ceil_mode", False):
-        raise ValueError(
-            f"lipschitz(): {type(module).__name__} with ceil_mode=True is not supported"
+    cls = type(module)
+    kind = next((c for c in cls.__mro__ if c in _BOUNDS), None)
+    if kind is None:
+        raise TypeError(
+            f"lipschitz() has no bound for {cls.__name__}; it knows conv layers, nn.Linear, "
+            f"pooling, eval-mode batch norm and dropout, nn.Sequential and common activations"
         )
-    count = 1
-    for n, k, s, p, d in zip(shape[1:], kernel, stride, padding, dilation):
-        starts = range(-p, n + p - d * (k - 1), s)
-        hits = [0] * n
-        for start in starts:
-            for t in range(k):
-                i = start + t * d
-                if 0 <= i < n:
-                    hits[i] += 1
-        count *= max(hits)
-    if isinstance(module, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
-        divisor = getattr(module, "divisor_override", None)
-        if divisor is None:
-            if any(padding) and not module.count_include_pad:
-                raise ValueError(
-                    f"lipschitz(): {type(module).__name__} with padding and "
-                    f"count_include_pad=False is not supported"
-                )
-            divisor = math.prod(kernel)
-        return math.sqrt(count * math.prod(kernel)) / divisor
-    return math.sqrt(count)
-
-
-def layer_bound(module: nn.Module, input_shape: Sequence[int], *, rtol: float = 1e-2) -> float:
-    """A certified upper bound on the Lipschitz constant (2-norm) of one layer.
-
-    See :func:`lipschitz`, which multiplies these along a model.
-    """
-    shape = _check_shape(input_shape)
-    if isinstance(module, _CONVS):
-        return opnorm(from_module(module, shape), rtol=rtol).upper
-    if isinstance(module, nn.Linear):
-        w = module.weight.detach()
-        check_finite(w, "the weight of nn.Linear")
-        w = w.to(torch.complex128 if w.is_complex() else torch.float64)
-        return float(torch.linalg.matrix_norm(w, ord=2)) * (1 + MARGIN)
-    for kind, constant in _CONSTANT.items():
-        if type(module) is kind:
-            return constant
-    if isinstance(module, nn.LeakyReLU):
-        return max(1.0, abs(module.negative_slope))
-    if isinstance(module, (nn.ELU, nn.CELU)):
-        return max(1.0, module.alpha)
-    if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d,
-                           nn.AvgPool2d, nn.AvgPool3d)):  # fmt: skip
-        return _pool_bound(module, shape)
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        if module.training or not module.track_running_stats:
-            raise ValueError(
-                f"lipschitz(): {type(module).__name__} in training mode depends on the batch; "
-                f"call model.eval() first"
+    for name in ("forward", "_conv_forward"):
+        if getattr(cls, name, None) is not getattr(kind, name, None):
+            raise TypeError(
+                f"lipschitz(): {cls.__name__} overrides nn.{kind.__name__}.{name}; expected a "
+                f"layer that computes exactly nn.{kind.__name__}'s function"
             )
-        scale = 1 / torch.sqrt(module.running_var.double() + module.eps)
-        if module.affine:
-            scale = scale * module.weight.detach().double()
-        return float(scale.abs().max()) * (1 + MARGIN)
-    raise TypeError(
-        f"lipschitz() has no bound for {type(module).__name__}; it knows conv layers, "
-        f"nn.Linear, pooling, eval-mode batch norm, nn.Sequential and common activations"
-    )
+    return kind
+
+
+def _check_hooks(module: nn.Module) -> None:
+    if module._forward_hooks or module._forward_pre_hooks:
+        raise ValueError(
+            f"lipschitz(): {type(module).__name__} has forward hooks or pre-hooks, which may "
+            f"change what it computes; expected none (remove them first)"
+        )
+
+
+def _check_fixed(module: nn.Module, kind: type) -> None:
+    """``ValueError`` unless ``module`` is one fixed function of its input sample now.
+
+    Checked before anything runs the module: a training-mode batch norm would update its
+    running statistics, a power-iteration parametrization its singular vectors.
+    """
+    name = type(module).__name__
+    if any(isinstance(p, nn.parameter.UninitializedParameter) for p in module.parameters()):
+        raise ValueError(f"lipschitz(): {name} has uninitialised parameters; run one forward "
+                         f"pass first")  # fmt: skip
+    if kind in _BATCH_NORMS and module.training:
+        raise ValueError(
+            f"lipschitz(): {name} in training mode depends on the batch; call model.eval() first"
+        )
+    if kind in _BATCH_NORMS and not module.track_running_stats:
+        raise ValueError(
+            f"lipschitz(): {name} with track_running_stats=False normalises by the batch in "
+            f"eval mode too; expected running statistics"
+        )
+    if kind in _DROPOUTS and module.training and module.p > 0:
+        raise ValueError(
+            f"lipschitz(): {name}(p={module.p}) in training mode is random (a new mask each "
+            f"call, scaled by 1/(1-p)); call model.eval() first, where it is the identity"
+        )
+    if kind is nn.RReLU and module.training:
+        raise ValueError(
+            f"lipschitz(): {name} in training mode draws a random slope each call; call "
+            f"model.eval() first"
+        )
+    if parametrize.is_parametrized(module):
+        stateful = (ConvSpectralNorm, nn.utils.parametrizations._SpectralNorm)
+        for attribute, chain in module.parametrizations.items():
+            for p in chain:
+                if p.training and isinstance(p, stateful):
+                    raise ValueError(
+                        f"lipschitz(): the {type(p).__name__} parametrization of {name}."
+                        f"{attribute} changes it at every call in training mode (power "
+                        f"iterations); call model.eval() first"
+                    )
+
+
+def _output_shape(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The sample shape ``module`` maps ``shape`` to (batches of 1 and 2 zero samples).
+
+    ``ValueError`` where ``shape`` does not fit or the batch dimension is not kept.
+    """
+    name = type(module).__name__
+    p = next(module.parameters(), None)
+    dtype = p.dtype if p is not None else torch.get_default_dtype()
+    device = p.device if p is not None else None
+    try:
+        with torch.no_grad():
+            one, two = (
+                module(torch.zeros((b, *shape), dtype=dtype, device=device)) for b in (1, 2)
+            )
+    except (RuntimeError, ValueError, IndexError) as error:
+        raise ValueError(f"input_shape={shape} does not fit {name}: {error}") from error
+    if not isinstance(one, torch.Tensor):
+        raise TypeError(f"lipschitz(): {name} returns a {type(one).__name__}, expected a tensor")
+    if one.shape[:1] != (1,) or tuple(two.shape) != (2, *one.shape[1:]):
+        raise ValueError(
+            f"lipschitz(): {name} does not map samples one by one: a batch of 1 gives shape "
+            f"{tuple(one.shape)}, of 2 gives {tuple(two.shape)}"
+        )
+    return tuple(one.shape[1:])
+
+
+# --------------------------------------------------------------------------- bounds
+def _linear_bound(module: nn.Linear, *_) -> float:
+    w = module.weight.detach()
+    check_finite(w, "the weight of nn.Linear")
+    w = w.to(torch.complex128 if w.is_complex() else torch.float64)
+    return float(torch.linalg.matrix_norm(w, ord=2)) * (1 + MARGIN)
+
+
+def _finite(value: float, what: str) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"lipschitz(): {what} must be finite, got {value!r}")
+    return value
+
+
+def _elu_bound(module: nn.ELU, *_) -> float:
+    # slope 1 above 0, alpha e^x below: |alpha| as x -> 0 (alpha may be negative)
+    return max(1.0, abs(_finite(float(module.alpha), "ELU's alpha")))
+
+
+def _celu_bound(module: nn.CELU, *_) -> float:
+    # slope 1 above 0, exp(x / alpha) below: at most 1 for alpha > 0, unbounded for alpha < 0
+    alpha = _finite(float(module.alpha), "CELU's alpha")
+    if alpha <= 0:
+        raise ValueError(
+            f"lipschitz(): CELU's alpha must be positive, got {alpha!r}: its slope exp(x/alpha) "
+            f"is unbounded below 0 then"
+        )
+    return 1.0
+
+
+def _softplus_bound(module: nn.Softplus, *_) -> float:
+    """1 (the slope is ``sigmoid(beta x)``), where the switch to the identity is continuous.
+
+    Above ``beta x = threshold`` torch returns ``x``, which is ``log1p(exp(-threshold)) /
+    |beta|`` below ``softplus`` there: a jump no Lipschitz constant covers. Accepted where
+    the jump is below single-precision round-off of the output at the switch (threshold
+    >= 14; 1e-10 relative at the default 20), refused otherwise.
+    """
+    beta = _finite(float(module.beta), "Softplus's beta")
+    threshold = _finite(float(module.threshold), "Softplus's threshold")
+    if beta == 0:
+        raise ValueError("lipschitz(): Softplus's beta must be non-zero, got 0.0")
+    jump = math.log1p(math.exp(-threshold)) if threshold > -700 else -threshold
+    if jump > 2.0**-24 * abs(threshold):
+        raise ValueError(
+            f"lipschitz(): Softplus(threshold={threshold!r}) jumps by {jump / abs(beta):.3g} "
+            f"where it switches to the identity, so it is not Lipschitz; expected a threshold "
+            f"of at least 14 (the default is 20)"
+        )
+    return 1.0
+
+
+def _prelu_bound(module: nn.PReLU, *_) -> float:
+    w = module.weight.detach()
+    check_finite(w, "the weight of nn.PReLU")
+    return max(1.0, float(w.abs().max()))
+
+
+def _rrelu_bound(module: nn.RReLU, *_) -> float:
+    # eval mode: the fixed slope (lower + upper) / 2 below 0
+    slope = abs(_finite(float(module.lower) + float(module.upper), "RReLU's lower + upper"))
+    return max(1.0, _up(slope / 2))
+
+
+def _batch_norm_bound(module: nn.modules.batchnorm._BatchNorm, *_) -> float:
+    scale = 1 / torch.sqrt(module.running_var.double() + module.eps)
+    if module.affine:
+        scale = scale * module.weight.detach().double()
+    check_finite(scale, f"the scale weight / sqrt(running_var + eps) of {type(module).__name__}")
+    return float(scale.abs().max()) * (1 + MARGIN)
+
+
+def _per_dim(value: object, nd: int) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * nd
+
+
+def _pool_bound(module: nn.Module, shape: tuple[int, ...], out: tuple[int, ...]) -> float:
+    """Lipschitz bound of a pooling layer, the product of one factor per dimension.
+
+    Pooling acts per dimension: a sample is in the windows of its coordinates, and torch's
+    average divisor is a product of one count per dimension. Max pooling changes each output
+    by at most the largest change in its window, so ``||Δy||² <= sum_i hits_i |Δx_i|²`` with
+    ``hits_i`` the windows sample ``i`` falls in: the bound ``sqrt(max hits)`` (attained by a
+    change at that sample alone). Average pooling is linear and a Kronecker product of one
+    matrix per dimension, whose norms multiply: each is computed exactly (up to 2**20
+    entries), or bounded by ``||A||² <= max row sum * max column sum`` (Schur's test).
+    """
+    kind = _kind(module)
+    nd = _POOLS[kind]
+    adaptive = kind.__name__.startswith("Adaptive")
+    average = "Avg" in kind.__name__
+    if not adaptive:
+        kernel = _per_dim(module.kernel_size, nd)
+        stride = _per_dim(module.stride if module.stride else module.kernel_size, nd)
+        padding = _per_dim(module.padding, nd)
+        dilation = _per_dim(getattr(module, "dilation", 1), nd)
+    override = getattr(module, "divisor_override", None)  # AvgPool2d and 3d only
+    bound = 1.0
+    for i, (n, m) in enumerate(zip(shape[-nd:], out[-nd:])):
+        index = torch.arange(m)
+        if adaptive:  # windows [floor(j n / m), ceil((j + 1) n / m))
+            starts, lengths, step = index * n // m, -(-(index + 1) * n // m) - index * n // m, 1
+        else:
+            starts = index * stride[i] - padding[i]
+            lengths, step = torch.full((m,), kernel[i]), dilation[i]
+        taps = starts[:, None] + step * torch.arange(int(lengths.max()))  # (m, longest window)
+        inside = (torch.arange(taps.shape[1]) < lengths[:, None]) & (taps >= 0) & (taps < n)
+        if not average:
+            bound *= int(torch.bincount(taps[inside], minlength=n).max())
+            continue
+        if adaptive:
+            divisor = lengths
+        elif override is not None:
+            divisor = torch.ones(m, dtype=torch.int64)
+        elif module.count_include_pad:  # the window clipped to the padded input
+            divisor = torch.clamp(starts + kernel[i], max=n + padding[i]) - starts
+        else:
+            divisor = inside.sum(1)
+        share = (1 / divisor.double())[:, None].expand(taps.shape)[inside]
+        if m * n <= 2**20:
+            matrix = torch.zeros((m, n), dtype=torch.float64)  # (output, input) on this dim
+            window = index[:, None].expand(taps.shape)[inside]
+            matrix.index_put_((window, taps[inside]), share, accumulate=True)
+            bound *= float(torch.linalg.matrix_norm(matrix, ord=2))
+        else:
+            rows = float((inside.sum(1) / divisor.double()).max())
+            columns = float(torch.bincount(taps[inside], weights=share, minlength=n).max())
+            bound *= math.sqrt(rows * columns)
+    if not average:
+        root = math.isqrt(int(bound))
+        return float(root) if root * root == bound else _up(math.sqrt(bound))
+    if override is not None:
+        bound /= override
+    return bound * (1 + MARGIN)
+
+
+def _dropout_bound(*_) -> float:
+    return 1.0  # eval mode (or p = 0): the identity
+
+
+_Bound = Callable[[nn.Module, tuple[int, ...], tuple[int, ...]], float]
+_BOUNDS: dict[type, _Bound | None] = {
+    nn.Linear: _linear_bound,
+    **{kind: (lambda *_, c=c: c) for kind, c in _CONSTANT.items()},
+    nn.GELU: lambda module, *_: _GELU[module.approximate],
+    nn.LeakyReLU: lambda module, *_: max(
+        1.0, abs(_finite(float(module.negative_slope), "LeakyReLU's negative_slope"))
+    ),
+    nn.ELU: _elu_bound,
+    nn.CELU: _celu_bound,
+    nn.Softplus: _softplus_bound,
+    nn.PReLU: _prelu_bound,
+    nn.RReLU: _rrelu_bound,
+    **dict.fromkeys(_POOLS, _pool_bound),
+    **dict.fromkeys(_BATCH_NORMS, _batch_norm_bound),
+    **dict.fromkeys(_DROPOUTS, _dropout_bound),
+    **dict.fromkeys(_CONVS, None),  # by convop.opnorm, in _bound
+}
+
+
+def _bound(module: nn.Module, shape: tuple[int, ...], rtol: float) -> tuple[float, tuple]:
+    """``(Lipschitz bound, output sample shape)`` of ``module`` on samples of ``shape``."""
+    _check_hooks(module)
+    if isinstance(module, nn.Sequential):
+        if type(module).forward is not nn.Sequential.forward:
+            raise TypeError(
+                f"lipschitz(): {type(module).__name__} overrides nn.Sequential.forward (a "
+                f"residual block, say); expected a plain chain of layers"
+            )
+        bound = 1.0
+        for layer in module:
+            factor, shape = _bound(layer, shape, rtol)
+            bound *= factor
+        return bound, shape
+    kind = _kind(module)
+    _check_fixed(module, kind)
+    if kind in _CONVS:
+        op = from_module(module, shape)
+        return opnorm(op, rtol=rtol).upper, tuple(op.output_shape)
+    out = _output_shape(module, shape)
+    return _BOUNDS[kind](module, shape, out), out
 
 
 def lipschitz(model: nn.Module, input_shape: Sequence[int], *, rtol: float = 1e-2) -> float:
     """Certified upper bound on the Lipschitz constant (2-norm) of a layer or a Sequential.
 
     The product of the layers' certified bounds: conv layers by :func:`convop.opnorm`
-    (their norm for *this* input size and padding), ``nn.Linear`` exactly, pooling by the
-    most windows a sample falls in, eval-mode batch norm by its largest scale, and
-    activations by the supremum of their slope (1 for ReLU, tanh and the like). Biases do
-    not change a Lipschitz constant. Nested ``nn.Sequential`` models are walked.
+    (their norm for *this* input size and padding), ``nn.Linear`` exactly, pooling (max,
+    average, adaptive; any padding, dilation and ``ceil_mode``) per dimension, eval-mode
+    batch norm by its largest scale, and activations by the supremum of their slope, rounded
+    up (1 for ReLU and tanh, 1.1289042 for GELU, ``max(1, |alpha|)`` for ELU, ...). Biases
+    do not change a Lipschitz constant. Nested ``nn.Sequential`` models are walked. A zero
+    layer has the bound 0.
+
+    Only layers that are one fixed function of each input sample are bounded. Training-mode
+    batch norm (a function of the batch), dropout with ``p > 0`` and RReLU (random maps: no
+    constant bounds ``model(x) - model(y)`` across two draws, though each draw of dropout is
+    ``1/(1-p)``-Lipschitz) and power-iteration parametrizations (``spectral_normalize``,
+    torch's ``spectral_norm``: the weight changes at every call) are refused in training
+    mode; in eval mode dropout is the identity. Layers with forward hooks, subclasses that
+    override ``forward`` (a residual ``nn.Sequential``, say) and layers that mix the batch
+    are refused too.
 
     Parameters
     ----------
@@ -166,14 +395,18 @@ def lipschitz(model: nn.Module, input_shape: Sequence[int], *, rtol: float = 1e-
     -------
     float
         ``L`` with ``||model(x) - model(y)|| <= L ||x - y||`` for all inputs of
-        ``input_shape`` (one sample; a batch maps sample by sample).
+        ``input_shape`` (one sample; a batch maps sample by sample), up to the round-off of
+        evaluating the model.
 
     Raises
     ------
     TypeError
-        For a layer without a known bound (its class is named).
+        For a layer without a known bound, or a subclass overriding its forward (the class
+        is named).
     ValueError
-        For batch norm in training mode, or an invalid ``input_shape``.
+        For a layer that is not a fixed function here (training mode, hooks, see above), a
+        parameter that makes it not Lipschitz (``CELU`` with ``alpha < 0``, ``Softplus``
+        with a low ``threshold``), or an ``input_shape`` that is invalid or does not fit.
 
     Examples
     --------
@@ -191,16 +424,31 @@ def lipschitz(model: nn.Module, input_shape: Sequence[int], *, rtol: float = 1e-
     shape = _check_shape(input_shape)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(model, nn.Sequential):
-        bound = 1.0
-        for layer in model:
-            bound *= lipschitz(layer, shape, rtol=rtol)
-            shape = _next_shape(layer, shape)
-        return bound
-    return layer_bound(model, shape, rtol=rtol)
+    return _bound(model, shape, check_rtol(rtol))[0]
 
 
 # --------------------------------------------------------------------------- normalisation
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """``x / ||x||``, scaled by its largest entry first; zero stays zero.
+
+    The scaling keeps the squares from underflowing or overflowing. No host synchronisation.
+    """
+    peak = x.abs().amax()
+    x = x / torch.where(peak > 0, peak, 1)
+    norm = torch.linalg.vector_norm(x)
+    return x / torch.where(norm > 0, norm, 1)
+
+
+def _power_of_two(weight: torch.Tensor) -> torch.Tensor:
+    """``2**e`` with ``max|weight| / 2**e`` in [0.5, 1) (1 for a zero weight), detached.
+
+    Dividing by it is exact and brings any weight, 1e-300 or 1e300, near 1.
+    """
+    peak = weight.detach().abs().amax()
+    mantissa, _ = torch.frexp(peak)  # peak = mantissa * 2**e
+    return torch.where(peak > 0, peak / mantissa, 1)
+
+
 class ConvSpectralNorm(nn.Module):
     """The parametrization :func:`spectral_normalize` registers: ``weight / ||A(weight)||``.
 
@@ -211,6 +459,11 @@ class ConvSpectralNorm(nn.Module):
     *certified* upper bound of :func:`convop.opnorm` (exact for circulant layers), so that the
     layer's Lipschitz constant is at most 1 for certain; that bound is kept as long as the
     weight's values are unchanged.
+
+    The weight is first divided by a power of two bringing its largest entry into [0.5, 1)
+    (exact), so tiny and huge weights normalise like any other. A weight whose operator is
+    zero (a zero-initialised layer, say) is returned as it is: its norm is 0, and the
+    gradient there is the identity's, so training can leave it.
     """
 
     def __init__(self, geometry: ConvGeometry, weight: torch.Tensor, *, rtol: float,
@@ -228,7 +481,8 @@ class ConvSpectralNorm(nn.Module):
     def _operator_norm_bound(self, weight: torch.Tensor) -> float:
         kept = self._certified
         w = weight.detach()
-        if kept is not None and kept[0].dtype == w.dtype and torch.equal(kept[0], w):
+        if (kept is not None and kept[0].dtype == w.dtype and kept[0].device == w.device
+                and torch.equal(kept[0], w)):  # fmt: skip
             return kept[1]
         upper = opnorm(ConvOperator(w, self.geometry), rtol=self.rtol).upper
         self._certified = (w.clone(), upper)
@@ -236,21 +490,21 @@ class ConvSpectralNorm(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         """The normalised weight (see the class)."""
+        weight = weight / _power_of_two(weight)
         if not self.training:
-            return weight / self._operator_norm_bound(weight)
+            upper = self._operator_norm_bound(weight)
+            return weight / upper if upper > 0 else weight
         geom = self.geometry
         with torch.no_grad():
             v = self._v
             for _ in range(self.n_power_iterations):
-                u = functional.forward(v, weight, geom)
-                u = u / torch.linalg.vector_norm(u).clamp_min(1e-30)
-                v = functional.adjoint(u, weight, geom)
-                v = v / torch.linalg.vector_norm(v).clamp_min(1e-30)
-            self._v.copy_(v)
-            u = functional.forward(v, weight, geom)
-            u = u / torch.linalg.vector_norm(u).clamp_min(1e-30)
-        sigma = torch.vdot(u.reshape(-1), functional.forward(v, weight, geom).reshape(-1)).real
-        return weight / sigma
+                u = _unit(functional.forward(v, weight, geom))
+                v = _unit(functional.adjoint(u, weight, geom))
+            # a zero operator leaves no direction: keep the last one for when it has
+            self._v.copy_(torch.where((v != 0).any(), v, self._v))
+            u = _unit(functional.forward(self._v, weight, geom))
+        sigma = torch.vdot(u.reshape(-1), functional.forward(self._v, weight, geom).reshape(-1))
+        return weight / torch.where(sigma.real > 0, sigma.real, 1)
 
 
 def spectral_normalize(module: nn.Module, input_shape: Sequence[int], *, rtol: float = 1e-2,
@@ -258,12 +512,13 @@ def spectral_normalize(module: nn.Module, input_shape: Sequence[int], *, rtol: f
     """Make a conv layer 1-Lipschitz by its operator norm, for training.
 
     Registers a :class:`ConvSpectralNorm` parametrization on ``module.weight``
-    (``torch.nn.utils.parametrize``): in training mode the weight is divided by a power-
-    iteration estimate of the layer's operator norm (differentiable), in eval mode by the
-    certified upper bound of :func:`convop.opnorm`, so that the evaluated layer is at most
-    1-Lipschitz for certain. Unlike ``torch.nn.utils.parametrizations.spectral_norm``, which
-    divides by the norm of the weight reshaped to a matrix, this is the norm of the
-    convolution itself, for ``input_shape``, its padding mode and stride.
+    (``torch.nn.utils.parametrize``), in the module's current mode: in training mode the
+    weight is divided by a power-iteration estimate of the layer's operator norm
+    (differentiable), in eval mode by the certified upper bound of :func:`convop.opnorm`, so
+    that the evaluated layer is at most 1-Lipschitz for certain. Unlike
+    ``torch.nn.utils.parametrizations.spectral_norm``, which divides by the norm of the
+    weight reshaped to a matrix, this is the norm of the convolution itself, for
+    ``input_shape``, its padding mode and stride. A layer whose operator is zero stays zero.
 
     Parameters
     ----------
