@@ -21,14 +21,18 @@ operator's own residual, by a few preconditioned solves.
 from __future__ import annotations
 
 import math
+import numbers
+import operator
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
 
 from ._arrays import to_tensor
-from ._checks import check_choice
+from ._checks import _is_int, check_choice
 from ._lags import gram_lags
+from ._memory import check_memory
 from .deconvolution import _dct, _gram_side, cosine_symbol
 from .operator import ConvOperator
 from .spectral import is_circulant
@@ -37,6 +41,9 @@ from .spectral import is_circulant
 METHODS = ("gcv", "discrepancy")
 #: Donoho's constant: the median absolute deviation of a standard normal.
 MAD_NORMAL = 0.6744897501960817
+#: Its complex counterpart: the median modulus of a circular complex normal of unit
+#: ``E|n|^2``, ``sqrt(log 2)``.
+MAD_COMPLEX = math.sqrt(math.log(2.0))
 #: The order of the differences :func:`estimate_noise` takes along each axis.
 DIFFERENCE_ORDER = 4
 #: ``choose_damping(method="discrepancy")`` stops when the residual is within this
@@ -47,7 +54,83 @@ MAX_SOLVES = 30
 MAX_CG = 500
 
 
-def estimate_noise(y, axes: tuple[int, ...] | None = None) -> float:
+def _data(y, name: str = "y") -> torch.Tensor:
+    """``y`` as a float64 (complex128) tensor where it lives; a view where it already is one.
+
+    Callers never write into the result: it may share memory with the caller's array.
+    """
+    if isinstance(y, torch.Tensor):
+        t = y.detach()
+        if t.dtype == torch.bool or t.is_quantized:
+            raise TypeError(f"{name} must hold real or complex numbers, got dtype {t.dtype}")
+        return t.to(torch.complex128 if t.is_complex() else torch.float64)
+    array = y if isinstance(y, np.ndarray) else np.asarray(y)
+    if array.dtype.kind not in "iufc":
+        raise TypeError(f"{name} must hold real or complex numbers, got dtype {array.dtype}")
+    dtype = np.complex128 if array.dtype.kind == "c" else np.float64
+    return to_tensor(array, np.dtype(dtype), torch.device("cpu"))
+
+
+def _axes(axes: object, ndim: int) -> tuple[int, ...]:
+    """``axes`` (``None``, an int or ints, negative from the end) as distinct axes >= 0."""
+    if axes is None:
+        return tuple(range(ndim))
+    if _is_int(axes):
+        axes = (axes,)
+    if isinstance(axes, (str, bytes)) or not isinstance(axes, Iterable):
+        raise TypeError(f"axes must be an int or a tuple of ints, got {axes!r}")
+    axes = tuple(axes)
+    if not all(_is_int(a) for a in axes):
+        raise TypeError(f"axes must contain only ints, got axes={axes!r}")
+    if not axes:
+        raise ValueError("axes must name at least one axis, got axes=()")
+    if not all(-ndim <= a < ndim for a in axes):
+        raise ValueError(
+            f"axes must be in [{-ndim}, {ndim}) for y of {ndim} dimensions, got axes={axes!r}"
+        )
+    normal = tuple(operator.index(a) % ndim for a in axes)
+    if len(set(normal)) != len(normal):
+        raise ValueError(f"axes must name each axis once, got axes={axes!r}")
+    return normal
+
+
+def _normalised(t: torch.Tensor, name: str = "y") -> tuple[torch.Tensor, int]:
+    """``(t * 2**-e, e)``: ``t``'s largest component scaled into ``[0.5, 1)`` exactly.
+
+    ``e = 0`` for zero data. A power of two changes no digit, so whatever is computed from
+    the scaled data is what the same data at any other such scale gives, and neither
+    squares nor sums of it can overflow or underflow. ``t`` is not written to.
+    """
+    parts = torch.view_as_real(t) if t.is_complex() else t
+    low, high = torch.aminmax(parts)  # NaN if there is one; no copy of the data
+    peak = max(-float(low), float(high))
+    if not math.isfinite(peak):
+        raise ValueError(f"{name} has NaN or Inf values; expected finite values")
+    if peak == 0:
+        return t, 0
+    e = math.frexp(peak)[1]
+    if -1021 <= e <= 1022:
+        return t * math.ldexp(1.0, -e), e
+    half = -e // 2  # 2**-e alone is not a float64 here
+    return (t * math.ldexp(1.0, half)) * math.ldexp(1.0, -e - half), e
+
+
+def _noise(t: torch.Tensor, axes: tuple[int, ...]) -> float:
+    """:func:`estimate_noise` of ``t`` (finite, normalised) along the distinct ``axes``."""
+    if any(t.shape[a] < 2 for a in axes):
+        raise ValueError(
+            f"y must have at least 2 samples along each of the axes {axes}, got shape "
+            f"{tuple(t.shape)}"
+        )
+    detail = t
+    for axis in axes:
+        order = min(DIFFERENCE_ORDER, t.shape[axis] - 1)
+        detail = torch.diff(detail, n=order, dim=axis) / math.sqrt(math.comb(2 * order, order))
+    mad = MAD_COMPLEX if t.is_complex() else MAD_NORMAL
+    return float(detail.abs().reshape(-1).median()) / mad
+
+
+def estimate_noise(y, axes: int | tuple[int, ...] | None = None) -> float:
     """The standard deviation of white noise in ``y``, from its finest differences.
 
     The median absolute value of ``y``'s fourth differences along every axis at once
@@ -61,15 +144,28 @@ def estimate_noise(y, axes: tuple[int, ...] | None = None) -> float:
 
     Parameters
     ----------
-    y : numpy.ndarray or torch.Tensor
-        The data.
-    axes : tuple of int, optional
-        The axes to take the differences along (default: all); each needs 2 samples or
-        more. Leave out a channel axis.
+    y : numpy.ndarray, torch.Tensor or array_like
+        The data: real or complex, any float or int dtype (computed in float64). Never
+        written to.
+    axes : int or tuple of int, optional
+        The axes to take the differences along (default: all), each once; negative ones
+        count from the end. Each needs 2 samples or more. Leave out a channel axis.
 
     Returns
     -------
     float
+        ``sigma``, in ``y``'s units: ``estimate_noise(c * y) == abs(c) * estimate_noise(y)``,
+        exactly when ``c`` is a power of two and ``c * y`` exact. For complex ``y``,
+        ``sqrt(E|n|^2)`` of circular Gaussian noise ``n`` (its median modulus over
+        ``sqrt(log 2)``, not 0.6745). Zero for constant data.
+
+    Raises
+    ------
+    ValueError
+        For an empty ``y``, NaN or Inf values, an axis out of range or repeated, or fewer
+        than 2 samples along an axis; also if the estimate exceeds float64's range.
+    TypeError
+        For non-numeric data, or ``axes`` that are not ints.
 
     Examples
     --------
@@ -80,19 +176,22 @@ def estimate_noise(y, axes: tuple[int, ...] | None = None) -> float:
     >>> round(estimate_noise(smooth + 0.01 * rng.standard_normal((256, 256))), 3)
     0.01
     """
-    t = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y.detach())
-    t = t.to(torch.complex128 if t.is_complex() else torch.float64)
-    axes = tuple(range(t.ndim)) if axes is None else tuple(a % max(t.ndim, 1) for a in axes)
-    if not axes or any(t.shape[a] < 2 for a in axes):
+    t = _data(y)
+    if t.ndim == 0:
+        raise ValueError("y must have at least one axis, got a scalar of shape ()")
+    axes = _axes(axes, t.ndim)
+    if t.numel() == 0:
+        raise ValueError(f"y must not be empty, got shape {tuple(t.shape)}")
+    check_memory(4 * t.numel() * t.element_size(), None, f"estimate_noise() of a "
+                 f"{tuple(t.shape)} {t.dtype} y", t.device)  # fmt: skip
+    t, e = _normalised(t)
+    sigma = _noise(t, axes)
+    try:
+        return math.ldexp(sigma, e)
+    except OverflowError:
         raise ValueError(
-            f"y must have at least 2 samples along each of the axes {axes}, got shape "
-            f"{tuple(t.shape)}"
-        )
-    detail = t
-    for axis in axes:
-        order = min(DIFFERENCE_ORDER, t.shape[axis] - 1)
-        detail = torch.diff(detail, n=order, dim=axis) / math.sqrt(math.comb(2 * order, order))
-    return float(detail.abs().reshape(-1).median()) / MAD_NORMAL
+            f"y's noise estimate, {sigma} * 2**{e}, exceeds float64's range; scale y down"
+        ) from None
 
 
 def _periodic_component(y: torch.Tensor, axes: list[int]) -> torch.Tensor:
@@ -123,14 +222,18 @@ def _periodic_component(y: torch.Tensor, axes: list[int]) -> torch.Tensor:
     return y - (smooth if y.is_complex() else smooth.real)
 
 
-def _spectrum(op: ConvOperator, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+def _spectrum(op: ConvOperator, kernel: torch.Tensor,
+              y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:  # fmt: skip
     """``(mu, power, top)``: ``A A^H``'s eigenvalues and ``|c|^2`` of ``y``, per frequency.
 
-    Both ``(G, *F, p)``; ``power`` sums to ``||y||^2``; ``top`` is the largest ``mu``.
+    ``A`` is ``op`` with ``kernel`` for its weight. Both ``(G, *F, p)``; ``power`` sums to
+    ``||y||^2``; ``top`` is the largest ``mu``.
     """
     conv, input_side = _gram_side(op, "choose_damping()")
-    taps, deltas = gram_lags(op.weight.detach(), conv, input_side=not input_side)
     size = tuple(op.output_shape[1:])
+    g = conv.groups
+    p = op.output_shape[0] // g
+    taps, deltas = gram_lags(kernel, conv, input_side=not input_side)
     counts = [int(torch.unique(deltas[:, i]).numel()) for i in range(deltas.shape[1])]
     grid = taps.reshape(taps.shape[0], *counts, taps.shape[2])  # (G, *lags, p * p)
     tolerance = 1e-12 * float(taps.abs().max())
@@ -149,13 +252,17 @@ def _spectrum(op: ConvOperator, y: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     periodic = [1 + a for a, b in enumerate(boundaries) if b == "periodic"]
     z = y if circulant or not periodic else _periodic_component(y, periodic)
     for a, boundary in enumerate(boundaries):
-        if boundary == "even":
-            z = _dct(z, 1 + a)
+        if boundary == "even":  # a real transform: of complex data, part by part
+            z = (
+                torch.complex(_dct(z.real, 1 + a), _dct(z.imag, 1 + a))
+                if z.is_complex()
+                else _dct(z, 1 + a)
+            )
     if periodic:
         z = torch.fft.fftn(z, dim=periodic)
-    g, p = blocks.shape[0], blocks.shape[-1]
     z = z.reshape(g, p, *z.shape[1:]).movedim(1, -1)[..., None]  # (G, *F, p, 1)
-    c = (vectors.mH @ z.to(vectors.dtype))[..., 0]
+    common = torch.promote_types(vectors.dtype, z.dtype)  # complex data, real symbol
+    c = (vectors.to(common).mH @ z.to(common))[..., 0]
     weight = torch.ones((), dtype=torch.float64)
     for n, boundary in zip(size, boundaries):
         if boundary == "even":  # the DCT-II's orthonormal scaling, squared
@@ -166,6 +273,16 @@ def _spectrum(op: ConvOperator, y: torch.Tensor) -> tuple[torch.Tensor, torch.Te
         weight = weight[..., None] * w
     power = c.abs().square() * weight.to(c.device)[None, ..., None]
     return mu, power, float(mu.max()) if mu.numel() else 0.0
+
+
+def _cg_rtol(dtype: np.dtype) -> float:
+    """The relative residual at which :func:`_match_residual`'s solves stop, in ``dtype``.
+
+    scipy's ``cg`` stops once ``||b - N x|| < rtol ||b||`` (its recursively updated
+    residual), so each solve's ``x`` is within ``rtol ||b|| / lambda_min(N)`` of the exact
+    one: ``1e-7`` in float64, ``sqrt(eps) / 10`` (3.5e-5) in float32.
+    """
+    return max(1e-7, float(np.sqrt(np.finfo(dtype).eps)) * 1e-1)
 
 
 def _match_residual(op: ConvOperator, y: np.ndarray, target: float, start: float,
@@ -184,7 +301,7 @@ def _match_residual(op: ConvOperator, y: np.ndarray, target: float, start: float
 
     n = op.shape[1]
     dtype = np.result_type(op.dtype, y.dtype)
-    rtol = max(1e-7, float(np.sqrt(np.finfo(dtype).eps)) * 1e-1)
+    rtol = _cg_rtol(dtype)
     rhs = op.rmatvec(y)
     x = np.zeros(n, dtype=dtype)
     low, high = bounds
@@ -234,17 +351,19 @@ def choose_damping(op: ConvOperator, y, *, method: str = "gcv",
     Parameters
     ----------
     op : ConvOperator
-        A stride-1 convolution, transposed convolution or adjoint; any channels.
+        A stride-1 convolution, transposed convolution, adjoint or transpose (``op.T``,
+        whose weight is applied conjugated); any channels.
     y : numpy.ndarray or torch.Tensor
-        The data: ``op.output_shape`` or flat (``op.shape[0]``).
+        The data: ``op.output_shape`` or flat (``op.shape[0]``); real or complex, any float
+        or int dtype (computed in float64). Never written to.
     method : {'gcv', 'discrepancy'}, default 'gcv'
         ``'gcv'``: the minimiser of generalised cross-validation, ``||r(damp)||^2 /
         trace(I - A A^+_damp)^2`` (needs no noise level). ``'discrepancy'``: the damping
         whose residual ``||r(damp)||`` equals the noise's expected norm, ``noise *
         sqrt(op.shape[0])`` (Morozov).
     noise : float, optional
-        The noise's standard deviation, for ``'discrepancy'``; default: estimated from
-        ``y`` by :func:`estimate_noise`.
+        The noise's standard deviation in ``y``'s units (for complex ``y``, ``sqrt(E|n|^2)``),
+        for ``'discrepancy'``; default: estimated from ``y`` by :func:`estimate_noise`.
     exact : bool, default False
         For ``'discrepancy'`` on an operator that is not circulant: match the residual of
         ``op`` itself, not of the boundary model, by a few solves of the normal equations
@@ -261,10 +380,25 @@ def choose_damping(op: ConvOperator, y, *, method: str = "gcv",
     ------
     ValueError
         For a strided operator, a ``y`` of the wrong size or with NaN or Inf values, an
-        unknown method or a negative noise level.
+        unknown method or a negative or infinite noise level.
+    TypeError
+        For an ``op`` that is not a :class:`convop.ConvOperator`, a ``y`` that is not an
+        array of numbers, a ``noise`` that is not a real number, a non-bool ``exact``.
+    MemoryError
+        Before allocating, where the spectrum would take more than half the memory
+        available.
 
     Notes
     -----
+    The choice does not depend on the scale of the data: ``y`` is scaled by a power of two
+    to a largest value in ``[0.5, 1)`` first (and a given ``noise`` with it), so
+    ``choose_damping(op, c * y)`` is ``choose_damping(op, y)`` for every ``c`` (bit for bit
+    when ``c`` is a power of two and ``c * y`` is exact), and the same holds for
+    ``noise=c * sigma`` against ``noise=sigma``. A fixed ``noise`` with a rescaled ``y``
+    is a different noise level, and a different damping. The operator's weight is scaled
+    the same way: ``c * op`` gets ``c`` times the damping. Constant or zero data has a
+    zero noise estimate: the discrepancy principle then returns the lowest damping.
+
     On photographs GCV tends to damp too little: 0.4-2.0 dB below the best damping of a
     sweep on a 256^2 crop of scikit-image's ``camera``, where the discrepancy principle came
     within 0.5 dB in 11 of 12 cases (two images, Gaussian and motion blur, 0.5-2% noise;
@@ -289,27 +423,47 @@ def choose_damping(op: ConvOperator, y, *, method: str = "gcv",
     if not isinstance(exact, bool):
         raise TypeError(f"exact must be a bool, got {type(exact).__name__}")
     if noise is not None:
-        if isinstance(noise, bool) or not isinstance(noise, (int, float)):
+        if isinstance(noise, bool) or not isinstance(noise, numbers.Real):
             raise TypeError(f"noise must be a float, got {type(noise).__name__}")
-        if not (math.isfinite(noise) and noise >= 0):
+        try:
+            finite = math.isfinite(noise) and noise >= 0
+        except OverflowError:  # an int beyond float64
+            finite = False
+        if not finite:
             raise ValueError(f"noise must be a finite float >= 0, got {noise!r}")
-    if isinstance(y, torch.Tensor):
-        t = y.detach().to("cpu")
-    elif isinstance(y, np.ndarray):
-        t = to_tensor(y, y.dtype, torch.device("cpu"))
-    else:
+        noise = float(noise)
+    if not isinstance(y, (np.ndarray, torch.Tensor)):
         raise TypeError(f"y must be a numpy.ndarray or torch.Tensor, got {type(y).__name__}")
     shape = tuple(op.output_shape)
-    if t.numel() != op.shape[0] or (t.ndim != 1 and tuple(t.shape) != shape):
-        raise ValueError(f"y must have shape {shape} or ({op.shape[0]},), got {tuple(t.shape)}")
-    t = t.reshape(shape).to(torch.complex128 if t.is_complex() else torch.float64)
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError("y has NaN or Inf values: no damping fits them")
-    mu, power, top = _spectrum(op, t.to(op.device))
-    mu, power = mu.reshape(-1).cpu(), power.reshape(-1).cpu()
+    if math.prod(y.shape) != op.shape[0] or (y.ndim != 1 and tuple(y.shape) != shape):
+        raise ValueError(f"y must have shape {shape} or ({op.shape[0]},), got {tuple(y.shape)}")
+    conv, _ = _gram_side(op, "choose_damping()")
+    channels, size = shape[0], shape[1:]
+    g = conv.groups
+    wide = math.prod(max(n, 2 * k - 1) for n, k in zip(size, conv.kernel_size))
+    check_memory(  # the symbol and its eigenvectors, and a few copies and transforms of y
+        16 * (4 * channels * (channels // g) * wide + 8 * channels * math.prod(size)), None,
+        f"choose_damping()'s spectrum of a {shape} output", op.device,
+        hint="choose the damping on a crop of the data",
+    )  # fmt: skip
+    # Both scaled by powers of two: the choice is the same at every scale of y (and of
+    # sigma with it), and nothing below overflows or underflows.
+    t, e = _normalised(_data(y).reshape(shape))
+    # The weight op applies: conjugated for a transpose (``op.T``), which ``op.weight`` is
+    # not; resolved, as ``view_as_real`` refuses a conjugated view.
+    applied = op._weight_now().resolve_conj()
+    weight, f = _normalised(_data(applied, "op's weight"), "op's weight")
+    mu, power, top = _spectrum(op, weight, t.to(op.device))
+    mu, power = mu.reshape(-1).cpu().numpy(), power.reshape(-1).cpu().numpy()  # fast loops
     if top <= 0:
         raise ValueError("the operator is zero: no damping makes it invertible")
     low, high = math.log(1e-7 * math.sqrt(top)), math.log(math.sqrt(top))
+
+    def damping(log_damp: float) -> float:  # in op's units
+        try:
+            return math.ldexp(math.exp(log_damp), f)
+        except OverflowError:
+            raise ValueError("op's norm exceeds float64's range: scale its weight down") from None
 
     def residual(log_damp: float) -> float:  # ||r||^2
         a2 = math.exp(2 * log_damp)
@@ -317,8 +471,9 @@ def choose_damping(op: ConvOperator, y, *, method: str = "gcv",
 
     if method == "discrepancy":
         spatial = tuple(range(1, t.ndim))
-        sigma = estimate_noise(t, spatial) if noise is None else float(noise)
-        target = sigma**2 * op.shape[0]
+        # ||y|| < sqrt(n) now: a sigma of 2**64 is beyond every residual, as any larger one
+        sigma = _noise(t, spatial) if noise is None else min(_ldexp(noise, -e), 2.0**64)
+        target = sigma * sigma * op.shape[0]
         if residual(low) >= target:
             found = low
         elif residual(high) <= target:
@@ -330,9 +485,11 @@ def choose_damping(op: ConvOperator, y, *, method: str = "gcv",
                 a, b = (middle, b) if residual(middle) < target else (a, middle)
             found = (a + b) / 2
         if not exact or is_circulant(op) or target == 0:
-            return math.exp(found)
-        flat = t.reshape(-1).numpy()
-        return _match_residual(op, flat, math.sqrt(target), found, (low, high))
+            return damping(found)
+        flat = t.reshape(-1).cpu().numpy()
+        shift = f * math.log(2.0)  # op's own units
+        return _match_residual(op, flat, math.sqrt(target), found + shift,
+                               (low + shift, high + shift))  # fmt: skip
 
     def gcv(log_damp: float) -> float:
         a2 = math.exp(2 * log_damp)
@@ -345,6 +502,14 @@ def choose_damping(op: ConvOperator, y, *, method: str = "gcv",
     step = candidates[1] - candidates[0]
     lo, hi = candidates[max(best - 1, 0)], candidates[min(best + 1, len(candidates) - 1)]
     if hi - lo < step / 2:
-        return math.exp(candidates[best])
+        return damping(candidates[best])
     found = minimize_scalar(gcv, bounds=(lo, hi), method="bounded", options={"xatol": 1e-4})
-    return math.exp(found.x if found.fun <= values[best] else candidates[best])
+    return damping(found.x if found.fun <= values[best] else candidates[best])
+
+
+def _ldexp(x: float, e: int) -> float:
+    """``x * 2**e``, ``inf`` where that exceeds float64 (``math.ldexp`` raises there)."""
+    try:
+        return math.ldexp(x, e)
+    except OverflowError:
+        return math.inf
