@@ -6,6 +6,8 @@ same call gives the same array on every machine.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._checks import as_int
@@ -81,10 +83,12 @@ def gaussian_kernel(size: int = 9, sigma: float | None = None) -> np.ndarray:
     if size % 2 == 0:
         raise ValueError(f"size must be odd, got size={size}")
     sigma = size / 6 if sigma is None else float(sigma)
-    if not sigma > 0:
-        raise ValueError(f"sigma must be > 0, got sigma={sigma}")
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a finite float > 0, got sigma={sigma}")
     t = np.arange(size) - size // 2
-    g = np.exp(-0.5 * (t / sigma) ** 2)
+    # exp(-(t/sigma)^2 / 2) by distances in units of sigma, clipped where the Gaussian is 0
+    # anyway: a tiny sigma gives the delta kernel without an overflow in the square
+    g = np.exp(-0.5 * (np.minimum(np.abs(t), 64.0 * sigma) / sigma) ** 2)
     kernel = np.outer(g, g)
     return kernel / kernel.sum()
 
@@ -103,10 +107,13 @@ def motion_kernel(length: int = 9, angle: float = 0.0) -> np.ndarray:
     length = as_int(length, "length", minimum=1)
     if length % 2 == 0:
         raise ValueError(f"length must be odd, got length={length}")
+    angle = float(angle)
+    if not math.isfinite(angle):
+        raise ValueError(f"angle must be a finite number of degrees, got angle={angle}")
     kernel = np.zeros((length, length))
     c = length // 2
     t = np.linspace(-c, c, 4 * length)
-    theta = np.deg2rad(angle)
+    theta = np.deg2rad(math.fmod(angle, 360.0))  # reduced first: exact, and precise when huge
     rows = np.rint(c - t * np.sin(theta)).astype(int)
     cols = np.rint(c + t * np.cos(theta)).astype(int)
     kernel[rows, cols] = 1.0

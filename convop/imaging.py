@@ -16,7 +16,9 @@ a failed write leaves no partial file.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._files import atomic_write
+from ._memory import check_memory
 from .data import gaussian_kernel, motion_kernel
 
 #: The kernel specs :func:`load_kernel` accepts.
@@ -34,6 +37,8 @@ _BUILT_IN = {
     "gaussian": (gaussian_kernel, "SIZE[:SIGMA]"),
     "motion": (motion_kernel, "LENGTH[:ANGLE]"),
 }
+#: Bytes a built-in kernel of side n takes per entry of its n x n grid, temporaries included.
+_KERNEL_BYTES_PER_ENTRY = 3 * 8
 #: Bits per sample of Pillow's gray modes ("I": how Pillow may hold a 16-bit PNG).
 _GRAY_BITS = {"1": 8, "L": 8, "LA": 8, "La": 8, "I;16": 16, "I;16L": 16, "I;16B": 16, "I": 16}
 
@@ -126,7 +131,22 @@ def _load_archive(path: Path, what: str) -> np.ndarray:
     return array
 
 
-def load_kernel(spec: str | os.PathLike) -> np.ndarray:
+def _parameters(text: str, name: str, syntax: str, params: list[str]) -> list:
+    """A built-in spec's parameters: an int, then finite floats; ``ValueError`` naming them."""
+    fields = re.findall(r"[A-Z]+", syntax)  # "SIZE[:SIGMA]" -> SIZE, SIGMA
+    try:
+        if not 1 <= len(params) <= len(fields):
+            raise ValueError
+        args = [int(params[0])] + [float(p) for p in params[1:]]
+    except ValueError:
+        raise ValueError(f"kernel {text!r}: expected {name}:{syntax}") from None
+    for field, given, value in zip(fields[1:], params[1:], args[1:]):
+        if not math.isfinite(value):
+            raise ValueError(f"kernel {text!r}: {field} must be a finite number, got {given!r}")
+    return args
+
+
+def load_kernel(spec: str | os.PathLike, *, max_bytes: int | None = None) -> np.ndarray:
     """A blur kernel from ``KERNEL.npy``, ``gaussian:SIZE[:SIGMA]`` or ``motion:LENGTH[:ANGLE]``.
 
     Parameters
@@ -135,7 +155,11 @@ def load_kernel(spec: str | os.PathLike) -> np.ndarray:
         A ``.npy`` file (loaded without unpickling: one real or complex numeric array), or a
         built-in normalised 2-d kernel: :func:`convop.data.gaussian_kernel` (odd ``SIZE``,
         ``SIGMA`` in pixels, default ``SIZE / 6``) or :func:`convop.data.motion_kernel`
-        (odd ``LENGTH`` in pixels, ``ANGLE`` in degrees, default 0).
+        (odd ``LENGTH`` in pixels, ``ANGLE`` in degrees, default 0). ``SIGMA`` and
+        ``ANGLE`` must be finite numbers.
+    max_bytes : int, optional
+        The most memory a built-in kernel may take (its ``SIZE x SIZE`` grid and the
+        temporaries that make it); default half the memory available now.
 
     Returns
     -------
@@ -150,6 +174,8 @@ def load_kernel(spec: str | os.PathLike) -> np.ndarray:
     ValueError
         For an unknown spec, a damaged or unusable file, or invalid kernel parameters
         (the message starts with the spec).
+    MemoryError
+        Before allocating, for a built-in kernel over ``max_bytes``.
 
     Examples
     --------
@@ -162,17 +188,23 @@ def load_kernel(spec: str | os.PathLike) -> np.ndarray:
     Traceback (most recent call last):
     ...
     ValueError: kernel 'gaussian:4': size must be odd, got size=4
+    >>> load_kernel("motion:9:nan")
+    Traceback (most recent call last):
+    ...
+    ValueError: kernel 'motion:9:nan': ANGLE must be a finite number, got 'nan'
     """
     text = os.fspath(spec)
     name, *params = text.split(":")
     if name in _BUILT_IN:
         build, syntax = _BUILT_IN[name]
-        try:
-            if not 1 <= len(params) <= 2:
-                raise ValueError
-            args = [int(params[0])] + [float(p) for p in params[1:]]
-        except ValueError:
-            raise ValueError(f"kernel {text!r}: expected {name}:{syntax}") from None
+        args = _parameters(text, name, syntax, params)
+        size = args[0]
+        if size >= 1:  # a size < 1 is the builder's to refuse
+            field = syntax.split("[")[0]
+            check_memory(
+                _KERNEL_BYTES_PER_ENTRY * size**2, max_bytes, f"kernel {text!r}",
+                hint=f"choose a smaller {field}",
+            )  # fmt: skip
         try:
             return build(*args)
         except ValueError as error:
@@ -189,7 +221,7 @@ def _pillow():
     except ImportError:
         raise ImportError(
             "PNG and JPEG images need Pillow, which is not installed: "
-            "pip install 'convop[plot]' (or use .npy files)"
+            "pip install pillow (it comes with convop's plot extra), or use .npy files"
         ) from None
     return PILImage
 
@@ -290,7 +322,10 @@ def _quantised(values: np.ndarray, like: Image | None) -> np.ndarray:
         if reference.min() >= 0 and reference.max() <= 1
         else (float(reference.min()), float(reference.max()))
     )
-    scaled = np.clip((values - lo) / ((hi - lo) or 1.0), 0.0, 1.0)
+    # Divided by the larger bound first: hi - lo and values - lo stay finite near 1e308.
+    unit = max(abs(lo), abs(hi)) or 1.0
+    low, span = lo / unit, (hi / unit - lo / unit) or 1.0
+    scaled = np.clip((values / unit - low) / span, 0.0, 1.0)
     return np.round(scaled * (2**bits - 1)).astype(np.uint16 if bits == 16 else np.uint8)
 
 

@@ -8,9 +8,11 @@ directly, and through it with torch's own layers; every error path must end in o
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import re
+import shlex
 import subprocess
 import sys
 import warnings
@@ -31,6 +33,7 @@ from convop.data import gaussian_kernel, motion_kernel, phantom
 from .modules import MODULE_CASES, ModuleCase
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -500,9 +503,14 @@ def test_deblur_tv_keeps_edges_better_than_tikhonov(tmp_path, capsys):
     code, out, err = run(capsys, "deblur", tmp_path / "blurred.npy", *common, "--output",
                          tmp_path / "auto.npy")  # fmt: skip
     assert (code, err) == (0, "")
-    line = (r"^tv: \d+ split-Bregman steps of 5 lsqr iterations, .* weight [\d.e-]+ "
-            r"\(8 x the noise variance, noise level [\d.e-]+\)")  # fmt: skip
-    assert re.search(line, out, re.MULTILINE), out
+    line = (r"^tv: \d+ split-Bregman steps of 5 lsqr iterations, .* weight ([\d.e-]+) "
+            r"\(8 x the noise variance / the data's scale ([\d.e-]+), "
+            r"noise level ([\d.e-]+)\)")  # fmt: skip
+    found = re.search(line, out, re.MULTILINE)
+    assert found, out
+    weight, scale, noise = map(float, found.groups())  # a .npy array: its scale is its peak
+    assert scale == pytest.approx(np.abs(noisy).max(), rel=5e-3)  # printed to 3 digits
+    assert weight == pytest.approx(8 * noise**2 / scale, rel=2e-2)
     code, out, _ = run(capsys, "deblur", tmp_path / "blurred.npy", *common, "--method",
                        "tikhonov", "--output", tmp_path / "tikhonov.npy")  # fmt: skip
     assert code == 0
@@ -552,27 +560,33 @@ def test_deblur_auto_takes_tikhonov_for_a_given_damping_or_a_tight_budget(
     assert "tv: " in out
 
 
-def test_deblur_kernel_from_a_gray_image_and_normalize(tmp_path, capsys):
-    """A measured PSF as a 16-bit PNG: with --normalize it is the normalised kernel."""
+def test_deblur_divides_a_psf_image_by_its_sum(tmp_path, capsys):
+    """Issue 24, item 13: an 8-bit PNG of a PSF sums to hundreds; used as is, the result is
+    nearly black. It is divided by its sum, as a .npy kernel is with --normalize."""
     _, blurred = blurred_phantom()
     np.save(tmp_path / "blurred.npy", blurred)
     kernel = gaussian_kernel(5)
-    Image.fromarray(as_uint(kernel / kernel.max(), 16)).save(tmp_path / "psf.png")
-    np.save(tmp_path / "psf.npy", kernel)
-    common = ("deblur", tmp_path / "blurred.npy", "--method", "tikhonov", "--damp", "0.05",
-              "--quiet")  # fmt: skip
-    code, _, err = run(capsys, *common, "--kernel", tmp_path / "psf.png", "--normalize",
-                       "--output", tmp_path / "png.npy")  # fmt: skip
+    samples = as_uint(kernel / kernel.max(), 8)  # (5, 5), peak 255
+    Image.fromarray(samples).save(tmp_path / "psf.png")
+    np.save(tmp_path / "psf.npy", samples / samples.sum())  # the oracle: the same, normalised
+    np.save(tmp_path / "psf-raw.npy", samples.astype(np.float64))
+    damp = 0.05
+    common = ("deblur", tmp_path / "blurred.npy", "--damp", damp, "--quiet", "--output")
+    code, out, err = run(capsys, *common, tmp_path / "png.npy", "--kernel", tmp_path / "psf.png")
     assert (code, err) == (0, "")
-    code, _, _ = run(capsys, *common, "--kernel", tmp_path / "psf.npy", "--output",
-                     tmp_path / "npy.npy")  # fmt: skip
-    assert code == 0
-    np.testing.assert_allclose(np.load(tmp_path / "png.npy"), np.load(tmp_path / "npy.npy"),
-                               atol=1e-3)  # fmt: skip
-    code, _, err = run(capsys, *common, "--kernel", tmp_path / "psf.png", "--output",
-                       tmp_path / "raw.npy")  # fmt: skip
-    assert code == 0
-    assert "pass --normalize to divide the kernel by its sum" in err
+    total = samples.sum() / 255
+    assert f", divided by its sum {total:.6g} (an image file carries no absolute scale)" in out
+    code, _, err = run(capsys, *common, tmp_path / "npy.npy", "--kernel", tmp_path / "psf.npy")
+    assert (code, err) == (0, "")
+    code, _, err = run(capsys, *common, tmp_path / "raw.npy", "--kernel",
+                       tmp_path / "psf-raw.npy", "--normalize")  # fmt: skip
+    assert (code, err) == (0, "")
+    a = dense_blur(samples / samples.sum(), 32)
+    tolerance = 2 * pcg_tolerance(a, blurred.ravel(), damp)  # each within one of the exact
+    reference = np.load(tmp_path / "npy.npy")
+    for name in ("png.npy", "raw.npy"):
+        assert np.linalg.norm(np.load(tmp_path / name) - reference) <= tolerance, name
+    assert np.load(tmp_path / "png.npy").mean() == pytest.approx(blurred.mean(), rel=0.05)
 
 
 def test_deblur_reads_an_npz_archive_and_writes_npy(tmp_path, capsys, monkeypatch):
@@ -611,27 +625,65 @@ def test_deblur_announces_a_long_solve(tmp_path, capsys, monkeypatch):
                      r"cost model$", out, re.MULTILINE), out  # fmt: skip
 
 
+#: deblur's pcg: cg on the normal equations to this relative residual (convop.cli._solve).
+PCG_RTOL = 1e-6
+#: deblur --solver lsqr: scipy's lsqr with its default atol.
+LSQR_ATOL = 1e-6
+
+
+def dense_blur(kernel: np.ndarray, n: int) -> np.ndarray:
+    """The dense matrix of ``kernel``'s blur of an n x n image (reflect, 'same')."""
+    op = convop.conv2d(kernel[None, None], (1, n, n), padding="same", padding_mode="reflect")
+    return op.todense()
+
+
+def tikhonov_dense(a: np.ndarray, b: np.ndarray, damp: float) -> np.ndarray:
+    """``argmin |a x - b|^2 + damp^2 |x|^2``, by a dense solve of the normal equations."""
+    return np.linalg.solve(a.T @ a + damp**2 * np.eye(a.shape[1]), a.T @ b)
+
+
+def _smallest_eigenvalue(a: np.ndarray, damp: float) -> float:
+    return float(np.linalg.eigvalsh(a.T @ a)[0]) + damp**2
+
+
+def pcg_tolerance(a: np.ndarray, b: np.ndarray, damp: float) -> float:
+    """How far from the exact Tikhonov solution pcg's stopping rule lets its result be.
+
+    With H = A^T A + damp^2 I and c = A^T b, any x has |x - x*| <= |H x - c| / mu, mu the
+    smallest eigenvalue of H; cg stops at |H x - c| <= rtol |c|. ``b`` may hold one image
+    per column, solved at once (one cg on the block-diagonal system): the norms are then of
+    all of them.
+    """
+    return PCG_RTOL * float(np.linalg.norm(a.T @ b)) / _smallest_eigenvalue(a, damp)
+
+
+def lsqr_tolerance(a: np.ndarray, b: np.ndarray, damp: float, x: np.ndarray) -> float:
+    """As :func:`pcg_tolerance`, for lsqr stopped by its least-squares test (istop 2).
+
+    lsqr on Abar = [A; damp I], bbar = [b; 0] stops at |Abar^T rbar| <= atol |Abar| |rbar|,
+    rbar = bbar - Abar x, with |Abar| its estimate of the Frobenius norm (at most the
+    true one); and Abar^T rbar = c - H x.
+    """
+    frobenius = np.sqrt(np.sum(a**2) + a.shape[1] * damp**2)
+    residual = np.sqrt(np.sum((b - a @ x) ** 2) + damp**2 * np.sum(x**2))
+    return LSQR_ATOL * frobenius * residual / _smallest_eigenvalue(a, damp)
+
+
 @pytest.mark.parametrize("solver", ["pcg", "lsqr"])
 def test_deblur_solvers_agree(tmp_path, capsys, solver):
+    """Each within what its stopping rule guarantees of the exact (dense) solution."""
     _, blurred = blurred_phantom()
     np.save(tmp_path / "blurred.npy", blurred)
-    args = ("--kernel", "gaussian:5", "--damp", "0.05", "--iterations", "400", "--quiet")
+    damp = 0.05
+    args = ("--kernel", "gaussian:5", "--damp", damp, "--iterations", "400", "--quiet")
     code, out, _ = run(capsys, "deblur", tmp_path / "blurred.npy", *args, "--solver", solver,
                        "--output", tmp_path / f"{solver}.npy")  # fmt: skip
     assert code == 0
-    assert out.count(f"{solver}: ") == 1
-    exact = tikhonov_dense(blurred, 0.05)
-    np.testing.assert_allclose(np.load(tmp_path / f"{solver}.npy"), exact, atol=1e-3)
-
-
-def tikhonov_dense(blurred: np.ndarray, damp: float) -> np.ndarray:
-    n = blurred.shape[0]
-    op = convop.conv2d(
-        gaussian_kernel(5)[None, None], (1, n, n), padding="same", padding_mode="reflect"
-    )
-    a = op.todense()
-    x = np.linalg.solve(a.T @ a + damp**2 * np.eye(n * n), a.T @ blurred.ravel())
-    return x.reshape(n, n)
+    assert re.search(rf"^{solver}: \d+ iterations \(converged", out, re.MULTILINE), out
+    a, b = dense_blur(gaussian_kernel(5), 32), blurred.ravel()
+    x = np.load(tmp_path / f"{solver}.npy").ravel()
+    tolerance = pcg_tolerance(a, b, damp) if solver == "pcg" else lsqr_tolerance(a, b, damp, x)
+    assert np.linalg.norm(x - tikhonov_dense(a, b, damp)) <= tolerance
 
 
 def test_deblur_compare_reports_the_iterations_saved(tmp_path, capsys):
@@ -662,17 +714,14 @@ def test_deblur_rgb_png_is_each_channels_own_exact_solution(tmp_path, capsys):
     damp = 0.05
     code, out, _ = run(capsys, "deblur", tmp_path / "rgb.png", "--kernel", "gaussian:5",
                        "--damp", damp, "--quiet", "--output", tmp_path / "rgb.npy")  # fmt: skip
-    op = convop.conv2d(
-        gaussian_kernel(5)[None, None], (1, 32, 32), padding="same", padding_mode="reflect"
-    )
-    a = op.todense()
-    normal = a.T @ a + damp**2 * np.eye(a.shape[1])
-    expected = np.stack(  # the channels exactly as the PNG holds them, each solved densely
-        [np.linalg.solve(normal, a.T @ (rgb[..., c].ravel() / 255)).reshape(32, 32)
-         for c in range(3)], axis=-1,
-    )  # fmt: skip
+    a = dense_blur(gaussian_kernel(5), 32)
+    planes = [rgb[..., c].ravel() / 255 for c in range(3)]  # exactly as the PNG holds them
+    expected = np.stack([tikhonov_dense(a, b, damp).reshape(32, 32) for b in planes], axis=-1)
+    # cg runs on the three channels at once: its stopping rule bounds the error of all three
+    # by rtol |c| / mu, with c the three A^T b stacked and mu the same for each.
+    tolerance = pcg_tolerance(a, np.stack(planes, axis=1), damp)
     assert code == 0
-    np.testing.assert_allclose(np.load(tmp_path / "rgb.npy"), expected, rtol=0, atol=1e-5)
+    assert np.linalg.norm(np.load(tmp_path / "rgb.npy") - expected) <= tolerance
     assert "3 channels at once" in out
     assert len(re.findall(r"^pcg: \d+ iterations", out, re.MULTILINE)) == 1
 
@@ -762,8 +811,8 @@ def test_deblur_png_without_pillow_names_the_extra_to_install(tmp_path, capsys, 
     code, _, err = run(capsys, "deblur", tmp_path / "gray.png")
     assert code == 2
     assert (
-        "PNG and JPEG images need Pillow, which is not installed: pip install 'convop[plot]'"
-        in err
+        "PNG and JPEG images need Pillow, which is not installed: pip install pillow (it comes "
+        "with convop's plot extra), or use .npy files" in err
     )
 
 
@@ -803,7 +852,9 @@ def test_deblur_warns_when_the_kernel_does_not_sum_to_1(tmp_path, capsys, kernel
 def test_deblur_refuses_over_the_memory_limit_before_solving(tmp_path, capsys, monkeypatch):
     _, blurred = blurred_phantom()
     np.save(tmp_path / "image.npy", blurred)
-    argv = ("deblur", tmp_path / "image.npy", "--quiet", "--output", tmp_path / "out.npy")
+    # gaussian:3 takes 216 B to make: it fits in the 500 B, the solve does not
+    output = ("--output", tmp_path / "out.npy")
+    argv = ("deblur", tmp_path / "image.npy", "--kernel", "gaussian:3", "--quiet", *output)
     with monkeypatch.context() as patch:
         patch.setattr(convop._memory, "HOST_SOURCES", (lambda: 1000,))
         code, out, err = run(capsys, *argv)
@@ -870,6 +921,104 @@ def test_deblur_png_default_output_in_current_directory(tmp_path, capsys, monkey
     assert result.shape[:2] == blurred.shape
 
 
+# ---------------------------------------------------------------------- never over an input
+def _same_path(tmp: Path, target: Path, suffix: str) -> Path:
+    return target
+
+
+def _symlink(tmp: Path, target: Path, suffix: str) -> Path:
+    (tmp / "link").mkdir()
+    link = tmp / "link" / f"out{suffix}"  # in another directory, and a relative link
+    link.symlink_to(os.path.relpath(target, link.parent))
+    return link
+
+
+def _hard_link(tmp: Path, target: Path, suffix: str) -> Path:
+    link = tmp / f"hard{suffix}"
+    os.link(target, link)
+    return link
+
+
+class OverwriteCase(NamedTuple):
+    argv: tuple[str, ...]  # "{tmp}" is the test's tmp_path, "{out}" the output
+    victim: str  # the input the output reaches
+    suffix: str  # the output's suffix, which the subcommand requires
+    what: str  # how the error names the output and the input
+
+
+_DEBLUR = ("deblur", "{tmp}/image.npy", "--iterations", "1", "--quiet")
+OVERWRITE_CASES = {
+    "deblur image": OverwriteCase(
+        (*_DEBLUR, "--output", "{out}"), "image.npy", ".npy",
+        r"--output '.*' is the input image '.*image\.npy'",
+    ),
+    "deblur kernel": OverwriteCase(
+        (*_DEBLUR, "--kernel", "{tmp}/kernel.npy", "--output", "{out}"), "kernel.npy", ".npy",
+        r"--output '.*' is the kernel file '.*kernel\.npy'",
+    ),
+    "matrix kernel": OverwriteCase(  # a kernel.npy reached by an OUTPUT named .npz
+        ("matrix", "--kernel", "{tmp}/kernel.npy", "--input-shape", "1,8,8", "{out}"),
+        "kernel.npy", ".npz", r"OUTPUT '.*' is the kernel file '.*kernel\.npy'",
+    ),
+    "matrix module": OverwriteCase(  # torch.save takes any name
+        ("matrix", "--module", "{tmp}/layer.npz", "--input-shape", "1,8,8", "{out}"),
+        "layer.npz", ".npz", r"OUTPUT '.*' is the module file '.*layer\.npz'",
+    ),
+}  # fmt: skip
+OVERWRITES = [
+    pytest.param(case, name, id=f"{key} by {label}")
+    for key, case in OVERWRITE_CASES.items()
+    for label, name in {
+        "its name": _same_path,
+        "symlink": _symlink,
+        "hard link": _hard_link,
+    }.items()
+    if case.victim.endswith(case.suffix) or name is not _same_path
+]
+
+
+@pytest.mark.parametrize(("case", "name"), OVERWRITES)
+def test_output_that_is_an_input_is_refused(tmp_path, capsys, case, name):
+    """Issue 24, item 10: by its own name, a symbolic link or a hard link, exit status 2."""
+    np.save(tmp_path / "image.npy", phantom(16))
+    np.save(tmp_path / "kernel.npy", gaussian_kernel(3))
+    torch.save(torch.nn.Conv2d(1, 1, 3), tmp_path / "layer.npz")
+    victim = tmp_path / case.victim
+    before = victim.read_bytes()
+    out = name(tmp_path, victim, case.suffix)
+    argv = [a.replace("{tmp}", str(tmp_path)).replace("{out}", str(out)) for a in case.argv]
+    code, stdout, err = run(capsys, *argv)
+    assert (code, stdout) == (2, "")
+    assert re.fullmatch(rf"convop: error: {case.what}: writing it would overwrite the input; "
+                        rf"choose another file name\n", err), err  # fmt: skip
+    assert victim.read_bytes() == before
+
+
+SCALES = {"2**996": 2.0**996, "2**-1000": 2.0**-1000}
+
+
+@pytest.mark.parametrize("method", ["tv", "tikhonov"])
+@pytest.mark.parametrize("scale", SCALES.values(), ids=SCALES)
+def test_deblur_of_scaled_data_is_the_scaled_result(tmp_path, capsys, scale, method):
+    """Issue 24, item 11: pixels near 1e300 (or 1e-300) deblur as pixels near 1 do.
+
+    A .npy array carries no absolute scale: scaling it by a power of two scales the result
+    by the same, to the last bit (the damping and the TV weight are chosen from the data).
+    """
+    truth, blurred = blurred_phantom(24)
+    noisy = blurred + 0.01 * np.random.default_rng(3).standard_normal(blurred.shape)
+    np.save(tmp_path / "unit.npy", noisy)
+    np.save(tmp_path / "scaled.npy", noisy * scale)
+    common = ("--kernel", "gaussian:5", "--method", method, "--iterations", "5", "--quiet")
+    for name in ("unit", "scaled"):
+        code, _, err = run(capsys, "deblur", tmp_path / f"{name}.npy", *common, "--output",
+                           tmp_path / f"{name}-out.npy")  # fmt: skip
+        assert (code, err) == (0, ""), err
+    unit = np.load(tmp_path / "unit-out.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "scaled-out.npy"), unit * scale)
+    assert np.linalg.norm(unit - truth) < np.linalg.norm(noisy - truth)
+
+
 # ---------------------------------------------------------------------- errors
 class ErrorCase(NamedTuple):
     argv: tuple[str, ...]  # "{tmp}" is replaced by the test's tmp_path
@@ -877,6 +1026,17 @@ class ErrorCase(NamedTuple):
 
 
 MATRIX = ("matrix", "--input-shape", "1,8,8")
+DEMO = (
+    "demo",
+    "--image",
+    "phantom",
+    "--size",
+    "16",
+    "--iterations",
+    "1",
+    "--no-figure",
+    "--quiet",
+)
 ERROR_CASES = {
     "unknown subcommand": ErrorCase(("bogus",), r"invalid choice: 'bogus'"),
     "no subcommand": ErrorCase((), r"required: SUBCOMMAND"),
@@ -1018,10 +1178,10 @@ ERROR_CASES = {
         (*MATRIX, "--kernel", "gaussian:3", "--output-padding", "1", "{tmp}/B.npz"),
         r"--output-padding applies to --transposed",
     ),
-    "max bytes too small": ErrorCase(
-        (*MATRIX, "--kernel", "gaussian:3", "--max-bytes", "10", "{tmp}/B.npz"),
+    "max bytes too small": ErrorCase(  # the kernel, 216 B, fits: the matrix does not
+        (*MATRIX, "--kernel", "gaussian:3", "--max-bytes", "1000", "{tmp}/B.npz"),
         r"^convop: error: --max-bytes: tosparse\('csr'\) with \d+ nonzeros needs [\d.]+ \w*B, "
-        r"more than the limit of 10 B \(max_bytes\); pass max_bytes=\d+ or more",
+        r"more than the limit of 1000 B \(max_bytes\); pass max_bytes=\d+ or more",
     ),
     "bad max bytes": ErrorCase(
         (*MATRIX, "--kernel", "gaussian:3", "--max-bytes", "lots", "{tmp}/B.npz"),
@@ -1083,22 +1243,77 @@ ERROR_CASES = {
     ),
     "bad damping": ErrorCase(
         ("deblur", "{tmp}/image.npy", "--damp", "lcurve"),
-        r"--damp: expected a number >= 0, 'gcv' or 'discrepancy', got 'lcurve'",
+        r"--damp: expected a number from 0 to 1e\+08, 'gcv' or 'discrepancy', got 'lcurve'",
     ),
     "negative damping": ErrorCase(
         ("deblur", "{tmp}/image.npy", "--damp", "-1"),
-        r"--damp: expected a number >= 0, 'gcv' or 'discrepancy', got '-1'",
+        r"--damp: expected a number from 0 to 1e\+08, 'gcv' or 'discrepancy', got '-1'",
     ),
     "bad tv weight": ErrorCase(
         ("deblur", "{tmp}/image.npy", "--tv-weight", "0"),
-        r"--tv-weight: expected a positive number, got '0'",
+        r"--tv-weight: expected a finite positive number, got '0'",
     ),
     "bad method": ErrorCase(
         ("deblur", "{tmp}/image.npy", "--method", "wiener"), r"--method: invalid choice"
     ),
     "bad max seconds": ErrorCase(
         ("deblur", "{tmp}/image.npy", "--max-seconds", "0"),
-        r"--max-seconds: expected a positive number, got '0'",
+        r"--max-seconds: expected a finite positive number, got '0'",
+    ),
+    # Issue 24, item 11: every number finite and in range, the option or field named.
+    "NaN motion angle": ErrorCase(
+        ("deblur", "{tmp}/image.npy", "--kernel", "motion:9:nan"),
+        r"^convop: error: kernel 'motion:9:nan': ANGLE must be a finite number, got 'nan'$",
+    ),
+    "infinite gaussian sigma": ErrorCase(
+        (*MATRIX, "--kernel", "gaussian:3:inf", "{tmp}/B.npz"),
+        r"^convop: error: kernel 'gaussian:3:inf': SIGMA must be a finite number, got 'inf'$",
+    ),
+    "gaussian over the memory limit": ErrorCase(
+        (*MATRIX, "--kernel", "gaussian:101", "--max-bytes", "1000", "{tmp}/B.npz"),
+        r"^convop: error: --max-bytes: kernel 'gaussian:101' needs [\d.]+ KiB, more than the "
+        r"limit of 1000 B \(max_bytes\); choose a smaller SIZE$",
+    ),
+    "damping too large": ErrorCase(
+        ("deblur", "{tmp}/image.npy", "--damp", "1e308"),
+        r"--damp: expected a number from 0 to 1e\+08, 'gcv' or 'discrepancy', got '1e308'",
+    ),
+    "damping too large for the kernel": ErrorCase(
+        ("deblur", "{tmp}/image.npy", "--kernel", "{tmp}/faint-kernel.npy", "--damp", "1"),
+        r"^convop: error: --damp 1 is 1\.1e\+12 times the kernel's scale \(its sum of "
+        r"\|values\|, about 2\*\*-40\), more than 1e\+08",
+    ),
+    "TV weight beyond float64 for the data": ErrorCase(
+        ("deblur", "{tmp}/huge-image.npy", "--tv-weight", "1e-300"),
+        r"^convop: error: --tv-weight 1e-300 is too small for an image whose values reach "
+        r"1e\+300 and a kernel summing to about 2\*\*0: it leaves float64's range$",
+    ),
+    "infinite max seconds": ErrorCase(
+        ("deblur", "{tmp}/image.npy", "--max-seconds", "inf"),
+        r"--max-seconds: expected a finite positive number, got 'inf'",
+    ),
+    "infinite max bytes": ErrorCase(
+        (*MATRIX, "--kernel", "gaussian:3", "--max-bytes", "inf", "{tmp}/B.npz"),
+        r"--max-bytes: expected a number of bytes such as 1000000, 512K, 64M or 2G, got 'inf'",
+    ),
+    "demo infinite sigma": ErrorCase(
+        (*DEMO, "--sigma", "inf"), r"--sigma: expected a finite positive number, got 'inf'"
+    ),
+    "demo noise out of range": ErrorCase(
+        (*DEMO, "--noise", "1e308"), r"--noise: expected a number from 0 to 1, got '1e308'"
+    ),
+    "demo damping too large": ErrorCase(
+        (*DEMO, "--damp", "1e308"), r"--damp: expected a number from 0 to 1e\+08, got '1e308'"
+    ),
+    "demo kernel larger than the image": ErrorCase(
+        (*DEMO, "--kernel-size", "99"),
+        r"^convop: error: --kernel-size 99 is too large for 16 x 16 pixels: reflect padding "
+        r"needs half the kernel, 49, below the image's size \(at most 31\)$",
+    ),
+    "demo phantom over the memory limit": ErrorCase(
+        ("demo", "--image", "phantom", "--size", "100000", "--no-figure"),
+        r"^convop: error: --size: the demo on 100000 x 100000 pixels needs [\d.]+ TiB, more than "
+        r"the limit of .*; pass a smaller --size$",
     ),
     "image output suffix": ErrorCase(
         ("deblur", "{tmp}/cube.npy", "--output", "{tmp}/x.tif"),
@@ -1124,6 +1339,8 @@ def error_files(tmp_path: Path) -> Path:
     (tmp_path / "bytes.pt").write_bytes(b"junk bytes here")
     np.save(tmp_path / "cube.npy", np.zeros((4, 4, 4)))
     np.save(tmp_path / "image.npy", np.ones((8, 8)))
+    np.save(tmp_path / "huge-image.npy", np.full((8, 8), 1e300))
+    np.save(tmp_path / "faint-kernel.npy", gaussian_kernel(3) * 2.0**-40)
     nan_image = np.ones((8, 8))
     nan_image[3, 4], nan_image[5, 1] = np.nan, np.inf
     np.save(tmp_path / "nan-image.npy", nan_image)
@@ -1208,10 +1425,190 @@ def test_help_exits_0_with_examples(capsys, command):
     assert "examples:" in out
 
 
+def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and, recursively, its subcommands' parsers."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                found += _parsers(subparser)
+    return found
+
+
+def test_no_parser_takes_abbreviations():
+    parsers = _parsers(cli.build_parser())
+    assert [p.prog for p in parsers] == ["convop", "convop demo", "convop matrix", "convop deblur"]
+    assert all(p.allow_abbrev is False for p in parsers)
+
+
+ABBREVIATIONS = {
+    "--output is not --output-padding": (
+        ("matrix", "--kernel", "gaussian:3", "--input-shape", "1,8,8", "--output", "{tmp}/B.npz"),
+        r"unrecognized arguments: --output \(see 'convop matrix --help'\)",
+    ),
+    "--out is not --output": (
+        ("deblur", "{tmp}/image.npy", "--out", "{tmp}/B.npy"),
+        r"unrecognized arguments: --out .*B\.npy \(see 'convop deblur --help'\)",
+    ),
+    "--sig is not --sigma": (
+        ("demo", "--sig", "3", "--no-figure"),
+        r"unrecognized arguments: --sig 3 \(see 'convop demo --help'\)",
+    ),
+    "--vers is not --version": (("--vers",), r"required: SUBCOMMAND"),
+}
+
+
+@pytest.mark.parametrize(("argv", "match"), ABBREVIATIONS.values(), ids=ABBREVIATIONS)
+def test_abbreviated_options_are_refused(tmp_path, capsys, argv, match):
+    """Issue 24, item 12: ``matrix ... --output m.npz`` was read as ``--output-padding``."""
+    np.save(tmp_path / "image.npy", phantom(16))
+    code, out, err = run(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert (code, out) == (2, "")
+    assert re.fullmatch(rf"convop: error: .*{match}.*\n", err), err
+    assert [p.name for p in tmp_path.iterdir()] == ["image.npy"]
+
+
 def test_matrix_help_names_the_safe_reader_and_the_unsafe_flag(capsys):
     _, out, _ = run(capsys, "matrix", "--help")
     assert "weights_only=True" in out
     assert re.search(r"--unsafe-unpickle\s.*CAN\s+RUN\s+ARBITRARY\s+CODE", out, re.DOTALL)
+
+
+# ---------------------------------------------------------------------- the texts are true
+# Issue 24, item 16: what the help and docs/cli.md say is generated from the parser, or
+# checked here against what the command does.
+def _section(text: str, start: str, end: str) -> str:
+    """The text between ``start`` and ``end``, whitespace collapsed."""
+    return " ".join(text[text.index(start) + len(start) : text.index(end)].split())
+
+
+def test_convop_help_examples_are_each_subcommands_first(capsys):
+    _, out, _ = run(capsys, "--help")
+    shown = [" ".join(line.split()) for line in cli.examples(out)]
+    own = [" ".join(cli.examples(command.EPILOG)[0].split()) for command in cli.SUBCOMMANDS]
+    assert shown == [*own, "convop SUBCOMMAND --help options of one subcommand"]
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["matrix"], ["deblur"]], ids=str)
+def test_every_help_example_parses(capsys, command):
+    _, out, _ = run(capsys, *command, "--help")
+    for line in cli.examples(out):
+        argv = shlex.split(re.split(r" {2,}", line)[0])[1:]
+        if argv != ["SUBCOMMAND", "--help"]:
+            cli.build_parser().parse_args(argv)  # raises on an option that does not exist
+
+
+def test_deblur_help_states_the_default_kernel_truly(capsys):
+    from convop.imaging import load_kernel
+
+    _, out, _ = run(capsys, "deblur", "--help")
+    found = re.search(r"\(default (gaussian:\d+): (\d+) x (\d+), sigma ([\d.]+) pixels\)",
+                      " ".join(out.split()))  # fmt: skip
+    assert found, out
+    spec, rows, columns, sigma = found.groups()
+    assert cli.build_parser().parse_args(["deblur", "x.png"]).kernel == spec
+    np.testing.assert_array_equal(load_kernel(spec), load_kernel(f"{spec}:{sigma}"))
+    assert load_kernel(spec).shape == (int(rows), int(columns))
+
+
+IMAGE_FORMATS = {
+    "PNG": ("in.png", lambda path, x: Image.fromarray(as_uint(x, 8)).save(path)),
+    "JPEG": ("in.jpg", lambda path, x: Image.fromarray(as_uint(x, 8)).save(path)),
+    "TIFF": ("in.tif", lambda path, x: Image.fromarray(as_uint(x, 16)).save(path)),
+    ".npy": ("in.npy", np.save),
+}
+
+
+@pytest.mark.parametrize(("name", "write"), IMAGE_FORMATS.values(), ids=IMAGE_FORMATS)
+def test_deblur_reads_each_format_its_summaries_name(tmp_path, capsys, name, write):
+    _, top, _ = run(capsys, "--help")
+    _, own, _ = run(capsys, "deblur", "--help")
+    summary = _section(top, "    deblur", "\n\noptions:")  # what convop --help lists
+    image = _section(own, "positional arguments:\n  IMAGE", "\n\noptions:")
+    kind = next(key for key, value in IMAGE_FORMATS.items() if value[0] == name)
+    assert kind in summary
+    assert kind in image
+    write(tmp_path / name, blurred_phantom(16)[1])
+    code, _, err = run(capsys, "deblur", tmp_path / name, "--iterations", 1, "--quiet",
+                       "--output", tmp_path / "out.npy")  # fmt: skip
+    assert (code, err) == (0, "")
+
+
+def _docs_extension():
+    pytest.importorskip("sphinx")
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        import convop_docs
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    return convop_docs
+
+
+def test_cli_page_lists_the_subcommands_as_convop_help_does():
+    convop_docs = _docs_extension()
+    top = convop_docs.help_text([])
+    listed = convop_docs.subcommands(top)
+    assert [name for name, _ in convop_docs.commands()] == listed == ["demo", "matrix", "deblur"]
+    for _, summary in convop_docs.commands():
+        assert summary in " ".join(top.split())
+    page = (DOCS / "cli.md").read_text()
+    assert re.search(r"^```\{convop-commands\}\n```$", page, re.MULTILINE)
+    assert not re.search(r"^\| \[?`convop \w+`", page, re.MULTILINE)  # no table by hand
+
+
+def _demo_defaults() -> argparse.Namespace:
+    return cli.build_parser().parse_args(["demo"])
+
+
+def _deblur_constants() -> dict:
+    from convop.cli import _deblur, _solve
+
+    return {
+        "steps": _deblur.ITERATIONS["tv"],
+        "inner": _solve.TV_INNER,
+        "weight": _deblur.TV_WEIGHT_PER_VARIANCE,
+        "announce": _deblur.ANNOUNCE_SECONDS,
+    }
+
+
+#: What docs/cli.md's prose says (a pattern), and what the command does.
+DOC_FACTS = {
+    "TV's steps": (
+        r"\((\d+) steps of (\d+) `lsqr` iterations;",
+        lambda: (_deblur_constants()["steps"], _deblur_constants()["inner"]),
+    ),
+    "TV's default weight": (
+        r"by default \$(\d+)\\sigma\^2/p\$",
+        lambda: (_deblur_constants()["weight"],),
+    ),
+    "announced solves": (
+        r"more than (\d+) s is announced",
+        lambda: (_deblur_constants()["announce"],),
+    ),
+    "demo's blur": (
+        r"blurs it with a (\d+)×(\d+) Gaussian \(σ = ([\d.]+)\)",
+        lambda: (_demo_defaults().kernel_size,) * 2 + (_demo_defaults().sigma,),
+    ),
+    "demo's noise": (r"adds ([\d.]+)% Gaussian noise", lambda: (100 * _demo_defaults().noise,)),
+}
+
+
+@pytest.mark.parametrize(("pattern", "truth"), DOC_FACTS.values(), ids=DOC_FACTS)
+def test_cli_page_prose_agrees_with_the_command(pattern, truth):
+    page = " ".join((DOCS / "cli.md").read_text().split())
+    found = re.search(pattern, page)
+    assert found, pattern
+    assert tuple(float(value) for value in found.groups()) == pytest.approx(truth())
+
+
+def test_cli_page_names_the_demo_figure_and_methods_as_the_demo_does():
+    page = " ".join((DOCS / "cli.md").read_text().split())
+    figure = re.search(r"\(`\./([\w.-]+)` unless `--out` says otherwise", page)
+    assert figure
+    assert figure.group(1) == _demo_defaults().out
+    ways = re.search(r"restores it (\w+) ways", page)
+    assert ways
+    assert re.search(rf"\b{ways.group(1)} ways \(", cli._demo.HELP)
 
 
 def test_version(capsys):

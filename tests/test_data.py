@@ -57,3 +57,29 @@ def test_psnr_refuses_different_sizes():
 def test_psnr_refuses_a_peak_of_0(data_range, match):
     with pytest.raises(ValueError, match=match):
         psnr(np.ones(4), np.zeros(4), data_range=data_range)
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: gaussian_kernel(9, float("inf")), "sigma must be a finite float > 0"),
+        (lambda: gaussian_kernel(9, float("nan")), "sigma must be a finite float > 0"),
+        (lambda: motion_kernel(9, float("nan")), "angle must be a finite number"),
+        (lambda: motion_kernel(9, float("inf")), "angle must be a finite number"),
+    ],
+)
+def test_kernels_refuse_non_finite_parameters(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize("sigma", [1e-300, 5e-324])
+def test_a_tiny_sigma_gives_the_delta_kernel_without_a_warning(sigma):
+    kernel = gaussian_kernel(5, sigma)  # warnings are errors in this suite
+    expected = np.zeros((5, 5))
+    expected[2, 2] = 1.0
+    np.testing.assert_array_equal(kernel, expected)
+
+
+def test_a_huge_motion_angle_is_reduced_exactly():
+    np.testing.assert_array_equal(motion_kernel(9, 45.0 + 360.0 * 2**44), motion_kernel(9, 45.0))

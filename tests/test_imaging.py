@@ -29,6 +29,11 @@ KERNEL_ERRORS = {
     "syntax": ("motion:9:x", ValueError, r"kernel 'motion:9:x': expected motion:LENGTH\[:ANGLE\]"),
     "parameter": ("motion:8", ValueError, r"kernel 'motion:8': length must be odd"),
     "missing file": ("nope.npy", FileNotFoundError, r"kernel file not found: 'nope.npy'"),
+    # Issue 24, item 11: the fields are finite (NaN ended in an IndexError, Inf was a box).
+    "NaN angle": ("motion:9:nan", ValueError, r"^kernel 'motion:9:nan': ANGLE must be a finite"),
+    "infinite sigma": ("gaussian:9:inf", ValueError, r"SIGMA must be a finite number, got 'inf'"),
+    "sigma beyond float64": ("gaussian:9:1e400", ValueError, r"SIGMA .* got '1e400'"),
+    "too many fields": ("gaussian:9:2:1", ValueError, r"expected gaussian:SIZE\[:SIGMA\]$"),
 }
 
 
@@ -36,6 +41,15 @@ KERNEL_ERRORS = {
 def test_load_kernel_errors_name_the_spec(spec, error, match):
     with pytest.raises(error, match=match):
         load_kernel(spec)
+
+
+@pytest.mark.parametrize("spec", ["gaussian:101", "motion:101"])
+def test_load_kernel_refuses_a_built_in_kernel_over_the_memory_limit(spec):
+    """Before it is made: gaussian:30001 took 20 GiB and minutes before convop refused it."""
+    refusal = rf"^kernel '{spec}' needs [\d.]+ KiB, more than the limit of 1000 B \(max_bytes\)"
+    with pytest.raises(MemoryError, match=rf"{refusal}; choose a smaller"):
+        load_kernel(spec, max_bytes=1000)
+    assert load_kernel(spec, max_bytes=10**6).shape == (101, 101)
 
 
 def test_load_kernel_never_unpickles(tmp_path):
@@ -118,6 +132,13 @@ def test_png_of_other_data_maps_their_range(tmp_path):
         np.testing.assert_array_equal(np.asarray(written)[0], [0, 64, 128, 191, 255])
 
 
+def test_png_of_data_near_the_float64_limit_maps_their_range(tmp_path):
+    values = 1e308 * np.linspace(-1.0, 1.0, 5)[None, :].repeat(2, axis=0)  # max - min > 1e308
+    write_image(tmp_path / "out.png", values)
+    with PILImage.open(tmp_path / "out.png") as written:
+        np.testing.assert_array_equal(np.asarray(written)[0], [0, 64, 128, 191, 255])
+
+
 def test_read_image_refuses_non_finite_pixels(tmp_path):
     values = np.ones((4, 4, 3))
     values[2, 1, 0] = np.nan
@@ -134,7 +155,10 @@ def test_read_image_missing_file(tmp_path):
 def test_image_files_without_pillow_say_how_to_install_it(tmp_path, monkeypatch):
     PILImage.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "gray.png")
     monkeypatch.setitem(sys.modules, "PIL", None)  # import raises ImportError
-    with pytest.raises(ImportError, match=r"need Pillow, .* pip install 'convop\[plot\]'"):
+    with pytest.raises(
+        ImportError,
+        match=r"need Pillow, .* pip install pillow \(it comes with convop's plot extra\)",
+    ):
         read_image(tmp_path / "gray.png")
 
 

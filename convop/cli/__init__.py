@@ -2,17 +2,21 @@
 
 Three subcommands, each a thin layer over the library and each in its own module:
 
-- ``convop demo`` (``_demo.py``): blur and noise the built-in Shepp-Logan phantom, deblur it
-  with scipy's ``lsqr`` and ``lsmr`` on a :class:`~convop.operator.ConvOperator`, print PSNR
-  (:func:`convop.data.psnr`) and timings, write a figure;
+- ``convop demo`` (``_demo.py``): blur and noise scikit-image's camera photo (or the
+  built-in Shepp-Logan phantom), deblur it by Tikhonov (scipy's ``lsqr`` and ``cg``
+  preconditioned by :func:`convop.preconditioner`) and by total variation on a
+  :class:`~convop.operator.ConvOperator`, print PSNR (:func:`convop.data.psnr`) and
+  timings, write a figure;
 - ``convop matrix`` (``_matrix.py``): the exact sparse matrix of a convolution (a kernel plus
   PyTorch's arguments, or a saved ``nn.Conv*`` module), built with
   :meth:`~convop.operator.ConvOperator.tosparse` and written with :func:`convop.save_matrix`;
 - ``convop deblur`` (``_deblur.py``): deblur an image file, gray or colour (each channel on
-  its own), with a given or built-in kernel.
+  its own), with a given or built-in kernel, by total variation or Tikhonov.
 
 ``_parser.py`` holds the parser class and the argument types, ``_solve.py`` the solvers with
-their progress bars; images and kernels are read by the library (:mod:`convop.imaging`).
+their progress bars, ``_scales.py`` the units deblur solves in; images and kernels are read
+by the library (:mod:`convop.imaging`). No option may be abbreviated. No subcommand writes
+over one of its inputs.
 matplotlib, Pillow and tqdm are imported only by the subcommands that use them (pylops never).
 
 Failures never end in a traceback. Bad arguments, missing, damaged or refused files,
@@ -29,13 +33,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
 
 from .. import __version__
 from . import _deblur, _demo, _matrix
-from ._parser import CommandError, Formatter, Parser, one_line, warn
+from ._parser import CommandError, Formatter, Parser, UsageError, one_line, warn
 
 #: Exit status for bad arguments, bad or refused input and the guards (as argparse uses).
 EXIT_USAGE = 2
@@ -47,13 +52,7 @@ EXIT_INTERRUPTED = 130
 #: ``NAME``, ``HELP``, ``DESCRIPTION``, ``EPILOG``, ``add_arguments(parser)`` and ``run(args)``.
 SUBCOMMANDS = (_demo, _matrix, _deblur)
 
-_EPILOG = """\
-examples:
-  convop demo                                  deblur the built-in phantom, write a figure
-  convop matrix --kernel gaussian:5 --input-shape 1,64,64 B.mtx
-  convop deblur photo.png --kernel motion:9:30 --output sharp.png
-  convop SUBCOMMAND --help                     options of one subcommand
-
+_EXIT_STATUS = """\
 exit status:
   0 success, 2 bad arguments, bad or refused input and the memory/time guards,
   1 unexpected failures (inside torch, or a bug), 130 interrupted; every failure is
@@ -61,13 +60,29 @@ exit status:
 """
 
 
+def examples(epilog: str) -> list[str]:
+    """The example lines of a help text's ``examples:`` section (``  convop ...``)."""
+    return [line.strip() for line in epilog.splitlines() if line.startswith("  convop ")]
+
+
+def _epilog() -> str:
+    """``convop --help``'s epilog: the first example of each subcommand, and the exit status."""
+    lines = [examples(subcommand.EPILOG)[0] for subcommand in SUBCOMMANDS]
+    lines.append("convop SUBCOMMAND --help  options of one subcommand")
+    rows = [re.split(r" {2,}", line, maxsplit=1) for line in lines]  # [command, what]
+    width = max(len(row[0]) for row in rows if len(row) == 2) + 2
+    text = "".join(f"  {row[0]:<{width}}{row[1]}".rstrip() + "\n" if len(row) == 2
+                   else f"  {row[0]}\n" for row in rows)  # fmt: skip
+    return f"examples:\n{text}\n{_EXIT_STATUS}"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``convop`` argument parser with its three subcommands."""
+    """The ``convop`` argument parser with its three subcommands (no abbreviated options)."""
     parser = Parser(
         prog="convop",
         description="Convolutions as exact lazy linear operators: a deblurring demo, the\n"
         "sparse matrix of any PyTorch convolution, and image deblurring.",
-        epilog=_EPILOG,
+        epilog=_epilog(),
         formatter_class=Formatter,
     )
     parser.add_argument("--version", action="version", version=f"convop {__version__}")
@@ -137,7 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     try:
         with _one_line_warnings():
-            args = build_parser().parse_args(argv)
+            args, unknown = build_parser().parse_known_args(argv)
+            if unknown:  # said here, to point at the subcommand's --help
+                raise UsageError(
+                    f"unrecognized arguments: {' '.join(unknown)} "
+                    f"(see 'convop {args.command} --help')"
+                )
             return args.run(args)
     except SystemExit as exit_:  # argparse's --help and --version
         return exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)

@@ -1,9 +1,10 @@
 """``convop deblur``: deblur a gray or colour image by total variation or Tikhonov.
 
 Images and kernels are read by :mod:`convop.imaging`. Before solving, the memory and the
-time of the solve are estimated (the time by convop's cost model, which chooses between
-direct and FFT products) and refused over ``--max-bytes`` and ``--max-seconds``. This is
-the only module of the command that reads convop's internal cost model and FFT frame.
+time of the solve are estimated and refused over ``--max-bytes`` and ``--max-seconds``
+(``_guards.py``); the solve runs in units where the data and the kernel are near 1
+(``_scales.py``). The module is over 400 lines because a third of it is text: the
+subcommand's description and the help of its options.
 """
 
 from __future__ import annotations
@@ -13,17 +14,15 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .. import _cost as cost_model
 from .. import constructors
-from .._fft import frame
-from .._memory import check_memory
-from ..geometry import PADDING_MODES, ConvGeometry
+from ..geometry import PADDING_MODES
 from ..imaging import KERNEL_SPECS, read_image, write_image
 from ..operator import ConvOperator
 from ..regularization import choose_damping, estimate_noise
+from ._guards import check_deblur, choose_method
 from ._parser import (
+    MAX_DAMP,
     CommandError,
     byte_count,
     damping,
@@ -31,10 +30,12 @@ from ._parser import (
     output_path,
     positive_float,
     positive_int,
+    refuse_overwriting,
     warn,
 )
+from ._scales import Scales
 from ._solve import (
-    ADMM_CG,
+    TV_INNER,
     solve,
     solve_admm_tv,
     solve_nonneg_normal,
@@ -56,18 +57,26 @@ SUM_TOLERANCE = 1e-6
 #: blur, noise 0.5% to 2% (12 cases, 30 steps), the highest total gain, and within 0.5 dB of
 #: each case's best but one (1.6 dB) (docs/cli.md).
 TV_WEIGHT_PER_VARIANCE = 8.0
-#: lsqr iterations per split-Bregman step.
-TV_INNER = 5
 #: Kernel files read as images (a measured point-spread function), gray only.
 KERNEL_IMAGES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 #: Solves expected to take longer than this many seconds are announced with an estimate.
 ANNOUNCE_SECONDS = 10.0
 #: Default iterations per method: cg's, and split Bregman's outer steps.
 ITERATIONS = {"tikhonov": 100, "tv": 30}
-_CPU = torch.device("cpu")
+
+#: The image files deblur reads (by Pillow), and the arrays.
+IMAGE_FILES = "PNG, JPEG or TIFF"
+ARRAY_FILES = ".npy (or .npz of one array)"
+#: The default kernel, and its sigma (gaussian:SIZE's default, SIZE / 6).
+DEFAULT_SIZE = 9
+DEFAULT_KERNEL = f"gaussian:{DEFAULT_SIZE}"
+DEFAULT_SIGMA = DEFAULT_SIZE / 6
 
 NAME = "deblur"
-HELP = "deblur a gray or colour image (PNG, JPEG or .npy): total variation or Tikhonov"
+HELP = (
+    f"deblur a gray or colour image ({IMAGE_FILES.replace(' or', ',')} or .npy): total "
+    f"variation or Tikhonov"
+)
 
 DESCRIPTION = """\
 Deblur an image, where A is the blur (convop.conv2d with padding "same"; a colour image's
@@ -81,20 +90,26 @@ tikhonov: min |A x - b|^2 + damp^2 |x|^2, the damping chosen by the discrepancy 
 'gcv': generalised cross-validation), solved by default with scipy's cg on the normal
 equations, preconditioned by convop.preconditioner (a fast approximate inverse matched to
 the padding mode; --compare also runs plain cg and says how many iterations it saved), or
-with scipy's lsqr (--solver lsqr). --nonneg keeps the result >= 0 (intensities): total variation by
-split Bregman with one more split for the constraint, Tikhonov by ADMM whose steps are
-preconditioned cg solves.
+with scipy's lsqr (--solver lsqr). --nonneg keeps the result >= 0 (intensities): total
+variation by split Bregman with one more split for the constraint, Tikhonov by ADMM whose
+steps are preconditioned cg solves.
 PNG/JPEG/TIFF files are read with Pillow (values scaled to [0, 1]; gray stays gray, RGB(A)
 is deblurred in its three channels, alpha dropped); a .npy file (or an .npz archive of one array)
-holds an (H, W) gray or (H, W, 3) colour array. The result is written as .npy (raw values,
-the input's shape) or .png (gray: 8-bit, or 16-bit for a 16-bit input; colour: RGB; images
-read from files keep their [0, 1] scale with overshoot clipped, other data are mapped from
-their own range).
+holds an (H, W) gray or (H, W, 3) colour array, which carries no absolute scale: the default
+TV weight is then divided by its largest |value|, so that scaling the array scales the
+result. The result is written as .npy (raw values, the input's shape) or .png (gray: 8-bit,
+or 16-bit for a 16-bit input; colour: RGB; images read from files keep their [0, 1] scale
+with overshoot clipped, other data are mapped from their own range).
 
-Refused before solving: NaN or Inf pixels or kernel values, an all-zero kernel, and
+A kernel read from an image file (a measured point-spread function) is divided by its sum:
+an image carries no absolute scale. A .npy kernel keeps its values; if it does not sum to 1
+it is used with a warning (the result's brightness scales by the inverse of its sum), or
+divided by its sum with --normalize.
+
+Refused before solving: an --output that is the image or the kernel file (by any name:
+a symbolic or hard link), NaN or Inf pixels or kernel values, an all-zero kernel, and
 problems whose estimated memory exceeds --max-bytes or whose estimated time exceeds
---max-seconds. A kernel that does not sum to 1 is used with a warning: the result's
-brightness scales by the inverse of its sum."""
+--max-seconds."""
 
 EPILOG = """\
 examples:
@@ -109,27 +124,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "image",
         metavar="IMAGE",
-        help="PNG, JPEG or TIFF file (read with Pillow), or .npy (or .npz of one array) of "
-        "shape (H, W) or (H, W, 3)",
+        help=f"{IMAGE_FILES} file (read with Pillow), or {ARRAY_FILES} of shape (H, W) or "
+        f"(H, W, 3)",
     )
     parser.add_argument(
         "--kernel",
-        default="gaussian:9",
+        default=DEFAULT_KERNEL,
         metavar="SPEC",
-        help=f"the blur: {KERNEL_SPECS}; a 2-d or (1, 1, kh, kw) array, or a gray image "
-        f"file (PNG, JPEG, TIFF: a measured point-spread function) (default gaussian:9)",
+        help=f"the blur: {KERNEL_SPECS} (SIGMA default SIZE/6); a 2-d or (1, 1, kh, kw) "
+        f"array, or a gray image file ({IMAGE_FILES}: a measured point-spread function, "
+        f"divided by its sum) (default {DEFAULT_KERNEL}: {DEFAULT_SIZE} x {DEFAULT_SIZE}, "
+        f"sigma {DEFAULT_SIGMA:g} pixels)",
     )
     parser.add_argument(
         "--normalize",
         action="store_true",
-        help="divide the kernel by its sum, so that the result keeps the image's brightness",
+        help="divide a .npy kernel by its sum, so that the result keeps the image's "
+        "brightness (built-in kernels sum to 1; image files are always divided by their "
+        "sum, as an image carries no absolute scale)",
     )
     parser.add_argument(
         "--damp",
         type=damping,
         default=None,
         metavar="D",
-        help="Tikhonov damping: a number >= 0, or chosen from the data by 'discrepancy' "
+        help=f"Tikhonov damping: a number from 0 to {MAX_DAMP:g} (for a kernel summing to "
+        f"1; beyond, the damping alone decides the result), or chosen from the data by "
+        f"'discrepancy' "
         "(the residual matches the noise, estimated from the image; the default) or 'gcv' "
         "(generalised cross-validation, which tends to damp too little on photographs)",
     )
@@ -147,7 +168,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="W",
         help=f"tv's weight w (default {TV_WEIGHT_PER_VARIANCE:g} x the noise variance "
-        f"estimated from the image)",
+        f"estimated from the image, over the largest |value| of a .npy array)",
     )
     parser.add_argument(
         "--iterations",
@@ -208,88 +229,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-# ---------------------------------------------------------------------- guards
-def _deblur_bytes(geometry: ConvGeometry) -> int:
-    """Estimated memory of deblurring all the channels at once.
-
-    The image and the result, the solver's ~6 vectors (all float64 and all channels),
-    and the products' workspace: ~2 complex grids of the padded size per channel.
-    """
-    values = geometry.in_channels * math.prod(geometry.input_size)
-    padded = geometry.in_channels * math.prod(frame(geometry).sizes)
-    return 8 * values * (2 + 6) + 2 * 16 * padded
-
-
-def _deblur_seconds(geometry: ConvGeometry, method: str, iterations: int) -> float:
-    """Estimated time of ``iterations`` solver iterations by convop's cost model.
-
-    Each iteration applies the blur (all channels) and its adjoint: two products.
-    """
-    product = cost_model.fft_seconds if method == "fft" else cost_model.direct_seconds
-    return product(geometry, torch.float64, _CPU) * 2 * iterations
-
-
-def _lsqr_iterations(method: str, iterations: int) -> int:
-    """The solver iterations (each one product and one adjoint) of ``iterations`` steps.
-
-    At most: ``tv``'s steps take ``TV_INNER`` lsqr iterations and one more product each,
-    ``admm``'s (nonnegative Tikhonov) up to ``ADMM_CG`` cg iterations each.
-    """
-    per_step = {"tv": TV_INNER + 1, "admm": ADMM_CG}
-    return iterations * per_step.get(method, 1)
-
-
-def _choose_method(op: ConvOperator, args: argparse.Namespace) -> str:
-    """``--method``, resolved: auto is tv unless a damping is given or tv takes too long.
-
-    Sets ``args.iterations`` to the method's default when not given.
-    """
-    method = args.method
-    if method == "auto":
-        steps = args.iterations or ITERATIONS["tv"]
-        seconds = _deblur_seconds(op.geometry, op.method, _lsqr_iterations("tv", steps))
-        fits = seconds <= args.max_seconds
-        method = "tv" if args.damp is None and fits else "tikhonov"
-    if args.iterations is None:
-        args.iterations = ITERATIONS[method]
-    return method
-
-
-def _check_deblur(op: ConvOperator, args: argparse.Namespace,
-                  solver: str) -> tuple[int, float]:  # fmt: skip
-    """Refuse, before anything is allocated, a deblur over the memory or the time limit.
-
-    Returns the estimates, ``(bytes, seconds)``.
-    """
-    geometry = op.geometry
-    height, width = geometry.input_size
-    channels = geometry.in_channels
-    what = f"deblurring {channels} channel{'s' * (channels > 1)} of {height} x {width} pixels"
-    tv = 8 * 8 * channels * height * width  # split Bregman's extra vectors
-    needed = _deblur_bytes(geometry) + (tv if solver == "tv" else 0)
-    hint = f"pass --max-bytes {needed} or more to run it anyway"
-    check_memory(needed, args.max_bytes, what, hint=hint)
-    method = op.method
-    iterations = _lsqr_iterations(solver, args.iterations)
-    seconds = _deblur_seconds(geometry, method, iterations)
-    if seconds > args.max_seconds:
-        raise CommandError(
-            f"{what} would take up to about {seconds:.3g} s by convop's cost model "
-            f"({iterations} solver iterations x 2 {method} products), more than "
-            f"--max-seconds {args.max_seconds:g}; "
-            f"pass --max-seconds {math.ceil(seconds)} or more (or fewer --iterations) to run "
-            f"it anyway"
-        )
-    return needed, seconds
-
-
 # ---------------------------------------------------------------------- the blur
-def _blur_weight(spec: str, normalize: bool = False) -> np.ndarray:
+def _blur_weight(
+    spec: str, normalize: bool = False, max_bytes: int | None = None
+) -> tuple[np.ndarray, str]:
     """The deblur kernel as a finite float64 ``(1, 1, kh, kw)`` weight, not all zeros.
 
-    ``normalize``: divided by its sum (refused when that is zero).
+    Divided by its sum when read from an image file (which carries no absolute scale) or
+    with ``normalize`` (refused when the sum is zero). Also returns what was done, for the
+    report: ``", divided by its sum 312 (...)"``, or ``""``.
     """
-    if Path(spec).suffix.lower() in KERNEL_IMAGES:
+    from_image = Path(spec).suffix.lower() in KERNEL_IMAGES
+    if from_image:
         try:
             image = read_image(spec)
         except (ValueError, ImportError) as error:
@@ -298,7 +249,7 @@ def _blur_weight(spec: str, normalize: bool = False) -> np.ndarray:
             raise CommandError(f"kernel {spec!r} must be a gray image, got a colour one")
         weight = image.pixels[None, None, :, :, 0].copy()
     else:
-        weight = kernel_weight(spec, 2, "float64")
+        weight = kernel_weight(spec, 2, "float64", max_bytes)
     if weight.shape[:2] != (1, 1):
         raise CommandError(f"kernel {spec!r} must have one channel, got shape {weight.shape}")
     if not weight.any():
@@ -306,18 +257,24 @@ def _blur_weight(spec: str, normalize: bool = False) -> np.ndarray:
             f"kernel {spec!r} is all zeros: it blurs every image to 0, so there is nothing "
             f"to recover"
         )
-    if normalize:
-        total = float(weight.sum())
-        if abs(total) <= SUM_TOLERANCE * float(np.abs(weight).sum()):
-            raise CommandError(f"--normalize: kernel {spec!r} sums to 0, it cannot be normalised")
-        weight = weight / total
-    return weight
+    if not (normalize or from_image):
+        return weight, ""
+    top = math.frexp(float(np.abs(weight).max()))[1]
+    unit = np.ldexp(weight, -top)  # largest |value| in [0.5, 1): its sums cannot overflow
+    total = float(unit.sum())
+    if abs(total) <= SUM_TOLERANCE * float(np.abs(unit).sum()):
+        raise CommandError(f"--normalize: kernel {spec!r} sums to 0, it cannot be normalised")
+    why = "an image file carries no absolute scale" if from_image else "--normalize"
+    return unit / total, f", divided by its sum {math.ldexp(total, top):.6g} ({why})"
 
 
-def _warn_unless_normalised(weight: np.ndarray, spec: str) -> None:
-    """Warn when the kernel does not sum to 1: the result's brightness then scales."""
-    total = float(weight.sum())
-    if abs(total) <= SUM_TOLERANCE * float(np.abs(weight).sum()):
+def _warn_unless_normalised(weight: np.ndarray, scales: Scales, spec: str) -> None:
+    """Warn when the kernel does not sum to 1: the result's brightness then scales.
+
+    ``weight`` is the kernel in the solve's units (divided by ``scales.t``).
+    """
+    total = float(weight.sum()) * scales.t
+    if abs(float(weight.sum())) <= SUM_TOLERANCE * float(np.abs(weight).sum()):
         warn(
             f"kernel {spec!r} sums to 0: it removes the image's mean brightness, which the "
             f"result cannot recover (the damping pulls it towards 0)"
@@ -331,16 +288,19 @@ def _warn_unless_normalised(weight: np.ndarray, spec: str) -> None:
 
 def _pcg(
     op: ConvOperator, b: np.ndarray, label: str, args: argparse.Namespace, damp: float,
-    chosen: str,
+    shown: str,
 ) -> tuple[np.ndarray, str]:  # fmt: skip
-    """Preconditioned cg on the image ``b`` (flattened): the solution and its report line."""
+    """Preconditioned cg on the image ``b`` (flattened): the solution and its report line.
+
+    ``shown``: the damping as the report gives it (in the kernel's units).
+    """
     x, converged, itn, residual, seconds = solve_normal(
         op, b, damp=damp, iterations=args.iterations, quiet=args.quiet, label=label
     )
     relative = residual / max(float(np.linalg.norm(b)), np.finfo(float).tiny)
     stopped = "converged" if converged else "iteration limit"
     line = (
-        f"{label}: {itn} iterations ({stopped}), {seconds:.2f} s, damp {damp:.3g}{chosen}, "
+        f"{label}: {itn} iterations ({stopped}), {seconds:.2f} s, {shown}, "
         f"residual |b - A x| / |b| = {relative:.3g}"
     )
     if args.compare:
@@ -357,17 +317,30 @@ def _pcg(
 
 
 def _tv(
-    op: ConvOperator, b: np.ndarray, label: str, args: argparse.Namespace
+    op: ConvOperator, b: np.ndarray, label: str, args: argparse.Namespace, scales: Scales
 ) -> tuple[np.ndarray, str]:
-    """Total variation on the image ``b`` (flattened): the solution and its report line."""
+    """Total variation on the image ``b`` (flattened): the solution and its report line.
+
+    ``op`` and ``b`` are in the solve's units (:mod:`convop.cli._scales`); the report gives
+    the weight and the noise level in the data's units.
+    """
     if args.tv_weight is None:
         noise = estimate_noise(b.reshape(op.input_shape), axes=(-2, -1))
-        weight = TV_WEIGHT_PER_VARIANCE * noise**2
-        how = f" ({TV_WEIGHT_PER_VARIANCE:g} x the noise variance, noise level {noise:.3g})"
+        weight = scales.default_weight(TV_WEIGHT_PER_VARIANCE, noise)
+        scale = f" / the data's scale {scales.peak:.3g}" if scales.peak != 1 else ""
+        how = (
+            f" ({TV_WEIGHT_PER_VARIANCE:g} x the noise variance{scale}, noise level "
+            f"{noise * scales.s:.3g})"
+        )
         if weight <= 0:
             weight, how = 1e-8, " (no noise found: the smallest weight)"
+        elif not math.isfinite(weight):
+            raise CommandError(
+                "the default TV weight leaves float64's range for this image and kernel: "
+                "pass --tv-weight"
+            )
     else:
-        weight, how = args.tv_weight, ""
+        weight, how = scales.weight_in_units(args.tv_weight), ""
     common = dict(weight=weight, iterations=args.iterations, quiet=args.quiet, inner=TV_INNER,
                   label=label)  # fmt: skip
     if args.nonneg:
@@ -378,24 +351,27 @@ def _tv(
     kept = ", x >= 0" if args.nonneg else ""
     return x, (
         f"{label}: {itn} split-Bregman steps of {TV_INNER} lsqr iterations, {seconds:.2f} s, "
-        f"weight {weight:.3g}{how}{kept}, residual |b - A x| / |b| = {relative:.3g}"
+        f"weight {scales.weight_from_units(weight):.3g}{how}{kept}, residual |b - A x| / |b| "
+        f"= {relative:.3g}"
     )
 
 
 def _tikhonov(
-    op: ConvOperator, b: np.ndarray, label: str, args: argparse.Namespace
+    op: ConvOperator, b: np.ndarray, label: str, args: argparse.Namespace, scales: Scales
 ) -> tuple[np.ndarray, str]:
     """lsqr (or pcg) on the image ``b`` (flattened): the solution and its report line.
 
     The damping is ``--damp``, or chosen here from ``b`` by its rule (by default the
-    discrepancy principle).
+    discrepancy principle). ``op`` and ``b`` are in the solve's units
+    (:mod:`convop.cli._scales`); the report gives the damping in the kernel's.
     """
     if args.damp is None or isinstance(args.damp, str):
         rule = args.damp or "discrepancy"
         damp = choose_damping(op, b, method=rule)
         chosen = f" (chosen by {rule})"
     else:
-        damp, chosen = args.damp, ""
+        damp, chosen = scales.damp_in_units(args.damp), ""
+    shown = f"damp {scales.damp_from_units(damp):.3g}{chosen}"
     if args.nonneg:
         x, converged, itn, residual, seconds = solve_nonneg_normal(
             op, b, damp=damp, iterations=args.iterations, quiet=args.quiet, label=label
@@ -403,11 +379,11 @@ def _tikhonov(
         relative = residual / max(float(np.linalg.norm(b)), np.finfo(float).tiny)
         stopped = "converged" if converged else "iteration limit"
         return x, (
-            f"{label}: {itn} steps ({stopped}), {seconds:.2f} s, damp {damp:.3g}{chosen}, "
+            f"{label}: {itn} steps ({stopped}), {seconds:.2f} s, {shown}, "
             f"x >= 0, residual |b - A x| / |b| = {relative:.3g}"
         )
     if args.solver == "pcg":
-        return _pcg(op, b, label, args, damp, chosen)
+        return _pcg(op, b, label, args, damp, shown)
     x, istop, itn, r1norm, seconds = solve(
         "lsqr",
         op,
@@ -421,7 +397,7 @@ def _tikhonov(
     relative = r1norm / max(float(np.linalg.norm(b)), np.finfo(float).tiny)
     stopped = STOPS.get(istop, f"istop={istop}")
     return x, (
-        f"{label}: {itn} iterations ({stopped}), {seconds:.2f} s, damp {damp:.3g}{chosen}, "
+        f"{label}: {itn} iterations ({stopped}), {seconds:.2f} s, {shown}, "
         f"residual |b - A x| / |b| = {relative:.3g}"
     )
 
@@ -430,15 +406,23 @@ def run(args: argparse.Namespace) -> int:
     suffix = ".npy" if Path(args.image).suffix.lower() in (".npy", ".npz") else ".png"
     default = Path(f"{Path(args.image).stem}-deblurred{suffix}")
     output = output_path(args.output or str(default), (".png", ".npy"), "--output")
-    weight = _blur_weight(args.kernel, args.normalize)  # (1, 1, kh, kw)
+    inputs = {"the input image": args.image, "the kernel file": args.kernel}
+    refuse_overwriting(output, "--output", inputs)  # before any work
+    weight, normalised = _blur_weight(args.kernel, args.normalize, args.max_bytes)
     image = read_image(args.image)
     height, width, channels = image.pixels.shape
+    scales = Scales.of(image.pixels, image.bits is not None, weight)
+    if isinstance(args.damp, float):
+        scales.damp_in_units(args.damp)  # refused now, not after the guards
+    if args.tv_weight is not None:
+        scales.weight_in_units(args.tv_weight)
+    unit_weight = scales.kernel_in_units(weight)  # (1, 1, kh, kw), the solve's units
     # One operator for every channel: the same blur on each, none mixed (groups).
     op = constructors.conv2d(
-        np.repeat(weight, channels, axis=0), (channels, height, width), padding="same",
+        np.repeat(unit_weight, channels, axis=0), (channels, height, width), padding="same",
         padding_mode=args.padding_mode, groups=channels,
     )  # fmt: skip
-    method = _choose_method(op, args)
+    method = choose_method(op, args, ITERATIONS)
     if args.nonneg and method == "tikhonov" and args.solver == "lsqr":
         raise CommandError(
             "--nonneg solves tikhonov by ADMM with preconditioned cg steps; --solver lsqr "
@@ -450,7 +434,7 @@ def run(args: argparse.Namespace) -> int:
             "--compare needs --method tikhonov and --solver pcg without --nonneg (it compares "
             "pcg with plain cg)"
         )
-    needed, seconds = _check_deblur(op, args, solver)  # nothing allocated yet
+    needed, seconds = check_deblur(op, args, solver)  # nothing allocated yet
     plural = "s" * (channels > 1)
     if seconds > ANNOUNCE_SECONDS:
         print(
@@ -458,16 +442,16 @@ def run(args: argparse.Namespace) -> int:
             f"{seconds:.3g} s and {needed / 2**20:.3g} MiB by convop's cost model",
             flush=True,
         )
-    _warn_unless_normalised(weight, args.kernel)
+    _warn_unless_normalised(unit_weight, scales, args.kernel)
     deblur = _tv if method == "tv" else _tikhonov
-    b = np.ascontiguousarray(image.pixels.transpose(2, 0, 1)).ravel()  # (C, H, W)
-    x, report = deblur(op, b, solver, args)
-    result = np.ascontiguousarray(x.reshape(channels, height, width).transpose(1, 2, 0))
-    write_image(output, result, like=image)
+    pixels = np.ascontiguousarray(image.pixels.transpose(2, 0, 1)).ravel()  # (C, H, W)
+    x, report = deblur(op, scales.data_in_units(pixels), solver, args, scales)
+    x = scales.result(x.reshape(channels, height, width))  # the data's units
+    write_image(output, np.ascontiguousarray(x.transpose(1, 2, 0)), like=image)
     print(
         f"deblurred {args.image} ({height} x {width}, {'gray' if channels == 1 else 'RGB'}) "
-        f"with kernel {args.kernel} {weight.shape[2:]}, {args.padding_mode} padding"
-        + (f", {channels} channels at once" if channels > 1 else "")
+        f"with kernel {args.kernel} {weight.shape[2:]}{normalised}, {args.padding_mode} "
+        f"padding" + (f", {channels} channels at once" if channels > 1 else "")
     )
     print(report)
     if image.alpha:

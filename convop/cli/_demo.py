@@ -1,4 +1,4 @@
-"""``convop demo``: deblur a photograph (or the phantom) four ways; a table and a figure."""
+"""``convop demo``: deblur a photograph (or the phantom) three ways; a table and a figure."""
 
 from __future__ import annotations
 
@@ -10,21 +10,30 @@ from pathlib import Path
 import numpy as np
 
 from .. import constructors
+from .._memory import check_memory
 from ..data import gaussian_kernel, phantom, psnr
 from ..regularization import choose_damping, estimate_noise
 from ._deblur import TV_WEIGHT_PER_VARIANCE
 from ._parser import (
+    MAX_DAMP,
     CommandError,
     concerning,
-    non_negative_float,
+    damp_value,
+    fraction,
     output_path,
     positive_float,
     positive_int,
 )
-from ._solve import solve, solve_normal, solve_tv
+from ._solve import TV_INNER, solve, solve_normal, solve_tv
+
+#: Bytes per pixel the demo takes at most: the phantom's grids, the solvers' vectors (float64).
+DEMO_BYTES_PER_PIXEL = 8 * 32
 
 NAME = "demo"
-HELP = "deblur a photo four ways (lsqr, preconditioned cg, TV), print PSNR, write a figure"
+HELP = (
+    "deblur a photo three ways (Tikhonov by lsqr and by preconditioned cg, total variation), "
+    "print PSNR, write a figure"
+)
 
 DESCRIPTION = """\
 Deblurring showcase: scikit-image's camera photo (a centre crop; pip install scikit-image,
@@ -40,7 +49,7 @@ adjoint (a dot test) and times one product against PyLops' Convolve2D, and write
 
 EPILOG = """\
 examples:
-  convop demo                                  256 x 256, figure in ./convop-demo.png
+  convop demo                                  the photo, 256 x 256; figure ./convop-demo.png
   convop demo --image phantom --size 128 --no-figure
   convop demo --sigma 3 --noise 0.02 --out blur.png
 """
@@ -78,17 +87,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--noise",
-        type=non_negative_float,
+        type=fraction,
         default=0.01,
         metavar="SIGMA",
-        help="noise standard deviation as a fraction of the image's range (default 0.01)",
+        help="noise standard deviation as a fraction of the image's range, 0 to 1 (default 0.01)",
     )
     parser.add_argument(
         "--damp",
-        type=non_negative_float,
+        type=damp_value,
         default=None,
         metavar="D",
-        help="Tikhonov damping (default: chosen by the discrepancy principle)",
+        help=f"Tikhonov damping, 0 to {MAX_DAMP:g} (default: chosen by the discrepancy principle)",
     )
     parser.add_argument(
         "--iterations",
@@ -115,7 +124,7 @@ def _save_panels(path: Path, panels: Sequence[tuple[str, np.ndarray]], crop: sli
     except ImportError:
         print(
             "note: matplotlib is not installed, so no figure was written "
-            "(pip install 'convop[plot]')"
+            "(pip install matplotlib; it comes with convop's plot extra)"
         )
         return False
     fig = Figure(figsize=(3.2 * len(panels), 6.6), layout="constrained")
@@ -157,6 +166,8 @@ def _truth(args: argparse.Namespace) -> tuple[np.ndarray, str]:
             start = (photo.shape[0] - n) // 2
             return photo[start : start + n, start : start + n], "camera photo (scikit-image)"
     with concerning("--size"):
+        check_memory(DEMO_BYTES_PER_PIXEL * n * n, None, f"the demo on {n} x {n} pixels",
+                     hint="pass a smaller --size")  # fmt: skip
         return phantom(n), "Shepp-Logan phantom"
 
 
@@ -183,6 +194,11 @@ def run(args: argparse.Namespace) -> int:
     k = args.kernel_size
     truth, described = _truth(args)
     n = truth.shape[0]
+    if k // 2 >= n:  # before the kernel is made: reflect padding needs half of it < n
+        raise CommandError(
+            f"--kernel-size {k} is too large for {n} x {n} pixels: reflect padding needs "
+            f"half the kernel, {k // 2}, below the image's size (at most {2 * n - 1})"
+        )
     with concerning("--kernel-size"):
         kernel = gaussian_kernel(k, args.sigma)  # (k, k), sums to 1
     op = constructors.conv2d(kernel[None, None], (1, n, n), padding="same", padding_mode="reflect")
@@ -216,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     weight = TV_WEIGHT_PER_VARIANCE * max(estimate_noise(image), 1e-6) ** 2  # as deblur's
     x, steps, _, seconds = solve_tv(op, b, weight=weight, iterations=30, quiet=args.quiet)
     rows.append(("TV, PyLops", psnr(x, truth), _ssim(x.reshape(n, n), truth),
-                 f"{steps} x 5 lsqr", f"{seconds:.2f}"))  # fmt: skip
+                 f"{steps} x {TV_INNER} lsqr", f"{seconds:.2f}"))  # fmt: skip
     panels.append((f"total variation, {rows[-1][1]:.1f} dB", x.reshape(n, n)))
 
     print(f"{'method':<16} {'PSNR (dB)':>9} {'SSIM':>6} {'iterations':>15} {'time (s)':>16}")

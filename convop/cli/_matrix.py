@@ -34,6 +34,7 @@ from ._parser import (
     output_path,
     padding,
     positive_int,
+    refuse_overwriting,
     warn,
 )
 
@@ -150,7 +151,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quiet", action="store_true", help="no progress bar (shown on a terminal only)"
     )
-    parser.add_argument("output", metavar="OUTPUT", help="file to write: .npz or .mtx")
+    parser.add_argument(
+        "output",
+        metavar="OUTPUT",
+        help="file to write: .npz or .mtx (not the kernel or module file, by any name)",
+    )
 
 
 # ---------------------------------------------------------------------- --module files
@@ -244,7 +249,7 @@ def _build_operator(args: argparse.Namespace) -> tuple[ConvOperator, str]:
         return op, f"module {args.module}"
     if args.unsafe_unpickle:
         raise CommandError("--unsafe-unpickle applies to --module only")
-    weight = kernel_weight(args.kernel, ndim, args.dtype)
+    weight = kernel_weight(args.kernel, ndim, args.dtype, args.max_bytes)
     options = {o: getattr(args, o) for o in CONV_OPTIONS if getattr(args, o) is not None}
     if args.transposed:
         mode = options.pop("padding_mode", "zeros")
@@ -269,6 +274,9 @@ def run(args: argparse.Namespace) -> int:
     from ..matrix_io import FORMATS, save_matrix
 
     output = output_path(args.output, tuple(FORMATS), "OUTPUT")
+    refuse_overwriting(
+        output, "OUTPUT", {"the kernel file": args.kernel, "the module file": args.module}
+    )
     op, source = _build_operator(args)
     m, n = op.shape
     with concerning("--max-bytes"):  # the memory guard names tosparse's max_bytes

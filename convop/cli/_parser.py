@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,10 @@ from ..imaging import load_kernel, require_finite
 
 #: ``--dtype`` choices: the real dtypes a kernel may be cast to.
 DTYPES = ("float32", "float64")
+#: The largest Tikhonov damping, for a kernel of scale 1 (|A| <= 1). Beyond it the damping
+#: alone decides the result: (A^T A + damp^2 I)^-1 A^T b is A^T b / damp^2 to a relative
+#: |A|^2 / damp^2 <= 1e-16, float64's precision, and its square leaves the solvers' range.
+MAX_DAMP = 1e8
 
 
 class CommandError(Exception):
@@ -30,7 +36,15 @@ class UsageError(CommandError):
 
 
 class Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line pointing at the right ``--help``."""
+    """An ``ArgumentParser`` whose errors are one line pointing at the right ``--help``.
+
+    It takes no abbreviations (``allow_abbrev=False``), and nor do its subcommands' parsers
+    (``add_subparsers`` makes them of this class): ``--output`` is never read as
+    ``--output-padding``.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
 
     def error(self, message: str):  # argparse's hook: must not return
         raise UsageError(f"{message} (see '{self.prog} --help')")
@@ -62,6 +76,26 @@ def concerning(what: str) -> Iterator[None]:
         yield
     except (ValueError, TypeError, MemoryError) as error:
         raise CommandError(f"{what}: {error}") from None
+
+
+def refuse_overwriting(output: Path, what: str, inputs: dict[str, str | None]) -> None:
+    """Refuse an ``output`` that is one of the ``inputs`` (``{description: path}``).
+
+    The same file under any name: the same path, a symbolic link to it or a hard link
+    (:func:`os.path.samefile`). An output that does not exist yet is no input.
+    """
+    for description, given in inputs.items():
+        if given is None:
+            continue
+        try:
+            same = output.exists() and os.path.samefile(output, given)
+        except OSError:  # the input is no file (a kernel spec such as gaussian:9)
+            same = False
+        if same:
+            raise CommandError(
+                f"{what} {str(output)!r} is {description} {given!r}: writing it would "
+                f"overwrite the input; choose another file name"
+            )
 
 
 def output_path(text: str, suffixes: tuple[str, ...], what: str) -> Path:
@@ -114,34 +148,51 @@ def positive_int(text: str) -> int:
     return values[0]
 
 
-def _float(text: str, *, positive: bool) -> float:
+def _float(text: str, *, positive: bool, maximum: float = math.inf) -> float:
+    """A finite number, > 0 (``positive``) or >= 0, at most ``maximum``."""
     try:
         value = float(text)
     except ValueError:
-        value = float("nan")
-    if not (value > 0 if positive else value >= 0):
-        expected = "a positive number" if positive else "a non-negative number"
+        value = math.nan
+    above = value > 0 if positive else value >= 0  # False for NaN
+    if not (above and math.isfinite(value) and value <= maximum):
+        if math.isfinite(maximum):
+            expected = f"a number {'above 0, at most' if positive else 'from 0 to'} {maximum:g}"
+        else:
+            expected = "a finite positive number" if positive else "a finite number >= 0"
         raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
 
 
 def positive_float(text: str) -> float:
+    """A finite number > 0."""
     return _float(text, positive=True)
 
 
 def non_negative_float(text: str) -> float:
+    """A finite number >= 0."""
     return _float(text, positive=False)
 
 
+def fraction(text: str) -> float:
+    """A number from 0 to 1."""
+    return _float(text, positive=False, maximum=1.0)
+
+
+def damp_value(text: str) -> float:
+    """A Tikhonov damping: a number from 0 to :data:`MAX_DAMP`."""
+    return _float(text, positive=False, maximum=MAX_DAMP)
+
+
 def damping(text: str) -> float | str:
-    """``--damp``: a float >= 0, or a rule that chooses it from the data."""
+    """``--damp``: a number from 0 to :data:`MAX_DAMP`, or a rule that chooses it."""
     if text.strip().lower() in ("gcv", "discrepancy"):
         return text.strip().lower()
     try:
-        return _float(text, positive=False)
+        return damp_value(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"expected a number >= 0, 'gcv' or 'discrepancy', got {text!r}"
+            f"expected a number from 0 to {MAX_DAMP:g}, 'gcv' or 'discrepancy', got {text!r}"
         ) from None
 
 
@@ -154,7 +205,7 @@ def byte_count(text: str) -> int:
         value = float(body[: len(body) - len(unit)])
     except ValueError:
         value = -1.0
-    if not value >= 0:
+    if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(
             f"expected a number of bytes such as 1000000, 512K, 64M or 2G, got {text!r}"
         )
@@ -162,13 +213,18 @@ def byte_count(text: str) -> int:
 
 
 # ---------------------------------------------------------------------- kernels
-def kernel_weight(spec: str, ndim: int, dtype: str | None) -> np.ndarray:
+def kernel_weight(
+    spec: str, ndim: int, dtype: str | None, max_bytes: int | None = None
+) -> np.ndarray:
     """The ``--kernel`` as a finite weight in PyTorch's layout ``(C_out, C_in/groups, *k)``.
 
     For ``ndim`` spatial dimensions, cast to ``dtype`` (default: as stored, integers and
-    built-in kernels as float64).
+    built-in kernels as float64); a built-in kernel over ``max_bytes`` is refused.
     """
-    kernel = load_kernel(spec)
+    try:
+        kernel = load_kernel(spec, max_bytes=max_bytes)
+    except MemoryError as error:  # the guard of a built-in kernel
+        raise CommandError(f"--max-bytes: {error}" if max_bytes is not None else error) from None
     if kernel.ndim not in (ndim, ndim + 2):
         raise CommandError(
             f"kernel {spec!r} has shape {kernel.shape}, but the input has {ndim} spatial "

@@ -12,6 +12,8 @@ from ..threads import solver_threads
 
 #: Most cg iterations per ADMM step of :func:`solve_nonneg_normal` (warm-started).
 ADMM_CG = 10
+#: lsqr iterations per split-Bregman step of :func:`solve_tv` and :func:`solve_admm_tv`.
+TV_INNER = 5
 
 
 def _progress(iterations: int, desc: str, quiet: bool):
@@ -132,7 +134,7 @@ def solve_tv(
     weight: float,
     iterations: int,
     quiet: bool,
-    inner: int = 5,
+    inner: int = TV_INNER,
     label: str | None = None,
 ) -> tuple[np.ndarray, int, float, float]:
     """Anisotropic total variation by PyLops' split Bregman; ``(x, itn, residual, seconds)``.
@@ -226,7 +228,7 @@ def solve_admm_tv(
     iterations: int,
     quiet: bool,
     nonneg: bool = True,
-    inner: int = 5,
+    inner: int = TV_INNER,
     rtol: float = 1e-4,
     label: str | None = None,
 ) -> tuple[np.ndarray, int, float, float]:

@@ -6,7 +6,8 @@ Command-line help
     the Sphinx process at a fixed width of 88 columns and its output becomes a literal block,
     so the page cannot drift from the parser. Without an argument it shows ``convop --help``.
     Every subcommand that ``convop --help`` lists must have its help on some page, or the
-    build warns.
+    build warns. The directive ``convop-commands`` is the table of the subcommands, each
+    linked to its section (``#convop-NAME``) beside the summary ``convop --help`` gives it.
 
 API completeness
     Every name in ``convop.__all__`` must be documented somewhere on the site, under
@@ -111,6 +112,44 @@ class ConvopHelp(SphinxDirective):
         block = nodes.literal_block(text, text, language="text")
         self.set_source_info(block)
         return [block]
+
+
+def commands() -> list[tuple[str, str]]:
+    """``(name, summary)`` of each subcommand, in the order ``convop --help`` lists them."""
+    from convop.cli import SUBCOMMANDS
+
+    return [(command.NAME, " ".join(command.HELP.split())) for command in SUBCOMMANDS]
+
+
+def _row(*cells: nodes.Node) -> nodes.row:
+    row = nodes.row()
+    for cell in cells:
+        row += nodes.entry("", nodes.paragraph("", "", cell))
+    return row
+
+
+class ConvopCommands(SphinxDirective):
+    """A table of the subcommands: ``convop NAME``, linked to its section, and its summary."""
+
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        table = nodes.table()
+        group = nodes.tgroup(cols=2)
+        table += group
+        group += nodes.colspec(colwidth=20)
+        group += nodes.colspec(colwidth=80)
+        head = nodes.thead()
+        head += _row(nodes.Text("command"), nodes.Text("what it does"))
+        body = nodes.tbody()
+        for name, summary in commands():
+            title = nodes.literal(text=f"convop {name}")
+            link = nodes.reference("", "", title, refuri=f"#convop-{name}", internal=True)
+            body += _row(link, nodes.Text(summary))
+        group += head
+        group += body
+        self.set_source_info(table)
+        return [table]
 
 
 def _purge_help(app: Sphinx, env: BuildEnvironment, docname: str) -> None:
@@ -281,6 +320,7 @@ def _missing_reference(
 
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("convop-help", ConvopHelp)
+    app.add_directive("convop-commands", ConvopCommands)
     app.connect("env-purge-doc", _purge_help)
     app.connect("env-merge-info", _merge_help)
     app.connect("env-check-consistency", _check_consistency)
