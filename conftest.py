@@ -1,7 +1,7 @@
 """Collection rules and environment for the whole repository (tests/ and the doctests in convop/).
 
 ``convop.distributed`` needs the optional ``mpi`` extra; where it is missing (Python 3.10,
-or a plain ``pip install convop``), its doctests are not collected instead of failing.
+or an install without the ``mpi`` extra), its doctests are not collected instead of failing.
 
 The session never writes to the user's cache: ``CONVOP_CACHE_DIR`` points to a temporary
 directory, removed at the end. It runs with ``CONVOP_CALIBRATE=0`` (unless set), so that

@@ -1,11 +1,12 @@
 """Distributed products: convop's slab-split operator over MPI ranks against one rank.
 
-Usage::
+Usage (from a clone, after ``make install``)::
 
-    mpiexec -n 2 python benchmarks/bench_distributed.py             # 1x256^3, 9^3 kernel (~2 min)
-    mpiexec -n 2 python benchmarks/bench_distributed.py --quick     # 1x96^3, a few seconds
-    mpiexec -n 2 python benchmarks/bench_distributed.py --markdown  # tables for docs/benchmarks.md
-    mpiexec -n 2 python benchmarks/bench_distributed.py --bandwidth-gbs 25 --latency-us 2
+    M=".venv/bin/mpiexec -n 2 .venv/bin/python benchmarks/bench_distributed.py"
+    $M                                # 1x256^3, 9^3 kernel (~2 min)
+    $M --quick                        # 1x96^3, a few seconds
+    $M --markdown                     # tables for docs/benchmarks.md
+    $M --bandwidth-gbs 25 --latency-us 2
 
 Case: a float32 volume ``(1, n, n, n)`` and a ``(1, 1, 9, 9, 9)`` kernel, 'same' zero padding,
 ``op = convop.conv3d(kernel, (1, n, n, n), padding="same")`` (convop's "auto" picks FFT).

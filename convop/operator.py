@@ -690,7 +690,7 @@ class ConvOperator(LinearOperator):
 
         One contiguous slab of the spatial axis ``axis`` per rank, with exact halo
         exchange for every geometry (see :class:`convop.distributed.DistributedConv`).
-        Needs the optional extra ``convop[mpi]``. Every rank calls it, with the same
+        Needs mpi4py and pylops-mpi (convop's ``mpi`` extra). Every rank calls it, with the same
         geometry and weight values.
 
         Parameters

@@ -81,9 +81,12 @@ numpydoc_xref_param_type = False
 sphinx_gallery_conf = {
     "examples_dirs": str(ROOT / "examples"),
     "gallery_dirs": "gallery",
-    # every script is an example, except helper modules whose name starts with "_"
-    "filename_pattern": r"/[^_/][^/]*\.py$",
-    "ignore_pattern": r"(__init__\.py|/_[^/]*\.py)$",
+    # Every script in examples/ is an example, run and shown (each one stands alone: no
+    # helper modules). sphinx-gallery matches filename_pattern (which scripts it runs)
+    # against the path and ignore_pattern (which files it leaves out) against the file name.
+    "filename_pattern": r"\.py$",
+    "ignore_pattern": r"^__init__\.py$",
+    "first_notebook_cell": convop_gallery.FIRST_NOTEBOOK_CELL,
     "reset_argv": "convop_gallery.reset_argv",
     "image_scrapers": ("convop_gallery.png_scraper",),
     "within_subsection_order": "FileNameSortKey",

@@ -50,13 +50,13 @@ Usage::
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import NamedTuple
 
 import matplotlib
 import numpy as np
 import torch
-from _common import NOISE, SEED, check, dot_test, parse_args
 from scipy import ndimage
 from scipy.sparse.linalg import LinearOperator, cg
 
@@ -76,6 +76,36 @@ TOL = 1e-6  # cg's relative residual tolerance
 EDGES_PER_WEIGHT = 3  # the kernel step fits the 3 * WINDOW**2 strongest gradient pixels
 FISTA_STEPS = 500  # projected gradient steps of the kernel step
 MARGIN_DB = 3.0  # the estimate must beat the blurred image by this much
+NOISE, SEED = 0.002, 0  # noise standard deviation (image range [0, 1]) and its seed
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The options ``--out DIR`` and ``--quick``; ``--help`` shows the docstring's first line."""
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument(
+        "--out", type=Path, default=Path("figures"), help="folder for the figure (./figures)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_SIZE}x{QUICK_SIZE} and {QUICK_OUTER} outer iterations instead of "
+        f"{SIZE}x{SIZE} and {OUTER}",
+    )
+    return parser.parse_args(argv)
+
+
+def check(condition: bool, message: str) -> None:
+    """Print ``ok: message``, or stop with ``FAILED: message`` (exit status 1)."""
+    if not condition:
+        raise SystemExit(f"FAILED: {message}")
+    print(f"ok: {message}")
+
+
+def dot_test(A, adjoint, x: np.ndarray, v: np.ndarray) -> float:
+    """``|<A x, v> - <x, adjoint(v)>|`` over its Cauchy-Schwarz scale (round-off if exact)."""
+    Ax, Av = A @ x, adjoint(v)
+    scale = np.linalg.norm(Ax) * np.linalg.norm(v) + np.linalg.norm(x) * np.linalg.norm(Av)
+    return float(abs(np.vdot(v, Ax) - np.vdot(Av, x)) / scale)
 
 
 class ImageStep(NamedTuple):
@@ -206,11 +236,7 @@ def plot(
 
 
 def main(argv: list[str] | None = None) -> None:
-    quick = (
-        f"{QUICK_SIZE}x{QUICK_SIZE} and {QUICK_OUTER} outer iterations instead of "
-        f"{SIZE}x{SIZE} and {OUTER}"
-    )
-    args = parse_args(argv, __doc__, quick)
+    args = parse_args(argv)
     n, outer = (QUICK_SIZE, QUICK_OUTER) if args.quick else (SIZE, OUTER)
 
     truth = phantom(n)  # (n, n), values in [0, 1]

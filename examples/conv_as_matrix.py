@@ -30,6 +30,7 @@ Usage::
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import NamedTuple
 
@@ -37,7 +38,6 @@ import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import parse_args
 from torch import nn
 
 import convop
@@ -46,6 +46,20 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt
 
 RTOL, ATOL = 1e-12, 1e-12  # float64 throughout: round-off only
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The options ``--out DIR`` and ``--quick``; ``--help`` shows the docstring's first line."""
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument(
+        "--out", type=Path, default=Path("figures"), help="folder for the figure (./figures)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small, fast run (this example is always small)",
+    )
+    return parser.parse_args(argv)
 
 
 class Shown(NamedTuple):
@@ -155,7 +169,7 @@ def plot(shown: list[Shown], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv, __doc__, "small, fast run (this example is always small)")
+    args = parse_args(argv)
     torch.manual_seed(0)  # the layers' initial weights
 
     print("== 1. The forum's case: 2 -> 2 channels, 2x2 kernel, 3x3 input ==")

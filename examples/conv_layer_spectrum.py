@@ -44,6 +44,7 @@ Usage::
 
 from __future__ import annotations
 
+import argparse
 import copy
 import math
 import time
@@ -54,7 +55,6 @@ import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import check, parse_args
 from torch import nn
 
 import convop
@@ -69,6 +69,28 @@ RTOL = 1e-3  # opnorm's target width of the bracket
 POWER_STEPS = 20  # power iterations on the layer itself
 SPECTRAL_NORM_STEPS = 100  # power iterations of torch's spectral_norm (one per weight access)
 TOP = 32  # singular values in the zoomed panel
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The options ``--out DIR`` and ``--quick``; ``--help`` shows the docstring's first line."""
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument(
+        "--out", type=Path, default=Path("figures"), help="folder for the figure (./figures)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"dense SVD check on a {QUICK_DENSE_SIZE}x{QUICK_DENSE_SIZE} input instead of "
+        f"{DENSE_SIZE}x{DENSE_SIZE}",
+    )
+    return parser.parse_args(argv)
+
+
+def check(condition: bool, message: str) -> None:
+    """Print ``ok: message``, or stop with ``FAILED: message`` (exit status 1)."""
+    if not condition:
+        raise SystemExit(f"FAILED: {message}")
+    print(f"ok: {message}")
 
 
 class Norms(NamedTuple):
@@ -177,10 +199,7 @@ def plot(path: Path, norms: Norms) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(
-        argv, __doc__, f"dense SVD check on a {QUICK_DENSE_SIZE}x{QUICK_DENSE_SIZE} input "
-        f"instead of {DENSE_SIZE}x{DENSE_SIZE}"
-    )  # fmt: skip
+    args = parse_args(argv)
     dense_size = QUICK_DENSE_SIZE if args.quick else DENSE_SIZE
     layer, weight = layer_weight()
     n_taps = KERNEL * KERNEL

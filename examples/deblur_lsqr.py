@@ -43,22 +43,24 @@ Usage::
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 from typing import NamedTuple
 
 import matplotlib
 import numpy as np
-from _common import KERNEL_SIZE, NOISE, SIGMA, blur_problem, check, parse_args
 from scipy.sparse.linalg import LinearOperator, cg, lsmr, lsqr
 
 import convop
-from convop.data import psnr
+from convop.data import gaussian_kernel, phantom, psnr
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt
 
 SIZE, QUICK_SIZE = 256, 96
+KERNEL_SIZE, SIGMA = 9, 1.5  # the Gaussian blur: kernel size and sigma, in pixels
+NOISE, SEED = 0.002, 0  # noise standard deviation (image range [0, 1]) and its seed
 DAMPS = (0.005, 0.01, 0.02, 0.05, 0.1)  # Tikhonov damp sweep
 TOL = 1e-6  # atol = btol of both solvers (scipy's default)
 HISTORY_POINTS = 14  # re-runs per residual history (a geometric grid of iteration counts)
@@ -66,6 +68,35 @@ MARGIN_DB = 3.0  # the deblurred image must beat the blurred one by this much
 SOLVERS = {"lsqr": (lsqr, "iter_lim"), "lsmr": (lsmr, "maxiter")}
 # lsmr's smaller markers sit inside lsqr's where the two agree
 STYLE = {"lsqr": dict(marker="o", ms=7, ls="-"), "lsmr": dict(marker="s", ms=3.5, ls="--")}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The options ``--out DIR`` and ``--quick``; ``--help`` shows the docstring's first line."""
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument(
+        "--out", type=Path, default=Path("figures"), help="folder for the figure (./figures)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_SIZE}x{QUICK_SIZE} instead of {SIZE}x{SIZE}"
+    )
+    return parser.parse_args(argv)
+
+
+def blur_problem(n: int) -> tuple[convop.ConvOperator, np.ndarray, np.ndarray]:
+    """The blur operator, the true image (n, n) and the blurred noisy data (n*n,)."""
+    truth = phantom(n)  # (n, n), values in [0, 1]
+    kernel = gaussian_kernel(KERNEL_SIZE, SIGMA)  # (9, 9), sums to 1
+    A = convop.conv2d(kernel[None, None], (1, n, n), padding="same", padding_mode="reflect")
+    rng = np.random.default_rng(SEED)
+    b = A @ truth.ravel() + NOISE * rng.standard_normal(A.shape[0])  # (n*n,)
+    return A, truth, b
+
+
+def check(condition: bool, message: str) -> None:
+    """Print ``ok: message``, or stop with ``FAILED: message`` (exit status 1)."""
+    if not condition:
+        raise SystemExit(f"FAILED: {message}")
+    print(f"ok: {message}")
 
 
 class Solve(NamedTuple):
@@ -184,7 +215,7 @@ def plot(
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv, __doc__, f"{QUICK_SIZE}x{QUICK_SIZE} instead of {SIZE}x{SIZE}")
+    args = parse_args(argv)
     n = QUICK_SIZE if args.quick else SIZE
     A, truth, b = blur_problem(n)
     blurred = psnr(b, truth)

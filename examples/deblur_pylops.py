@@ -42,6 +42,7 @@ Usage::
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -49,17 +50,18 @@ from typing import NamedTuple
 import matplotlib
 import numpy as np
 import pylops
-from _common import KERNEL_SIZE, NOISE, SIGMA, blur_problem, check, parse_args
 from pylops.optimization.leastsquares import regularized_inversion
 from pylops.optimization.sparsity import fista, splitbregman
 
 import convop
-from convop.data import psnr
+from convop.data import gaussian_kernel, phantom, psnr
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt
 
 SIZE, QUICK_SIZE = 256, 96
+KERNEL_SIZE, SIGMA = 9, 1.5  # the Gaussian blur: kernel size and sigma, in pixels
+NOISE, SEED = 0.002, 0  # noise standard deviation (image range [0, 1]) and its seed
 LAPLACIAN_EPS = (0.003, 0.01, 0.03)  # weight of ||L x||_2
 TOL = 1e-6  # lsqr's atol = btol for the Laplacian
 TV_EPS = (0.1, 0.2, 0.4)  # weight of the TV term
@@ -69,6 +71,37 @@ TV_INNER_LSQR = 5  # lsqr iterations per split-Bregman step
 FISTA_EPS = (0.001, 0.003, 0.01)  # weight of ||x||_1
 FISTA_ITER = 100  # FISTA iterations
 NORM_RTOL = 1e-3  # opnorm's relative width of the bracket on ||A||_2
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The options ``--out DIR`` and ``--quick``; ``--help`` shows the docstring's first line."""
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument(
+        "--out", type=Path, default=Path("figures"), help="folder for the figure (./figures)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_SIZE}x{QUICK_SIZE} instead of {SIZE}x{SIZE}, {QUICK_TV_OUTER} TV steps",
+    )
+    return parser.parse_args(argv)
+
+
+def blur_problem(n: int) -> tuple[convop.ConvOperator, np.ndarray, np.ndarray]:
+    """The blur operator, the true image (n, n) and the blurred noisy data (n*n,)."""
+    truth = phantom(n)  # (n, n), values in [0, 1]
+    kernel = gaussian_kernel(KERNEL_SIZE, SIGMA)  # (9, 9), sums to 1
+    A = convop.conv2d(kernel[None, None], (1, n, n), padding="same", padding_mode="reflect")
+    rng = np.random.default_rng(SEED)
+    b = A @ truth.ravel() + NOISE * rng.standard_normal(A.shape[0])  # (n*n,)
+    return A, truth, b
+
+
+def check(condition: bool, message: str) -> None:
+    """Print ``ok: message``, or stop with ``FAILED: message`` (exit status 1)."""
+    if not condition:
+        raise SystemExit(f"FAILED: {message}")
+    print(f"ok: {message}")
 
 
 class Result(NamedTuple):
@@ -172,8 +205,7 @@ def plot(path: Path, truth: np.ndarray, b: np.ndarray, best: list[Result]) -> No
 
 
 def main(argv: list[str] | None = None) -> None:
-    quick = f"{QUICK_SIZE}x{QUICK_SIZE} instead of {SIZE}x{SIZE}, {QUICK_TV_OUTER} TV steps"
-    args = parse_args(argv, __doc__, quick)
+    args = parse_args(argv)
     n = QUICK_SIZE if args.quick else SIZE
     outer = QUICK_TV_OUTER if args.quick else TV_OUTER
     A, truth, b = blur_problem(n)

@@ -27,10 +27,14 @@ Every rank learns rank 0's verdict, so all of them exit with it (non-zero when a
 fails) and none waits forever. Without ``OMP_NUM_THREADS`` set, each rank runs
 ``cores // ranks`` torch threads, and the serial reference as many.
 
-Usage::
+Usage, with the ``mpiexec`` and the ``python`` of the environment convop is installed in
+(``mpiexec`` starts the ``python`` it is given, or the first one on the ``PATH``), here the
+``.venv`` that ``make demo`` creates in a clone::
 
-    mpiexec -n 2 python examples/distributed_deconvolution.py [--out DIR] [--quick]
-    python examples/distributed_deconvolution.py [--out DIR] [--quick]   # one rank
+    .venv/bin/mpiexec -n 2 .venv/bin/python examples/distributed_deconvolution.py [--quick]
+    .venv/bin/python examples/distributed_deconvolution.py [--quick]   # one rank
+
+and ``--out DIR`` for the figure's folder (default ``./figures``).
 """
 
 from __future__ import annotations
@@ -49,7 +53,6 @@ import numpy as np
 import pylops
 import pylops_mpi
 import torch
-from _common import check, parse_args, relative_error
 from mpi4py import MPI
 from pylops.optimization.basic import cgls as serial_cgls
 from pylops_mpi.optimization.basic import cgls
@@ -79,6 +82,31 @@ ELLIPSOIDS = (
     (0.5, (0.4, 0.06, 0.06), (-0.1, 0.3, 0.0)),  # rod along z, x = 0 plane
     (0.8, (0.08, 0.08, 0.08), (0.0, 0.0, 0.0)),  # small bright sphere, every plane
 )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The options ``--out DIR`` and ``--quick``; ``--help`` shows the docstring's first line."""
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument(
+        "--out", type=Path, default=Path("figures"), help="folder for the figure (./figures)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"a {QUICK_SIZE}^3 volume instead of {SIZE}^3"
+    )
+    return parser.parse_args(argv)
+
+
+def check(condition: bool, message: str) -> None:
+    """Print ``ok: message``, or stop with ``FAILED: message`` (exit status 1)."""
+    if not condition:
+        raise SystemExit(f"FAILED: {message}")
+    print(f"ok: {message}")
+
+
+def relative_error(estimate: np.ndarray, reference: np.ndarray) -> float:
+    """``|estimate - reference| / |reference|`` over all values."""
+    difference = estimate.ravel() - reference.ravel()
+    return float(np.linalg.norm(difference) / np.linalg.norm(reference.ravel()))
 
 
 def phantom3d(n: int) -> np.ndarray:
@@ -179,7 +207,7 @@ def plural(count: int, word: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv, __doc__, f"a {QUICK_SIZE}^3 volume instead of {SIZE}^3")
+    args = parse_args(argv)
     comm = MPI.COMM_WORLD
     rank, ranks = comm.Get_rank(), comm.Get_size()
     threads = set_threads(ranks)

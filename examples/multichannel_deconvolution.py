@@ -27,6 +27,7 @@ Usage::
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -34,7 +35,6 @@ import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import check, dot_test, parse_args, relative_error
 from scipy.sparse.linalg import lsqr
 from torch import nn
 
@@ -49,6 +49,40 @@ C_IN, C_OUT = 3, 16
 NOISE = 1e-3  # noise standard deviation relative to the RMS of the layer's output
 SEED = 0
 TOL = 1e-10  # lsqr's atol = btol
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The options ``--out DIR`` and ``--quick``; ``--help`` shows the docstring's first line."""
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument(
+        "--out", type=Path, default=Path("figures"), help="folder for the figure (./figures)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_SIZE}x{QUICK_SIZE} inputs instead of {SIZE}x{SIZE}",
+    )
+    return parser.parse_args(argv)
+
+
+def check(condition: bool, message: str) -> None:
+    """Print ``ok: message``, or stop with ``FAILED: message`` (exit status 1)."""
+    if not condition:
+        raise SystemExit(f"FAILED: {message}")
+    print(f"ok: {message}")
+
+
+def dot_test(A, adjoint, x: np.ndarray, v: np.ndarray) -> float:
+    """``|<A x, v> - <x, adjoint(v)>|`` over its Cauchy-Schwarz scale (round-off if exact)."""
+    Ax, Av = A @ x, adjoint(v)
+    scale = np.linalg.norm(Ax) * np.linalg.norm(v) + np.linalg.norm(x) * np.linalg.norm(Av)
+    return float(abs(np.vdot(v, Ax) - np.vdot(Av, x)) / scale)
+
+
+def relative_error(estimate: np.ndarray, reference: np.ndarray) -> float:
+    """``|estimate - reference| / |reference|`` over all values."""
+    difference = estimate.ravel() - reference.ravel()
+    return float(np.linalg.norm(difference) / np.linalg.norm(reference.ravel()))
 
 
 def test_images(n: int) -> np.ndarray:
@@ -111,7 +145,7 @@ def plot(path: Path, truth: np.ndarray, recovered: np.ndarray, title: str) -> No
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv, __doc__, f"{QUICK_SIZE}x{QUICK_SIZE} inputs instead of {SIZE}")
+    args = parse_args(argv)
     n = QUICK_SIZE if args.quick else SIZE
     torch.manual_seed(SEED)  # the layer's initial weights
     rng = np.random.default_rng(SEED)

@@ -35,6 +35,7 @@ Usage::
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import NamedTuple
 
@@ -42,7 +43,6 @@ import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import check, dot_test, parse_args
 from torch import nn
 
 import convop
@@ -56,6 +56,32 @@ C_OUT, KERNEL, STRIDE, PADDING = 4, 3, 2, 1
 PAIRS, QUICK_PAIRS = 32, 8  # random (x, v) pairs per dot test
 SEED = 0
 FLOOR = 1e-19  # exact zeros are drawn at this height on the log scale
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The options ``--out DIR`` and ``--quick``; ``--help`` shows the docstring's first line."""
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument(
+        "--out", type=Path, default=Path("figures"), help="folder for the figure (./figures)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_PAIRS} random pairs instead of {PAIRS}"
+    )
+    return parser.parse_args(argv)
+
+
+def check(condition: bool, message: str) -> None:
+    """Print ``ok: message``, or stop with ``FAILED: message`` (exit status 1)."""
+    if not condition:
+        raise SystemExit(f"FAILED: {message}")
+    print(f"ok: {message}")
+
+
+def dot_test(A, adjoint, x: np.ndarray, v: np.ndarray) -> float:
+    """``|<A x, v> - <x, adjoint(v)>|`` over its Cauchy-Schwarz scale (round-off if exact)."""
+    Ax, Av = A @ x, adjoint(v)
+    scale = np.linalg.norm(Ax) * np.linalg.norm(v) + np.linalg.norm(x) * np.linalg.norm(Av)
+    return float(abs(np.vdot(v, Ax) - np.vdot(Av, x)) / scale)
 
 
 class Row(NamedTuple):
@@ -142,7 +168,7 @@ def plot(path: Path, rows: list[Row], pairs: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv, __doc__, f"{QUICK_PAIRS} random pairs instead of {PAIRS}")
+    args = parse_args(argv)
     pairs = QUICK_PAIRS if args.quick else PAIRS
     rng = np.random.default_rng(SEED)
     generator = torch.Generator().manual_seed(SEED)

@@ -15,8 +15,15 @@ the Sphinx process as ``__main__`` (conf.py, ``sphinx_gallery_conf``):
   returns the reST that shows them (the first one is the thumbnail). The matplotlib scraper
   would find nothing: the scripts close their figures.
 
-sphinx-gallery imports both by name (``"convop_gallery.reset_argv"``); conf.py puts this
-folder on ``sys.path``.
+Each script stands alone: it imports no sibling module, so the ``.py`` and the Jupyter
+notebook that its gallery page offers for download run anywhere convop is installed. A
+notebook has no command line, and its kernel's own arguments (``-f kernel.json``) are not
+the script's: :data:`FIRST_NOTEBOOK_CELL`, the first cell of every notebook, sets the
+script's options. ``tests/test_examples.py`` runs every script, and its notebook, from an
+empty folder.
+
+sphinx-gallery imports both functions by name (``"convop_gallery.reset_argv"``); conf.py
+puts this folder on ``sys.path``.
 """
 
 from __future__ import annotations
@@ -33,6 +40,15 @@ from sphinx_gallery.scrapers import figure_rst
 
 #: ``CONVOP_DOCS_FULL=1`` runs the examples at full size (minutes); otherwise ``--quick``.
 FULL = os.environ.get("CONVOP_DOCS_FULL", "") not in ("", "0")
+
+#: The first cell of every example's notebook (``first_notebook_cell`` in conf.py).
+FIRST_NOTEBOOK_CELL = """\
+# The script's command-line options: [] runs it at full size, ["--quick"] smaller and
+# faster; ["--out", "DIR"] writes its figure into DIR instead of ./figures.
+import sys
+
+sys.argv[1:] = []
+"""
 
 _OUT_KEY = "convop_out_dir"
 _base: Path | None = None  # one temporary folder per build, removed when the build ends
