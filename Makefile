@@ -6,10 +6,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.convop-installed
-# MPI comes from the mpich wheel of the test extra; a hung job fails after MPI_TIMEOUT s.
-MPIEXEC     := $(VENV)/bin/mpiexec
-MPI_RANKS   ?= 1 2 3
-MPI_TIMEOUT ?= 600
+# MPI comes from the mpich wheel of the test extra. A hung MPI test fails after
+# MPI_TEST_TIMEOUT s (pytest-timeout ends the rank, and with it the job); the first failure
+# ends the job (tests/mpi/conftest.py); a whole job is killed after MPI_TIMEOUT s.
+MPIEXEC          := $(VENV)/bin/mpiexec
+MPI_RANKS        ?= 1 2 3
+MPI_TIMEOUT      ?= 600
+MPI_TEST_TIMEOUT ?= 60
 
 .PHONY: demo test test-mpi lint docs format install clean
 
@@ -40,7 +43,8 @@ test-mpi: $(STAMP)
 	@for n in $(MPI_RANKS); do \
 		echo "== MPI tests on $$n ranks"; \
 		OMP_NUM_THREADS=1 timeout $(MPI_TIMEOUT) $(MPIEXEC) -n $$n \
-			$(PY) -m pytest tests/mpi --with-mpi -q -p no:cacheprovider || exit 1; \
+			$(PY) -m pytest tests/mpi --with-mpi -q -p no:cacheprovider \
+			--timeout=$(MPI_TEST_TIMEOUT) --timeout-method=thread || exit 1; \
 	done
 	@echo "== examples/distributed_deconvolution.py on 2 ranks"
 	@out=$$(mktemp -d) && OMP_NUM_THREADS=1 timeout $(MPI_TIMEOUT) $(MPIEXEC) -n 2 \

@@ -4,16 +4,24 @@
 :mod:`convop._slabs`, its transfers, its local operators) and runs the two collective
 halves of a product: the gather of an extended slab (forward) and the halo reduce
 (adjoint), with non-blocking point-to-point messages of the halo planes only.
+
+Before its first exchange, a core checks that every rank holds the same plan and that each
+message one rank waits for is one another rank sends (:func:`check_agreement`, one
+``allgather``): a disagreement raises on every rank instead of leaving some waiting forever.
+
+The communicator is used through ``Get_rank``, ``Get_size``, ``allgather``, ``Isend`` and
+``Irecv`` (of contiguous numpy buffers) and the requests' ``Wait``: an ``mpi4py``
+communicator, or an in-process stand-in (the serial tests of this module use one).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from mpi4py import MPI
 
 from ._arrays import TORCH_TO_NUMPY
 from ._slabs import SlabPlan, Transfer
@@ -61,6 +69,7 @@ class Core:
         self.conv_out = Side(conv.out_channels, keep, self.plan.output_bounds, axis)
         self._local: dict[bool, ConvOperator] = {}
         self._transfers: tuple[dict, dict] | None = None
+        self._agreed = False  # every rank's plan checked against this one's
 
     # ------------------------------------------------------------------ built on first use
     def local(self, *, conj: bool) -> ConvOperator:
@@ -83,6 +92,19 @@ class Core:
             self._transfers = (self.plan.receives(self.rank), self.plan.sends(self.rank))
         return self._transfers
 
+    def _exchange_plan(self) -> tuple[dict[int, Transfer], dict[int, Transfer]]:
+        """:meth:`transfers`, checked against every rank's plan before the first exchange.
+
+        Collective (one ``allgather`` on first use): called by the products only, which
+        every rank calls in the same order, never by :meth:`transfers` (which a property
+        such as ``halo_bytes`` may call on one rank alone).
+        """
+        receives, sends = self.transfers()
+        if not self._agreed:
+            check_agreement(self.comm, self.plan, self.rank, receives, sends)
+            self._agreed = True
+        return receives, sends
+
     # ------------------------------------------------------------------ products
     def forward(self, x: torch.Tensor, *, conj: bool) -> torch.Tensor:
         """``crop o C`` on this rank: ``x`` is the local input slab (C_in, *slab)."""
@@ -102,7 +124,7 @@ class Core:
 
     def _gather(self, x: torch.Tensor) -> torch.Tensor:
         a = 1 + self.plan.axis
-        receives, sends = self.transfers()
+        receives, sends = self._exchange_plan()
         length, zero = self._extended  # extended-slab length, samples zero padding supplies
         shape = list(x.shape)
         shape[a] = length
@@ -121,14 +143,14 @@ class Core:
         own = receives.get(self.rank)
         if own is not None:
             _copy_into(ext, a, x, own)
-        MPI.Request.Waitall(requests)
+        _wait_all(requests)
         for q, buffer in buffers.items():
             _put(ext, a, receives[q].ext, torch.from_numpy(buffer).to(x.device), add=False)
         return ext
 
     def _reduce(self, ext: torch.Tensor) -> torch.Tensor:
         a = 1 + self.plan.axis
-        receives, sends = self.transfers()
+        receives, sends = self._exchange_plan()
         shape = self.conv_in.slabs[self.rank]
         requests, buffers, keep = [], {}, []
         for r, t in sends.items():  # what this rank sent forward comes back, summed
@@ -153,10 +175,122 @@ class Core:
             out = torch.zeros(shape, dtype=ext.dtype, device=ext.device)
             if own is not None:
                 out.index_add_(a, _index(own.local, ext.device), _select(ext, a, own.ext))
-        MPI.Request.Waitall(requests)
+        _wait_all(requests)
         for r, buffer in buffers.items():
             _put(out, a, sends[r].local, torch.from_numpy(buffer).to(ext.device), add=True)
         return out
+
+
+class _View(NamedTuple):
+    """What one rank holds of a distributed convolution, for :func:`check_agreement`."""
+
+    convolution: str  # digest of the convolution and the output samples kept
+    axis: int
+    table: str  # digest of every rank's input and output bounds
+    own: tuple  # this rank's ((input lo, hi), (output lo, hi))
+    receives: dict  # samples this rank receives from each other rank
+    sends: dict  # samples this rank sends to each other rank
+
+
+def check_agreement(
+    comm: Any, plan: SlabPlan, rank: int, receives: dict[int, Transfer], sends: dict[int, Transfer]
+) -> None:
+    """Raise on every rank unless all ranks agree on ``plan`` and on the messages.
+
+    One ``allgather`` of a few values per rank: digests of the convolution and of the slab
+    table (every rank's bounds), the split axis, this rank's own slabs, and the number of
+    samples it receives from and sends to each other rank. Every rank compares the same
+    gathered values, so either all of them raise the same error or none does.
+
+    Parameters
+    ----------
+    comm : communicator
+        Every rank of the decomposition calls this with it (a collective).
+    plan : SlabPlan
+        This rank's plan.
+    rank : int
+        This rank.
+    receives, sends : dict of int to Transfer
+        This rank's transfers (:meth:`Core.transfers`).
+
+    Raises
+    ------
+    ValueError
+        If the ranks built different convolutions or split different axes (every rank must
+        build the operator from the same geometry, with the same ``axis``).
+    RuntimeError
+        If the ranks agree on those but not on the slab tables or the messages (an
+        inconsistency inside convop, e.g. ranks running different versions of it).
+    """
+    mine = _View(
+        convolution=_digest(plan.conv, plan.keep),
+        axis=plan.axis,
+        table=_digest(plan.input_bounds, plan.output_bounds),
+        own=(plan.input_bounds[rank], plan.output_bounds[rank]),
+        receives={q: len(t) for q, t in receives.items() if q != rank},
+        sends={q: len(t) for q, t in sends.items()},
+    )
+    views = [_View(*view) for view in comm.allgather(tuple(mine))]
+    size = len(views)
+    prefix = "the ranks disagree on the distributed convolution"
+
+    def differ(field: str) -> list[int]:
+        return [
+            r for r, view in enumerate(views) if getattr(view, field) != getattr(views[0], field)
+        ]
+
+    if differ("convolution"):
+        raise ValueError(
+            f"{prefix}: ranks {differ('convolution')} built a different convolution (geometry "
+            f"or input shape) from rank 0's; every rank must build the operator from the same "
+            f"geometry and input shape"
+        )
+    if differ("axis"):
+        axes = ", ".join(f"rank {r}: {views[r].axis}" for r in [0, *differ("axis")][:8])
+        raise ValueError(
+            f"{prefix}: the split axis differs between ranks ({axes}); every rank must pass "
+            f"the same axis"
+        )
+    if differ("table"):
+        owned = "; ".join(
+            f"rank {r}: input {i0}:{i1}, output {o0}:{o1}"
+            for r, ((i0, i1), (o0, o1)) in enumerate(view.own for view in views[:8])
+        )
+        raise RuntimeError(
+            f"{prefix}: ranks {differ('table')} hold a different slab table from rank 0's for "
+            f"the same convolution (the samples each rank owns along axis {plan.axis}: "
+            f"{owned}); no message was exchanged"
+        )
+    for r, view in enumerate(views):
+        for q, n in view.receives.items():
+            sent = views[q].sends.get(r, 0) if 0 <= q < size else None
+            if sent != n:
+                raise RuntimeError(
+                    f"{prefix}: rank {r} expects {_samples(n)} from rank {q}, which sends "
+                    f"it {sent}; no message was exchanged"
+                )
+        for q, n in view.sends.items():
+            wanted = views[q].receives.get(r, 0) if 0 <= q < size else None
+            if wanted != n:
+                raise RuntimeError(
+                    f"{prefix}: rank {r} sends {_samples(n)} to rank {q}, which expects "
+                    f"{wanted}; no message was exchanged"
+                )
+
+
+def _samples(n: int) -> str:
+    return f"{n} halo sample{'' if n == 1 else 's'}"
+
+
+def _digest(*values: Any) -> str:
+    """A short digest of the ``repr`` of ``values`` (plain data: tuples, ints, geometries)."""
+    return hashlib.blake2b(repr(values).encode(), digest_size=8).hexdigest()
+
+
+def _wait_all(requests: list) -> None:
+    """Wait for every request (all were posted before: any order completes them all)."""
+    for request in requests:
+        request.Wait()
 
 
 def _np_dtype(t: torch.Tensor) -> np.dtype:

@@ -1,7 +1,7 @@
 """Convolutions spread over MPI ranks, as pylops-mpi operators with exact halo exchange.
 
-Install with the optional extra ``pip install "convop[mpi]"`` (mpi4py and pylops-mpi) plus
-an MPI library (``pip install mpich`` brings one with ``mpiexec``). ``import convop`` never
+Needs mpi4py and pylops-mpi (the ``mpi`` extra: ``python -m pip install '.[mpi]' mpich`` in a
+convop clone; the ``mpich`` wheel brings an MPI library and ``mpiexec``). ``import convop`` never
 imports this module; :meth:`convop.ConvOperator.to_pylops_mpi` does.
 
 Layout
@@ -36,8 +36,8 @@ try:
     from pylops_mpi import DistributedArray, MPILinearOperator, Partition
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError(
-        "convop.distributed needs mpi4py and pylops-mpi: pip install 'convop[mpi]' "
-        "(and an MPI library, e.g. pip install mpich)"
+        "convop.distributed needs mpi4py and pylops-mpi: pip install mpi4py pylops-mpi "
+        "mpich (or, in a convop clone, the mpi extra: pip install '.[mpi]' mpich)"
     ) from error
 
 from ._arrays import NUMPY_TO_TORCH, result_dtype, to_numpy, to_tensor
@@ -81,7 +81,9 @@ class DistributedConv(MPILinearOperator):
     transposed or not, halos reaching past the neighbours included); the adjoint sends
     those contributions back to their owners, who add them (halo reduce). No product
     ever assembles the global array. Products are collective: every rank of the
-    communicator calls them, in the same order.
+    communicator calls them, in the same order. Before the first halo message, the ranks
+    check that they agree on the operator, the slabs and the messages (one ``allgather``):
+    a rank that disagrees makes every rank raise, instead of leaving some waiting forever.
 
     Parameters
     ----------
@@ -114,7 +116,12 @@ class DistributedConv(MPILinearOperator):
     ------
     ValueError
         If the split axis has fewer samples (input or output) than there are ranks; the
-        message names the largest rank count that works.
+        message names the largest rank count that works. At the first product, on every
+        rank, if the ranks built different convolutions or split different axes.
+    RuntimeError
+        At the first product, on every rank and before any halo message, if the ranks
+        agree on the convolution but not on the slabs or the messages (e.g. ranks running
+        different versions of convop).
 
     Examples
     --------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -283,3 +284,61 @@ def test_values_that_would_overflow_in_the_transforms_run_directly():
     direct = convop.conv2d(weight, (1, 256, 256), padding="same", method="direct")
     np.testing.assert_array_equal(fourier @ x, direct @ x)
     assert np.isfinite(fourier @ x).all()
+
+
+# ---------------------------------------------------------------- the spectrum cache's key
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+LAYER_INPUT = (2, 12, 10)
+
+
+def _layer() -> torch.nn.Conv2d:
+    """A float32 layer whose FFT products use the channel-mixing matmul (2 -> 3 channels)."""
+    layer = torch.nn.Conv2d(2, 3, 5, padding="same", padding_mode="reflect", bias=False)
+    torch.nn.init.normal_(layer.weight, generator=torch.Generator().manual_seed(0))
+    return layer
+
+
+def _to_complex128(layer: torch.nn.Module) -> None:
+    with warnings.catch_warnings():  # torch calls complex modules a new feature
+        warnings.filterwarnings("ignore", "Complex modules", UserWarning)
+        layer.to(torch.complex128)
+
+
+def _assert_fft_follows_the_layer(fourier, layer, dtype, seed: int) -> None:
+    """``fourier``'s numpy-face products, forward and adjoint, on ``dtype`` data equal the
+    direct operator's on the layer as it is now, to the FFT round-off of ``dtype``."""
+    direct = convop.from_module(layer, LAYER_INPUT, method="direct")
+    rng = np.random.default_rng(seed)
+    x, v = (rng.standard_normal(n) + 1j * rng.standard_normal(n) for n in fourier.shape[::-1])
+    x, v = (a if np.dtype(dtype).kind == "c" else a.real for a in (x, v))
+    x, v = x.astype(dtype), v.astype(dtype)
+    scale = float(layer.weight.detach().abs().sum()) * max(np.abs(x).max(), np.abs(v).max())
+    for got, want in ((fourier @ x, direct @ x), (fourier.H @ v, direct.H @ v)):
+        assert got.dtype == dtype
+        assert_close(got, want, dtype=dtype, terms=2 * 25 * 64, scale=scale)
+
+
+@pytest.mark.parametrize(
+    ("change", "dtype"),
+    [(lambda layer: layer.double(), np.float64), (_to_complex128, np.complex128)],
+    ids=["double", "complex128"],
+)
+def test_spectrum_cache_follows_an_in_place_dtype_change(change, dtype):
+    """After a float32 product, ``layer.double()`` replaces the parameter's data with the
+    same values in float64: reusing the cached float32 spectrum would give float64 results
+    with float32 round-off (9e-8 relative instead of 1e-16)."""
+    layer = _layer()
+    fourier = convop.from_module(layer, LAYER_INPUT, method="fft")
+    _assert_fft_follows_the_layer(fourier, layer, np.float32, seed=1)  # caches float32
+    change(layer)
+    _assert_fft_follows_the_layer(fourier, layer, dtype, seed=2)
+
+
+@cuda
+def test_spectrum_cache_follows_an_in_place_device_change():
+    layer = _layer().double()
+    fourier = convop.from_module(layer, LAYER_INPUT, method="fft")
+    _assert_fft_follows_the_layer(fourier, layer, np.float64, seed=1)  # caches on the CPU
+    layer.cuda()
+    assert fourier.device.type == "cuda"
+    _assert_fft_follows_the_layer(fourier, layer, np.float64, seed=2)

@@ -4,8 +4,9 @@ Every rank of a P-rank split is simulated here: its extended slab is read straig
 global sample through the plan's source indices, its local convolution is run, and the
 slabs put side by side must equal the serial operator; the adjoint's halo reduce (adding
 each extended sample back onto its source) must equal the serial adjoint. The transfers
-(who sends what to whom) must describe exactly those source indices. The MPI tests
-(tests/mpi) then check the messages themselves.
+(who sends what to whom) must describe exactly those source indices. tests/test_halo.py
+then runs the messages themselves over the same geometries (the halo core, simulated ranks
+in one process), and the MPI tests (tests/mpi) under ``mpiexec``.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from pylops_mpi.optimization.basic import cgls as mpi_cgls
 
 import convop
 import convop.data
+from convop._slabs import SlabPlan
 from convop.distributed import DistributedConv, block_diag, local_device
 
 from ..strategies import COMBO_IDS, COMBOS, conv_cases
@@ -337,6 +338,38 @@ def test_wrong_vectors_are_refused():
         D @ plain
     with pytest.raises(ValueError, match=r"x must have shape \(1, "):
         D.scatter(np.zeros((2, 3)))
+
+
+# ---------------------------------------------------------------------- ranks that disagree
+def _owner_off_by_one(plan: SlabPlan, index: np.ndarray) -> np.ndarray:
+    """A slab-ownership bug: the first sample of each slab goes to the rank before."""
+    starts = np.array([lo for lo, _ in plan.input_bounds])
+    owners = np.searchsorted(starts, index, side="left") - 1
+    return np.where(index < 0, -1, owners)
+
+
+@pytest.mark.skipif(SIZE < 2, reason="a disagreement needs two ranks")
+def test_a_rank_that_disagrees_fails_every_rank_instead_of_hanging(monkeypatch):
+    """The last rank runs a slab-ownership bug (its first sample belongs to the rank
+    before). A 2-tap filter reads one sample past each slab's end: the rank before waits
+    for that sample, which the last rank does not send, and the last rank waits for its own
+    first sample, which nobody sends. Without the agreement check before the first
+    exchange, both wait forever. Every rank must raise the same error, at once."""
+    monkeypatch.setattr(SlabPlan, "owner", {SIZE - 1: _owner_off_by_one}.get(RANK, SlabPlan.owner))
+    weight = torch.tensor([[[0.25, 0.75]]], dtype=torch.float64)
+    op = convop.conv2d(weight[..., None], (1, 6 * SIZE, 3), padding="same")
+    D = op.to_pylops_mpi(axis=0)
+    x = D.scatter(random(op.input_shape, np.float64, 30))
+    with pytest.raises(RuntimeError, match="the ranks disagree") as raised:
+        D @ x
+    messages = COMM.allgather(str(raised.value))
+    assert messages == [messages[0]] * SIZE
+    assert messages[0] == (
+        f"the ranks disagree on the distributed convolution: rank {SIZE - 2} expects 1 halo "
+        f"sample from rank {SIZE - 1}, which sends it 0; no message was exchanged"
+    )
+    monkeypatch.undo()  # now that every rank agrees, a new distributed operator works
+    assert agree(check_products(op.to_pylops_mpi(axis=0), op, 31)) <= 1e-12
 
 
 # ---------------------------------------------------------------------- many frames
