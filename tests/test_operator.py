@@ -468,23 +468,49 @@ def _well_conditioned_operator():
     return convop.conv2d(weight, (3, 12, 10), padding="same", padding_mode="replicate")
 
 
+def _residual_stop_bound(op, b: np.ndarray, x: np.ndarray, atol: float, btol: float) -> float:
+    """``||x - x*||`` once LSQR or LSMR stopped by their test 1 on a consistent ``b = A x*``.
+
+    Test 1 is ``||r|| <= btol ||b|| + atol ||A|| ||x||``, with ``||A||`` their estimate of
+    the Frobenius norm (the bidiagonal's, at most ``||A||_F``) and ``r = A (x* - x)``, so
+    ``||x - x*|| <= ||r|| / sigma_min(A)``: the dense matrix gives both norms. (The residual
+    norm they test is a recurrence; its drift, a few ``eps`` per iteration, is far below
+    ``atol`` here.)
+    """
+    a = op.todense()
+    sigma_min = np.linalg.svd(a, compute_uv=False).min()
+    bound = btol * np.linalg.norm(b) + atol * np.linalg.norm(a) * np.linalg.norm(x)
+    return bound / sigma_min
+
+
 def test_lsqr_recovers_a_signal_through_a_multichannel_conv():
     op = _well_conditioned_operator()
     x_true = np.random.default_rng(0).standard_normal(op.shape[1])
-    x, istop, *_ = spla.lsqr(op, op @ x_true, atol=1e-12, btol=1e-12, iter_lim=200)
-    assert istop in (1, 2)
-    np.testing.assert_allclose(x, x_true, rtol=0, atol=1e-9)
+    b = op @ x_true
+    x, istop, *_ = spla.lsqr(op, b, atol=1e-12, btol=1e-12, iter_lim=200)
+    # A is square and nonsingular: ||A^H r|| >= sigma_min ||r|| keeps test 2 (||A^H r|| <=
+    # atol ||A|| ||r||) from stopping it, so it stops by test 1, before the iteration limit
+    assert istop == 1
+    bound = _residual_stop_bound(op, b, x, atol=1e-12, btol=1e-12)  # 4.8e-10
+    assert np.linalg.norm(x - x_true) <= bound  # 2.6e-11 measured
 
 
 def test_lsmr_and_cg_on_normal_equations_recover_the_signal():
     op = _well_conditioned_operator()
     x_true = np.random.default_rng(1).standard_normal(op.shape[1])
     b = op @ x_true
-    x_lsmr = spla.lsmr(op, b, atol=1e-12, btol=1e-12)[0]
-    x_cg, info = spla.cg(op.H @ op, op.rmatvec(b), rtol=1e-12, maxiter=200)
+    x_lsmr, istop = spla.lsmr(op, b, atol=1e-12, btol=1e-12)[:2]
+    assert istop == 1  # by test 1, as lsqr's above
+    bound = _residual_stop_bound(op, b, x_lsmr, atol=1e-12, btol=1e-12)  # 4.4e-10
+    assert np.linalg.norm(x_lsmr - x_true) <= bound  # 2.3e-11 measured
+    # cg stops at ||A^H b - A^H A x|| < rtol ||A^H b||, and A^H A's smallest eigenvalue is
+    # sigma_min(A)^2: ||x - x*|| <= rtol ||A^H b|| / sigma_min^2
+    rhs = op.rmatvec(b)
+    x_cg, info = spla.cg(op.H @ op, rhs, rtol=1e-12, maxiter=200)
     assert info == 0
-    np.testing.assert_allclose(x_lsmr, x_true, atol=1e-9)
-    np.testing.assert_allclose(x_cg, x_true, atol=1e-8)
+    sigma_min = np.linalg.svd(op.todense(), compute_uv=False).min()
+    bound = 1e-12 * np.linalg.norm(rhs) / sigma_min**2  # 2.8e-11
+    assert np.linalg.norm(x_cg - x_true) <= bound  # 4.3e-12 measured
 
 
 def test_svds_matches_singular_values_of_the_explicit_matrix():
