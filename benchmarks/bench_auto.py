@@ -42,7 +42,8 @@ import torch
 from _timing import timeit  # benchmarks/, the script's own folder
 
 import convop
-from convop import _calibrate, _cost
+from convop._auto import calibrate as _calibrate
+from convop._auto import cost as _cost
 from convop.constructors import CONSTRUCTORS
 
 GOAL = 1.2  # auto within this factor of the faster method
@@ -244,13 +245,13 @@ def auto_picks(auto: convop.ConvOperator, x: torch.Tensor, y: torch.Tensor) -> s
     ``'direct/fft'`` (forward/adjoint).
 
     One product each way first: where the cost model cannot tell, that product times both
-    methods (convop._trial) and keeps the faster for the batch size. The kept methods are
+    methods (convop._auto.trial) and keeps the faster for the batch size. The kept methods are
     read from the operator's record of them, else the model's pick stands.
     """
     auto.apply(x)
     auto.apply_adjoint(y)
     raced = getattr(auto, "_raced", {})
-    size = 1 << max(x.shape[0] - 1, 0).bit_length()  # convop._trial.size_class
+    size = 1 << max(x.shape[0] - 1, 0).bit_length()  # convop._auto.trial.size_class
     forward, adjoint = (raced.get((x.dtype, x.device, size, side), auto.method)
                         for side in (False, True))  # fmt: skip
     return forward if forward == adjoint else f"{forward}/{adjoint}"

@@ -65,7 +65,7 @@ from _timing import timeit
 
 import convop
 import convop.data
-from convop.deconvolution import preconditioner, solve_tikhonov
+from convop import preconditioner, solve_tikhonov
 
 MODES = ("circular", "reflect", "zeros", "replicate")
 RTOL = 1e-6  # cg's tolerance, every solve

@@ -14,13 +14,14 @@ from .constructors import (
     conv_transpose3d,
     from_module,
 )
-from .deconvolution import Preconditioner, preconditioner, solve_tikhonov
+from .deconvolution import Preconditioner, preconditioner
 from .geometry import ConvGeometry
 from .layer_norms import lipschitz, spectral_normalize
 from .linear import to_linear, to_linear_model
 from .matrix_io import load_matrix, save_matrix
 from .operator import ConvOperator
 from .regularization import choose_damping, estimate_noise
+from .solvers import solve_tikhonov
 from .spectral import OpNorm, is_circulant, opnorm, svdvals
 from .threads import solver_threads
 from .weight_operator import WeightOperator

@@ -37,7 +37,7 @@ import scipy.fft
 import torch
 import torch.nn.functional as F
 
-from ._memory import check_memory
+from ._shared.memory import check_memory
 from .geometry import ConvGeometry
 from .padding import pad, pad_adjoint, pad_adjoint_, pad_into
 

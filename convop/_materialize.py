@@ -17,7 +17,7 @@ entry).
 
 Cost and guard. Planning takes O(positions * k) time and memory per dimension; the number of
 nonzeros is counted exactly beforehand in bounded memory, so every builder raises
-``MemoryError`` (:func:`convop._memory.check_memory`) before anything large is allocated.
+``MemoryError`` (:func:`convop._shared.memory.check_memory`) before anything large is allocated.
 
 A transposed convolution ``T`` with weight ``w`` is the transpose of the convolution with the
 same weight read in conv layout, restricted to ``T``'s input positions; adjoints are conjugate
@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ._arrays import numpy_dtype, zeros
-from ._memory import check_memory
+from ._shared.arrays import numpy_dtype, zeros
+from ._shared.memory import check_memory
 from .geometry import ConvGeometry
 from .padding import source_index
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._arrays import as_weight_tensor
+from ._shared.arrays import as_weight_tensor
 from .geometry import ConvGeometry
 from .operator import ConvOperator
 

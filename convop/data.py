@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from ._checks import as_int
+from ._shared.checks import as_int
 
 # Modified Shepp-Logan phantom (Toft's contrast-improved version): for each ellipse its
 # intensity, semi-axes (a, b), centre (x0, y0) and rotation in degrees, on [-1, 1]^2.

@@ -17,7 +17,7 @@ axis is the first and there is one channel): use :meth:`DistributedConv.scatter`
 :meth:`~DistributedConv.gather`, :meth:`~DistributedConv.from_local` and
 :meth:`~DistributedConv.to_local` to move between the two.
 
-The halo exchange itself lives in ``convop._halo``; this module (about 500 lines, most of
+The halo exchange itself lives in ``convop._mpi.halo``; this module (about 500 lines, most of
 them docstrings of the public methods) is the pylops-mpi face.
 """
 
@@ -40,10 +40,10 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
         "mpich (or, in a convop clone, the mpi extra: pip install '.[mpi]' mpich)"
     ) from error
 
-from ._arrays import NUMPY_TO_TORCH, result_dtype, to_numpy, to_tensor
-from ._checks import _is_int, as_int
-from ._halo import HALO_TAG, Core, Side
-from ._slabs import SlabPlan, conv_form
+from ._mpi.halo import HALO_TAG, Core, Side
+from ._mpi.slabs import SlabPlan, conv_form
+from ._shared.arrays import NUMPY_TO_TORCH, result_dtype, to_numpy, to_tensor
+from ._shared.checks import as_int, is_int
 from .operator import ConvOperator
 from .pylops_bridge import PyLopsConv
 
@@ -465,7 +465,7 @@ def _choose_axis(axis, conv, keep, ranks: int, op: ConvOperator) -> int:
     if axis is None:
         axis = max(range(ndim), key=lambda i: (limits[i], -i))
     else:
-        if not _is_int(axis):
+        if not is_int(axis):
             raise TypeError(f"axis must be an int or None, got {axis!r}")
         if not -ndim <= axis < ndim:
             raise ValueError(

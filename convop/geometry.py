@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ._checks import as_int, as_int_tuple, check_choice
+from ._shared.checks import as_int, as_int_tuple, check_choice
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 #: torch indexes tensors with int64: every size and count must stay below this.

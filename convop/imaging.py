@@ -26,8 +26,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._files import atomic_write
-from ._memory import check_memory
+from ._shared.files import atomic_write
+from ._shared.memory import check_memory
 from .data import gaussian_kernel, motion_kernel
 
 #: The kernel specs :func:`load_kernel` accepts.

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from . import _materialize
-from ._checks import as_int
-from ._memory import check_memory
+from ._shared.checks import as_int
+from ._shared.memory import check_memory
 from .constructors import MODULE_KINDS, from_module
 from .operator import ConvOperator
 

@@ -10,13 +10,13 @@ What is guaranteed:
   crash or allocate what the file claims: Matrix Market files are read by the strict reader
   below (not ``scipy.io.mmread``, whose C++ reader segfaults on some truncated files), and
   ``.npz`` archives member by member, headers checked against sizes, without pickles. Memory
-  is guarded (``MemoryError``, through ``convop._memory.check_memory``) from the
+  is guarded (``MemoryError``, through ``convop._shared.memory.check_memory``) from the
   header's counts, before the data is read.
 * **One exception type.** Every corrupt or truncated file raises ``ValueError`` naming the file
   and the reason; I/O problems (missing file, permissions) stay ``OSError``.
 
-The readers live in ``convop._mtx`` and ``convop._npz``, the atomic writer in
-``convop._files``.
+The readers live in ``convop._io.mtx`` and ``convop._io.npz``, the atomic writer in
+``convop._shared.files``.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ import numpy as np
 import scipy.io
 import scipy.sparse as sp
 
-from . import _mtx, _npz
-from ._files import CorruptFile, atomic_write
-from ._memory import check_memory
+from ._io import mtx as _mtx
+from ._io import npz as _npz
+from ._shared.files import CorruptFile, atomic_write
+from ._shared.memory import check_memory
 from .operator import ConvOperator
 
 FORMATS = {".npz": "scipy sparse .npz", ".mtx": "Matrix Market .mtx"}
@@ -197,8 +198,8 @@ def load_matrix(path: str | os.PathLike, *, max_bytes: int | None = None) -> sp.
     Being strict costs speed: about a million coordinate entries (three million numbers) per
     second or somewhat less, 10 to 20 times slower than ``scipy.io.mmread`` (measured on a
     1M-entry file), which is not used because it crashes the process on some truncated files.
-    Memory stays bounded: the data is scanned in chunks of ``convop._mtx.CHUNK_BYTES`` into arrays
-    sized from the header.
+    Memory stays bounded: the data is scanned in chunks of ``convop._io.mtx.CHUNK_BYTES``
+    into arrays sized from the header.
 
     ``.npz`` archives are read with ``zipfile``, member by member: each ``.npy`` header is
     checked against the member's size (which ``zipfile`` enforces, CRC included) before

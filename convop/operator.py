@@ -23,8 +23,12 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.linalg import LinearOperator
 
-from . import _fft, _materialize, _trial, functional
-from ._arrays import (
+from . import _fft, _materialize, functional
+from ._auto import trial as _trial
+from ._auto.calibrate import estimate as estimate_auto
+from ._auto.cost import Estimate
+from ._auto.cost import check as check_method
+from ._shared.arrays import (
     TORCH_TO_NUMPY,
     check_weight_tensor,
     numpy_dtype,
@@ -32,11 +36,8 @@ from ._arrays import (
     to_numpy,
     to_tensor,
 )
-from ._calibrate import estimate as estimate_auto
-from ._checks import check_choice
-from ._cost import Estimate
-from ._cost import check as check_method
-from ._memory import check_memory
+from ._shared.checks import check_choice
+from ._shared.memory import check_memory
 from .geometry import ConvGeometry
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ class ConvOperator(LinearOperator):
         self._conj = conj  # use conj(weight): op.T
         self._spectra = spectra
         self._grids = _fft.Grids()  # FFT products' zero grids, kept per thread
-        # what 'auto' measured where the model cannot tell (convop._trial), shared with the
+        # what 'auto' measured where the model cannot tell (convop._auto.trial), shared with the
         # adjoint and transposes: (dtype, device, size class, geometry's adjoint) -> method
         self._raced: dict[tuple, str] = {} if raced is None else raced
         if adjoint:
@@ -261,7 +262,7 @@ class ConvOperator(LinearOperator):
         """Why 'auto' picks what it picks for ``weight``'s dtype and device.
 
         Estimated once per dtype and device (the first time calibrates, see
-        ``convop._calibrate``) and kept while they stay the same.
+        ``convop._auto.calibrate``) and kept while they stay the same.
         """
         choice = self._choice
         if choice is None or choice[0] is not weight.dtype or choice[1] != weight.device:

@@ -29,11 +29,12 @@ import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
 
-from ._arrays import to_tensor
-from ._checks import _is_int, check_choice
-from ._lags import gram_lags
-from ._memory import check_memory
-from .deconvolution import _dct, _gram_side, cosine_symbol
+from ._fourier.boundary import cosine_symbol, dct
+from ._fourier.circulant import gram_side
+from ._fourier.lags import gram_lags
+from ._shared.arrays import to_tensor
+from ._shared.checks import check_choice, is_int
+from ._shared.memory import check_memory
 from .operator import ConvOperator
 from .spectral import is_circulant
 
@@ -75,12 +76,12 @@ def _axes(axes: object, ndim: int) -> tuple[int, ...]:
     """``axes`` (``None``, an int or ints, negative from the end) as distinct axes >= 0."""
     if axes is None:
         return tuple(range(ndim))
-    if _is_int(axes):
+    if is_int(axes):
         axes = (axes,)
     if isinstance(axes, (str, bytes)) or not isinstance(axes, Iterable):
         raise TypeError(f"axes must be an int or a tuple of ints, got {axes!r}")
     axes = tuple(axes)
-    if not all(_is_int(a) for a in axes):
+    if not all(is_int(a) for a in axes):
         raise TypeError(f"axes must contain only ints, got axes={axes!r}")
     if not axes:
         raise ValueError("axes must name at least one axis, got axes=()")
@@ -229,7 +230,7 @@ def _spectrum(op: ConvOperator, kernel: torch.Tensor,
     ``A`` is ``op`` with ``kernel`` for its weight. Both ``(G, *F, p)``; ``power`` sums to
     ``||y||^2``; ``top`` is the largest ``mu``.
     """
-    conv, input_side = _gram_side(op, "choose_damping()")
+    conv, input_side = gram_side(op, "choose_damping()")
     size = tuple(op.output_shape[1:])
     g = conv.groups
     p = op.output_shape[0] // g
@@ -254,9 +255,9 @@ def _spectrum(op: ConvOperator, kernel: torch.Tensor,
     for a, boundary in enumerate(boundaries):
         if boundary == "even":  # a real transform: of complex data, part by part
             z = (
-                torch.complex(_dct(z.real, 1 + a), _dct(z.imag, 1 + a))
+                torch.complex(dct(z.real, 1 + a), dct(z.imag, 1 + a))
                 if z.is_complex()
-                else _dct(z, 1 + a)
+                else dct(z, 1 + a)
             )
     if periodic:
         z = torch.fft.fftn(z, dim=periodic)
@@ -437,7 +438,7 @@ def choose_damping(op: ConvOperator, y, *, method: str = "gcv",
     shape = tuple(op.output_shape)
     if math.prod(y.shape) != op.shape[0] or (y.ndim != 1 and tuple(y.shape) != shape):
         raise ValueError(f"y must have shape {shape} or ({op.shape[0]},), got {tuple(y.shape)}")
-    conv, _ = _gram_side(op, "choose_damping()")
+    conv, _ = gram_side(op, "choose_damping()")
     channels, size = shape[0], shape[1:]
     g = conv.groups
     wide = math.prod(max(n, 2 * k - 1) for n, k in zip(size, conv.kernel_size))

@@ -61,8 +61,8 @@ import numpy as np
 import torch
 
 from . import _fft, functional
-from ._lags import gram_lags, lags_error
-from ._memory import check_memory
+from ._fourier.lags import gram_lags, lags_error
+from ._shared.memory import check_memory
 from .geometry import ConvGeometry
 from .operator import ConvOperator
 from .padding import source_index
@@ -110,7 +110,7 @@ def _terms(n: int, is_complex: bool) -> int:
     Torch convolves complex data by three real convolutions (Gauss's trick: the imaginary
     part is ``(a + b)(c + d) - ac - bd``, whose terms are up to twice ``|w| |x|``), and a
     complex matrix product may do the same: ``gamma_{4n + 11}`` covers either way (the
-    bound :func:`convop._lags.lags_error` uses for the same reason).
+    bound :func:`convop._fourier.lags.lags_error` uses for the same reason).
     """
     return 4 * n + 11 if is_complex else n
 
@@ -445,7 +445,7 @@ class _Grams:
         What is computed, and how far from exact:
 
         - the lags ``R^_l``: entry ``[a, b]`` within ``c ||w_a|| ||w_b||`` of exact, with
-          ``c`` from :func:`convop._lags.lags_error` and ``w_a`` every tap of channel ``a``
+          ``c`` from :func:`convop._fourier.lags.lags_error` and ``w_a`` every tap of channel ``a``
           on the lags' side;
         - the phases ``phi^_l``: ``theta`` in float64 (``f / m`` rounded, a ``D``-term dot
           product with ``delta``, the rounded factor ``2 pi``: ``gamma_{D+3}`` relative, and

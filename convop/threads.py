@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from ._checks import as_int
+from ._shared.checks import as_int
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ import torch
 from scipy.sparse.linalg import LinearOperator
 
 from . import functional
-from ._arrays import NUMPY_TO_TORCH, numpy_dtype, result_dtype, to_numpy, to_tensor
+from ._shared.arrays import NUMPY_TO_TORCH, numpy_dtype, result_dtype, to_numpy, to_tensor
 from .geometry import ConvGeometry
 from .operator import ConvOperator
 

@@ -18,8 +18,9 @@ import pytest
 import torch
 
 import convop
-from convop import _calibrate, _cost
-from convop._cost import Direct, Estimate, Throughput
+from convop._auto import calibrate as _calibrate
+from convop._auto import cost as _cost
+from convop._auto.cost import Direct, Estimate, Throughput
 from convop._fft import frame
 from convop.geometry import ConvGeometry
 

@@ -10,15 +10,11 @@ import torch
 from scipy.sparse.linalg import LinearOperator, cg, lsqr
 
 import convop
+from convop._fourier.boundary import dct, extended_length, idct
+from convop._shared import memory
 from convop.data import phantom
-from convop.deconvolution import (
-    Preconditioner,
-    _dct,
-    _extended,
-    _idct,
-    preconditioner,
-    solve_tikhonov,
-)
+from convop.deconvolution import Preconditioner, preconditioner
+from convop.solvers import solve_tikhonov
 
 
 def gaussian(k: int, sigma: float) -> torch.Tensor:
@@ -252,7 +248,7 @@ def test_cosine_transforms_apply_the_extension_model(case, kind, monkeypatch):
     monkeypatch.setattr(convop.deconvolution, "COSINE", False)
     slow = preconditioner(op, damp=1e-2, kind=kind)
     reference = dense_of(slow)
-    assert slow.grid == tuple(_extended(n, b) for n, b in zip(op.input_shape[1:],
+    assert slow.grid == tuple(extended_length(n, b) for n, b in zip(op.input_shape[1:],
                                                             slow.boundaries))  # fmt: skip
     if "even" in fast.boundaries:
         assert fast._cosine
@@ -267,8 +263,8 @@ def test_cosine_transform_pair():
         j = torch.arange(n, dtype=torch.float64)
         basis = torch.cos(np.pi * j[:, None] * (2 * j[None, :] + 1) / (2 * n))  # [k, j]
         expected = torch.einsum("kj,bjc->bkc", basis, x)
-        torch.testing.assert_close(_dct(x, 1), expected, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(_idct(_dct(x, 1), 1), x, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(dct(x, 1), expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(idct(dct(x, 1), 1), x, rtol=1e-12, atol=1e-12)
 
 
 def test_replicate_scaling_follows_the_weight():
@@ -359,8 +355,8 @@ def test_preconditioner_through_pylops():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"damp": -1.0}, ValueError, "damp must be a finite float >= 0, got -1.0"),
-        ({"damp": "0.1"}, TypeError, "damp must be a float, got str"),
+        ({"damp": -1.0}, ValueError, "damp must be a finite float >= 0, got damp=-1.0"),
+        ({"damp": "0.1"}, TypeError, "damp must be a float, got '0.1' of type str"),
         ({"kind": "left"}, ValueError, "kind"),
         ({"beta": float("nan")}, ValueError, "beta must be a finite float >= 0"),
     ],
@@ -641,9 +637,9 @@ def test_solve_tikhonov_of_half_precision_data_computes_in_the_weights():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"damp": float("inf")}, ValueError, "damp must be a finite float >= 0, got inf"),
-        ({"damp": "0.1"}, TypeError, "damp must be a float, got str"),
-        ({"nsr": -1.0}, ValueError, "nsr must be a finite float >= 0, got -1.0"),
+        ({"damp": float("inf")}, ValueError, "damp must be a finite float >= 0, got damp=inf"),
+        ({"damp": "0.1"}, TypeError, "damp must be a float, got '0.1' of type str"),
+        ({"nsr": -1.0}, ValueError, "nsr must be a finite float >= 0, got nsr=-1.0"),
         ({"nsr": np.full((12, 6), 1j)}, TypeError, "nsr must hold real numbers, got dtype comp"),
         ({"nsr": [0.1]}, TypeError, "nsr must be a float, numpy.ndarray or torch.Tensor, got li"),
         ({"damp": 0.1, "rcond": 1.0}, ValueError, r"rcond must be a float in \[0, 1\), got 1\.0"),
@@ -657,7 +653,7 @@ def test_solve_tikhonov_rejects_bad_arguments(kwargs, error, match):
 
 
 def test_solve_tikhonov_asks_the_memory_guard_first(monkeypatch):
-    monkeypatch.setattr(convop._memory, "available_memory", lambda device=None: 1024**2)
+    monkeypatch.setattr(memory, "available_memory", lambda device=None: 1024**2)
     op = convop.conv2d(torch.rand(1, 1, 5, 5, dtype=torch.float64), (1, 128, 128), padding=2,
                        padding_mode="circular")  # fmt: skip
     with pytest.raises(MemoryError, match=r"the Tikhonov solve of 4 sample\(s\)"):
@@ -703,7 +699,7 @@ PSF_CASES = [
 @pytest.mark.parametrize("case", PSF_CASES, ids=lambda c: f"{c.mode}-{c.boundary}")
 def test_a_201_psf_on_256_squared_preconditions_in_bounded_memory(case, monkeypatch):
     """``convop deblur --method tikhonov`` with a 201 x 201 PSF: everything under 256 MiB."""
-    monkeypatch.setattr(convop._memory, "available_memory", lambda device=None: 512 * 1024**2)
+    monkeypatch.setattr(memory, "available_memory", lambda device=None: 512 * 1024**2)
     op = convop.conv2d(_psf(201, case.symmetric), (1, 256, 256), padding="same",
                        padding_mode=case.mode)  # fmt: skip
     y = op.apply(torch.from_numpy(phantom(256))[None])
@@ -717,7 +713,7 @@ def test_a_201_psf_on_256_squared_preconditions_in_bounded_memory(case, monkeypa
 
 
 def test_a_201_psf_circulant_preconditioner_is_the_exact_tikhonov_solve(monkeypatch):
-    monkeypatch.setattr(convop._memory, "available_memory", lambda device=None: 512 * 1024**2)
+    monkeypatch.setattr(memory, "available_memory", lambda device=None: 512 * 1024**2)
     op = convop.conv2d(_psf(201, False), (1, 256, 256), padding="same", padding_mode="circular")
     y = op.apply(torch.from_numpy(phantom(256))[None])
     x = preconditioner(op, damp=1e-2).apply(op.apply_adjoint(y))

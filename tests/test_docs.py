@@ -16,6 +16,7 @@ import importlib.util
 import io
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -239,80 +240,119 @@ def _architecture():
     return module
 
 
-def _package_modules() -> dict[str, list[Path]]:
-    """``{module: its files}``; a subpackage (convop/cli/) counts as one module."""
-    modules: dict[str, list[Path]] = {}
+def _rooms() -> dict[str, list[Path]]:
+    """``{room: its files}``: a top-level module, or a subpackage with all its files."""
+    rooms: dict[str, list[Path]] = {}
     for path in sorted((ROOT / "convop").glob("*.py")):
-        modules[path.stem] = [path]
+        rooms[path.stem] = [path]
     for init in sorted((ROOT / "convop").glob("*/__init__.py")):
-        modules[init.parent.name] = sorted(init.parent.rglob("*.py"))
-    return modules
+        rooms[init.parent.name] = sorted(init.parent.rglob("*.py"))
+    return rooms
 
 
-def _imports_at_import_time(path: Path, modules: set[str]) -> set[str]:
-    """The convop modules that ``path`` imports when it is imported (not in functions, not
-    under ``if TYPE_CHECKING``)."""
-    package_depth = len(path.relative_to(ROOT / "convop").parts) - 1  # 0: convop/x.py
-    found: set[str] = set()
+class Import(NamedTuple):
+    room: str  # the room imported from ("__init__" for names of the package itself)
+    module: str  # the module imported from, dotted below convop ("" for the package)
+    names: tuple[str, ...]
+    at_import_time: bool
 
-    def visit(statements: list[ast.stmt]) -> None:
+
+def _imports(path: Path, rooms: set[str]) -> list[Import]:
+    """Every import of a convop module in ``path``, with the room it reaches."""
+    package = list(path.relative_to(ROOT / "convop").parts[:-1])  # [] for convop/x.py
+    found: list[Import] = []
+
+    def add(parts: list[str], names: tuple[str, ...], now: bool) -> None:
+        if parts and parts[0]:
+            found.append(Import(parts[0], ".".join(parts), names, now))
+            return
+        for name in names:  # from convop import a, b: rooms (no names), or the package's names
+            if name in rooms:
+                found.append(Import(name, name, (), now))
+            else:
+                found.append(Import("__init__", "", (name,), now))
+
+    def visit(statements: list[ast.stmt], now: bool) -> None:
         for node in statements:
             if isinstance(node, ast.ImportFrom):
+                names = tuple(a.name for a in node.names)
                 if node.level:
-                    up = node.level - 1 - package_depth  # < 0: inside a subpackage
-                    if up < 0:
-                        continue  # a sibling in the same subpackage
-                    parts = (node.module or "").split(".") if node.module else []
-                else:
-                    if not (node.module or "").startswith("convop"):
-                        continue
-                    parts = node.module.split(".")[1:]
-                if parts and parts[0]:
-                    found.add(parts[0])
-                else:  # from . import a, b
-                    found.update(a.name for a in node.names if a.name in modules)
-                    if any(a.name not in modules for a in node.names):
-                        found.add("__init__")
+                    base = package[: len(package) - (node.level - 1)]
+                    add(base + (node.module.split(".") if node.module else []), names, now)
+                elif (node.module or "").split(".")[0] == "convop":
+                    add(node.module.split(".")[1:], names, now)
             elif isinstance(node, ast.Import):
                 for alias in node.names:
                     parts = alias.name.split(".")
                     if parts[0] == "convop" and len(parts) > 1:
-                        found.add(parts[1])
+                        found.append(Import(parts[1], ".".join(parts[1:]), (), now))
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                visit(node.body, False)
+            elif isinstance(node, ast.ClassDef):
+                visit(node.body, now)
             elif isinstance(node, ast.If):
-                if "TYPE_CHECKING" not in ast.unparse(node.test):
-                    visit(node.body)
-                visit(node.orelse)
-            elif isinstance(node, ast.Try):
-                visit(node.body)
-                for handler in node.handlers:
-                    visit(handler.body)
-                visit(node.orelse)
-                visit(node.finalbody)
+                checking = "TYPE_CHECKING" in ast.unparse(node.test)
+                visit(node.body, now and not checking)
+                visit(node.orelse, now)
+            elif isinstance(node, (ast.Try, ast.With)):
+                for block in ("body", "orelse", "finalbody"):
+                    visit(getattr(node, block, []), now)
+                for handler in getattr(node, "handlers", []):
+                    visit(handler.body, now)
 
-    visit(ast.parse(path.read_text()).body)
+    visit(ast.parse(path.read_text()).body, True)
     return found
 
 
-def test_architecture_lists_every_module_and_imports_go_one_way():
+def _room_of(path: Path) -> str:
+    parts = path.relative_to(ROOT / "convop").parts
+    return parts[0] if len(parts) > 1 else path.stem
+
+
+def test_architecture_lists_every_room_and_imports_go_one_way():
     architecture = _architecture()
-    layer = architecture.modules_by_layer()
-    modules = _package_modules()
-    assert set(layer) == set(modules), (
-        "docs/_ext/architecture.py LAYERS and the modules of convop/ differ: "
-        f"missing {sorted(set(modules) - set(layer))}, gone {sorted(set(layer) - set(modules))}"
+    place = architecture.rooms_by_layer()
+    rooms = _rooms()
+    assert set(place) == set(rooms), (
+        "docs/_ext/architecture.py LAYERS and the rooms of convop/ differ: "
+        f"missing {sorted(set(rooms) - set(place))}, gone {sorted(set(place) - set(rooms))}"
     )
     page = (DOCS / "architecture.md").read_text()
-    assert not [m for m in modules if f"`{m}`" not in page], "docs/architecture.md misses a module"
-    listed = re.findall(r"^\| `([\w.]+)` \|", page, flags=re.MULTILINE)
-    assert not [m for m in listed if m not in modules], "docs/architecture.md lists a lost module"
+    assert not [m for m in rooms if f"`{m}`" not in page], "docs/architecture.md misses a room"
     wrong = [
-        f"{module} (layer {layer[module]}) imports {other} (layer {layer[other]})"
-        for module, files in modules.items()
+        f"{path.relative_to(ROOT)} imports {found.module or found.names} ({found.room}, "
+        f"layer {place[found.room]}) from layer {place[room]}"
+        for room, files in rooms.items()
         for path in files
-        for other in _imports_at_import_time(path, set(modules))
-        if other in layer and other != module and layer[other] > layer[module]
+        for found in _imports(path, set(rooms))
+        if found.at_import_time and found.room != room and place[found.room] > place[room]
     ]
     assert not wrong, f"imports against the layers of docs/architecture.md: {wrong}"
+
+
+def test_no_room_imports_another_rooms_private_names():
+    """What two rooms share is public where it lives (``_fourier.boundary.dct``), never a
+    ``_name`` of another room's module: that is how one module came to depend on another's
+    internals unnoticed."""
+    rooms = _rooms()
+    wrong = [
+        f"{path.relative_to(ROOT)}: from {found.module} import {name}"
+        for room, files in rooms.items()
+        for path in files
+        for found in _imports(path, set(rooms))
+        if found.room != room and found.module
+        for name in found.names
+        if name.startswith("_")
+        and not name.startswith("__")
+        and f"{found.module}.{name}".replace(".", "/") + ".py" not in _MODULE_FILES
+        and not (ROOT / "convop" / f"{found.module}.{name}".replace(".", "/")).is_dir()
+    ]
+    assert not wrong, f"private names imported across rooms: {wrong}"
+
+
+_MODULE_FILES = {
+    str(path.relative_to(ROOT / "convop")) for path in (ROOT / "convop").rglob("*.py")
+}
 
 
 def test_architecture_picture_is_up_to_date():

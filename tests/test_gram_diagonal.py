@@ -1,4 +1,4 @@
-"""convop._gram_diagonal: the exact column norms of every geometry, against dense matrices."""
+"""convop._fourier.gram_diagonal: exact column norms of every geometry, against dense matrices."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 
 import convop
 import convop.geometry
-from convop import _memory
-from convop._gram_diagonal import diagonal_bytes, gram_diagonal
+from convop._fourier.gram_diagonal import diagonal_bytes, gram_diagonal
+from convop._shared import memory as _memory
 
 MODES = ["zeros", "replicate", "reflect", "circular"]
 GEOMETRIES = {

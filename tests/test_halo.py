@@ -1,7 +1,7 @@
-"""convop._halo in one process: the halo gather and reduce over simulated ranks.
+"""convop._mpi.halo in one process: the halo gather and reduce over simulated ranks.
 
 The MPI tests (tests/mpi) run only under ``mpiexec``; here every rank of a P-rank split runs
-the real :class:`convop._halo.Core` on its own thread, with an in-process communicator
+the real :class:`convop._mpi.halo.Core` on its own thread, with an in-process communicator
 (:class:`FakeWorld`), over the geometries of tests/test_slabs.py. Each rank's gathered
 extended slab must be the samples the plan names (bit for bit), each rank's reduced slab
 the sum of every extended sample sent back to its source, and the products the serial
@@ -25,8 +25,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import convop
-from convop._halo import HALO_TAG, Core
-from convop._slabs import SlabPlan, Transfer, conv_form
+from convop._mpi.halo import HALO_TAG, Core
+from convop._mpi.slabs import SlabPlan, Transfer, conv_form
 
 from .checks import assert_close
 from .strategies import COMBO_IDS, COMBOS, conv_cases
@@ -34,7 +34,7 @@ from .strategies import COMBO_IDS, COMBOS, conv_cases
 
 # ---------------------------------------------------------------------- the stand-in for MPI
 class FakeWorld:
-    """``size`` simulated ranks in one process: the communicator ``convop._halo`` uses.
+    """``size`` simulated ranks in one process: the communicator ``convop._mpi.halo`` uses.
 
     ``comm(rank)`` is rank ``rank``'s communicator (``Get_rank``, ``Get_size``,
     ``allgather``, ``Isend`` and ``Irecv`` of contiguous numpy buffers, requests with

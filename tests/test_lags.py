@@ -1,4 +1,4 @@
-"""convop._lags: the kernel's autocorrelation, directly and by FFTs, against extended precision."""
+"""convop._fourier.lags: a kernel's autocorrelation, directly and by FFTs, against long doubles."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import convop._memory
-from convop._lags import _gram_lags, gram_lags, lags_error, lags_method
+import convop._shared.memory
+from convop._fourier.lags import _gram_lags, gram_lags, lags_error, lags_method
 from convop.geometry import ConvGeometry
 
 
@@ -148,13 +148,13 @@ def test_a_201_kernel_is_fast_and_within_bounded_memory(monkeypatch):
     """A 201 x 201 PSF: by FFTs under a 64 MiB limit (directly: 52 GB of torch's columns)."""
     limit = 64 * 1024**2
     asked = []
-    real_check = convop._lags.check_memory
+    real_check = convop._fourier.lags.check_memory
 
     def bounded(needed, max_bytes, what, device=None, **kw):
         asked.append(needed)
         return real_check(needed, limit, what, device, **kw)
 
-    monkeypatch.setattr(convop._lags, "check_memory", bounded)
+    monkeypatch.setattr(convop._fourier.lags, "check_memory", bounded)
     x = np.arange(201) - 100.0
     g = np.exp(-(x**2) / (2 * 30.0**2))
     geom = ConvGeometry.from_torch((1, 1, 201, 201), (1, 256, 256), padding=100)
@@ -175,7 +175,7 @@ def test_a_201_kernel_is_fast_and_within_bounded_memory(monkeypatch):
 
 @pytest.mark.parametrize("method", ["direct", "fft"])
 def test_the_memory_guard_refuses_before_allocating(method, monkeypatch):
-    monkeypatch.setattr(convop._memory, "available_memory", lambda device=None: 200 * 1024)
+    monkeypatch.setattr(convop._shared.memory, "available_memory", lambda device=None: 200 * 1024)
     geom = ConvGeometry.from_torch((1, 1, 41, 41), (1, 64, 64))
     weight = torch.ones(geom.weight_shape, dtype=torch.float64)
     with pytest.raises(MemoryError, match=r"the autocorrelation of a \(41, 41\) kernel"):

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 import torch
 
 import convop
-from convop import _mtx
+from convop._io import mtx as _mtx
 
 
 def _operator(dtype: torch.dtype) -> convop.ConvOperator:

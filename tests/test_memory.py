@@ -16,7 +16,8 @@ import torch
 
 import convop
 import convop.operator
-from convop import _fft, _memory
+from convop import _fft
+from convop._shared import memory as _memory
 
 
 def test_available_memory_is_read_from_psutil():

@@ -692,7 +692,7 @@ def test_construction_computes_and_allocates_nothing(monkeypatch):
 
 
 def test_products_too_large_for_memory_are_refused_before_allocating(monkeypatch):
-    monkeypatch.setattr(convop._memory, "HOST_SOURCES", (lambda: 2**30,))  # 1 GiB available
+    monkeypatch.setattr(convop._shared.memory, "HOST_SOURCES", (lambda: 2**30,))  # 1 GiB available
     fourier = convop.conv2d(torch.ones(1, 1, 31, 31), (1, 12000, 12000), method="fft")
     x = torch.zeros(()).expand(1, 1, 12000, 12000)  # no memory behind it
     with pytest.raises(MemoryError, match=r"the FFT spectrum of a conv2d .* needs .*use "

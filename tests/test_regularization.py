@@ -458,7 +458,7 @@ def test_choose_damping_rejects_more_bad_input():
 
 
 def test_large_allocations_ask_the_memory_guard(monkeypatch):
-    from convop import _memory
+    from convop._shared import memory as _memory
 
     monkeypatch.setattr(_memory, "HOST_SOURCES", (lambda: 100_000,))
     op = _reflect_blur()

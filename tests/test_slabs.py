@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from convop import functional
-from convop._slabs import SlabPlan, Transfer, conv_form, split
+from convop._mpi.slabs import SlabPlan, Transfer, conv_form, split
 
 from .checks import assert_close
 from .strategies import COMBO_IDS, COMBOS, conv_cases

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import convop
 from convop import spectral
-from convop._lags import lags_error
+from convop._fourier.lags import lags_error
 from convop.geometry import ConvGeometry
 
 from .strategies import COMBO_IDS, COMBOS, conv_cases

@@ -1,4 +1,4 @@
-"""convop._trial: where the cost model cannot tell, "auto" times both methods once per batch size.
+"""convop._auto.trial: where the cost model cannot tell, "auto" times both methods per batch size.
 
 Timing here runs on a scripted clock: the tests check what is timed and what is kept, never
 how fast anything is.
@@ -11,9 +11,10 @@ import pytest
 import torch
 
 import convop
-from convop import _calibrate, _trial
 from convop import operator as operator_module
-from convop._cost import Estimate
+from convop._auto import calibrate as _calibrate
+from convop._auto import trial as _trial
+from convop._auto.cost import Estimate
 
 CPU = torch.device("cpu")
 

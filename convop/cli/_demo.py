@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import constructors
-from .._memory import check_memory
+from .._shared.memory import check_memory
 from ..data import gaussian_kernel, phantom, psnr
 from ..regularization import choose_damping, estimate_noise
 from ._deblur import TV_WEIGHT_PER_VARIANCE

@@ -12,9 +12,9 @@ import math
 
 import torch
 
-from .. import _cost as cost_model
+from .._auto import cost as cost_model
 from .._fft import frame
-from .._memory import check_memory
+from .._shared.memory import check_memory
 from ..geometry import ConvGeometry
 from ..operator import ConvOperator
 from ._parser import CommandError

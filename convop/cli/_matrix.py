@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .. import constructors
-from .._memory import format_bytes
+from .._shared.memory import format_bytes
 from ..constructors import MODULE_KINDS, from_module
 from ..geometry import PADDING_MODES
 from ..imaging import KERNEL_SPECS, require_finite

@@ -1,12 +1,18 @@
 """convop's layers: the data behind the picture on docs/architecture.md, and the picture.
 
-``LAYERS`` lists every module of the package, layer by layer, from the support code every
-other layer uses down to the entry points. The rule the picture states, and
-tests/test_docs.py checks: a module imports (at import time) only from its own layer or the
-layers above it. The two lazy imports that go the other way (``operator`` imports
-``pylops_bridge`` and ``distributed`` inside ``to_pylops()`` / ``to_pylops_mpi()``, so that
-``import convop`` never imports PyLops or MPI) are left out of the picture; the page states
-them.
+``LAYERS`` lists every room of the package, layer by layer, from the support code every
+other layer uses down to the entry points. A room is a top-level module (``geometry``) or a
+subpackage (``_fourier``, ``cli``), whose files belong to it wholesale: a new file inside a
+package needs no change here. The rules the picture states, and tests/test_docs.py checks:
+
+- a room imports (at import time) only from the layers above its own, or from the rooms to
+  its left in its own layer (so the order inside a layer is checked too);
+- a room never imports an underscore name from a module of another room (private means
+  private: what two rooms share is public inside the package that holds it).
+
+The lazy imports that go the other way (an operator's ``to_pylops()`` imports
+``pylops_bridge``, ``to_pylops_mpi()`` imports ``distributed``, so that ``import convop``
+never imports PyLops or MPI) are left out of the picture; the page states them.
 
 Run ``python docs/_ext/architecture.py`` after changing ``LAYERS`` to redraw
 ``docs/_static/architecture.svg``; a test checks that the file is up to date.
@@ -17,17 +23,15 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-# (layer, what it is for, [(module or package, what it owns, in a few words), ...])
-# A box may hold helper modules that belong to it: "matrix_io + _mtx, _npz".
+# (layer, what it is for, [(room, what it owns, in a few words), ...]); inside a layer, a
+# room may import the rooms to its left. A box may hold rooms that belong together:
+# "matrix_io + _io".
 LAYERS: list[tuple[str, str, list[tuple[str, str]]]] = [
     (
         "support",
         "used everywhere",
         [
-            ("_checks", "validators"),
-            ("_arrays", "numpy ↔ torch"),
-            ("_memory", "memory guard"),
-            ("_files", "atomic writes"),
+            ("_shared", "validators, numpy ↔ torch, memory guard, files"),
             ("threads", "BLAS threads in solves"),
             ("data + imaging", "test images, image files, kernels"),
         ],
@@ -46,15 +50,13 @@ LAYERS: list[tuple[str, str, list[tuple[str, str]]]] = [
         [
             ("functional", "direct: torch conv + fold"),
             ("_fft", "FFT frames, spectra"),
-            ("_cost", "cost model: 'auto'"),
-            ("_calibrate", "its constants, measured"),
-            ("_trial", "close calls timed per batch"),
+            ("_auto", "'auto': cost, calibration, trials"),
             ("_materialize", "todense / tosparse"),
         ],
     ),
     (
-        "operator",
-        "the linear operator",
+        "operators",
+        "the linear operators",
         [
             ("operator", "ConvOperator: numpy and torch faces, op.H, op.T"),
             ("weight_operator", "WeightOperator: the kernel as the unknown"),
@@ -66,17 +68,31 @@ LAYERS: list[tuple[str, str, list[tuple[str, str]]]] = [
         [("constructors", "conv1d … conv_transpose3d, from_module")],
     ),
     (
-        "use",
-        "conversions, other faces",
+        "frequency",
+        "the kernel's spectrum",
+        [
+            ("_fourier", "lags, boundary models, transfer, Gram diagonal"),
+            ("spectral", "svdvals, opnorm: exact, certified"),
+            ("layer_norms", "lipschitz, spectral_normalize"),
+        ],
+    ),
+    (
+        "solve",
+        "deconvolution",
+        [
+            ("deconvolution", "preconditioner"),
+            ("solvers", "solve_tikhonov, …"),
+            ("regularization", "choose_damping, estimate_noise"),
+        ],
+    ),
+    (
+        "faces",
+        "conversions, files, other engines",
         [
             ("linear", "to_linear, to_linear_model"),
-            ("matrix_io + _mtx, _npz", "save_matrix, load_matrix"),
-            ("spectral + _lags", "svdvals, opnorm: exact, certified"),
-            ("layer_norms", "lipschitz, spectral_normalize"),
-            ("deconvolution + _gram_diagonal", "preconditioner, solve_tikhonov"),
-            ("regularization", "choose_damping, estimate_noise"),
+            ("matrix_io + _io", "save_matrix, load_matrix"),
             ("pylops_bridge", "op.to_pylops()"),
-            ("distributed + _halo, _slabs", "op.to_pylops_mpi()"),
+            ("distributed + _mpi", "op.to_pylops_mpi()"),
         ],
     ),
     (
@@ -90,22 +106,24 @@ LAYERS: list[tuple[str, str, list[tuple[str, str]]]] = [
 ]
 
 
-def modules_by_layer() -> dict[str, int]:
-    """``{module: layer index}`` for every module named in ``LAYERS``."""
-    layers = {}
+def rooms_by_layer() -> dict[str, tuple[int, int]]:
+    """``{room: (layer index, box index within the layer)}`` for every room in ``LAYERS``."""
+    rooms = {}
     for index, (_, _, boxes) in enumerate(LAYERS):
-        for box, _ in boxes:
+        for position, (box, _) in enumerate(boxes):
             for name in box.replace("+", ",").split(","):
-                layers[name.strip()] = index
-    return layers
+                rooms[name.strip()] = (index, position)
+    return rooms
 
 
 # ---------------------------------------------------------------------- the picture
 WIDTH, LEFT, RIGHT = 1000, 212, 16
 BAND, GAP, TOP = 74, 22, 16
 BOX_H, BOX_GAP = 50, 14
-COLOURS = ["#eef1f5", "#e6f0fa", "#e8f5ec", "#fdf1e3", "#f3ecfa", "#e6f4f4", "#f7ecee"]
-EDGES = ["#7b8794", "#3d7cc9", "#3c9a5f", "#d98a2b", "#8a5cc2", "#2f9a9a", "#c0566a"]
+COLOURS = ["#eef1f5", "#e6f0fa", "#e8f5ec", "#fdf1e3", "#f3ecfa", "#e6f4f4", "#fbf6e0",
+           "#eef3e6", "#f7ecee"]  # fmt: skip
+EDGES = ["#7b8794", "#3d7cc9", "#3c9a5f", "#d98a2b", "#8a5cc2", "#2f9a9a", "#b08d1a",
+         "#6b8e23", "#c0566a"]  # fmt: skip
 
 
 def _boxes() -> dict[str, tuple[float, float, float, float]]:
@@ -144,7 +162,7 @@ def svg() -> str:
         f'\'Segoe UI\', Roboto, Helvetica, Arial, sans-serif" role="img" '
         f'aria-labelledby="title">',
         '<title id="title">convop\'s modules in layers; each imports only from its own '
-        "layer or the layers above</title>",
+        "layer's rooms to its left or the layers above</title>",
         "<defs>",
         '<marker id="head" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
         'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
@@ -187,7 +205,8 @@ def svg() -> str:
     legend_y = height - 16
     out.append(
         f'<text x="20" y="{legend_y}" font-size="13" fill="#52606d">Each layer is used by '
-        "the layers below it: a module imports only from its own layer or the layers above."
+        "the layers below it: a room imports only from the layers above, or from the rooms to "
+        "its left."
         "</text>"
     )
     out.append("</svg>")

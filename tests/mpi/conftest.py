@@ -14,7 +14,7 @@ A job must fail, not hang:
   ``PYTEST_TIMEOUT`` sets another limit.
 
 Ranks that disagree on a distributed operator's slabs raise at its first product
-(``convop._halo.check_agreement``); the limits catch any other hang.
+(``convop._mpi.halo.check_agreement``); the limits catch any other hang.
 """
 
 from __future__ import annotations

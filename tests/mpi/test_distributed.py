@@ -26,7 +26,7 @@ from pylops_mpi.optimization.basic import cgls as mpi_cgls
 
 import convop
 import convop.data
-from convop._slabs import SlabPlan
+from convop._mpi.slabs import SlabPlan
 from convop.distributed import DistributedConv, block_diag, local_device
 
 from ..strategies import COMBO_IDS, COMBOS, conv_cases

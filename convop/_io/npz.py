@@ -18,8 +18,8 @@ from typing import BinaryIO
 import numpy as np
 import scipy.sparse as sp
 
-from ._files import CorruptFile, require
-from ._memory import check_memory
+from .._shared.files import CorruptFile, require
+from .._shared.memory import check_memory
 
 #: The arrays each supported format needs besides 'data' ('coords' may replace 'row', 'col').
 _NPZ_INDICES = {"csr": ("indices", "indptr"), "csc": ("indices", "indptr"), "coo": ("row", "col")}

@@ -17,8 +17,8 @@ from typing import BinaryIO
 import numpy as np
 import scipy.sparse as sp
 
-from ._files import CorruptFile, require
-from ._memory import check_memory, format_bytes
+from .._shared.files import CorruptFile, require
+from .._shared.memory import check_memory, format_bytes
 
 #: Bytes of data scanned per step (the scan's temporaries are at most ~32x this).
 CHUNK_BYTES = 1 << 20

@@ -1,6 +1,6 @@
 """When the cost model cannot tell: time both methods on the first product of a batch size.
 
-The model of :mod:`convop._cost` estimates one product on one sample, and its constants are
+The model of :mod:`convop._auto.cost` estimates one product on one sample, and its constants are
 calibrated on small problems. Batches change the balance in ways a per-sample model does not
 see: one long 1-D transform runs several times slower per sample than 64 at once, while a
 batched direct 3-D convolution gets faster per sample as the GEMMs grow. Measured here: a
@@ -12,7 +12,7 @@ by measurement, as cuDNN's benchmark mode and FFTW's planners do: the first prod
 batch size (rounded up to a power of two), forward and adjoint separately, runs both
 methods (:func:`race`) and the faster one is kept for that size. Further products pay
 nothing. Where the estimates are far apart the model's choice stands, and with
-``CONVOP_CALIBRATE=0`` nothing is ever timed (see :mod:`convop._calibrate`).
+``CONVOP_CALIBRATE=0`` nothing is ever timed (see :mod:`convop._auto.calibrate`).
 """
 
 from __future__ import annotations

@@ -26,9 +26,9 @@ from typing import NamedTuple
 
 import torch
 
-from ._memory import check_memory
-from .geometry import ConvGeometry
-from .padding import source_index
+from .._shared.memory import check_memory
+from ..geometry import ConvGeometry
+from ..padding import source_index
 
 
 class _Axis(NamedTuple):

@@ -1,6 +1,6 @@
 """The cost model's constants for this machine: measured on first use, cached on disk.
 
-``method="auto"`` compares two estimates (:mod:`convop._cost`) whose constants depend on
+``method="auto"`` compares two estimates (:mod:`convop._auto.cost`) whose constants depend on
 the hardware. The first time "auto" is resolved for a device and precision in a process,
 :func:`throughput` looks for them in a cache file; when there is none (or it is not valid)
 it runs :func:`probe`, a short measurement (0.3-0.6 s on a 2-core CPU: small direct
@@ -16,7 +16,7 @@ the CPU model, architecture, CPU count, torch's thread count and version (and th
 name); it is written atomically and validated when read, and a file that is corrupt, from
 another machine or of another schema is ignored and replaced. Where the directory cannot be
 written the constants stay in memory. ``CONVOP_CALIBRATE=0`` turns all of this off: the
-built-in constants of :mod:`convop._cost` are used and nothing is measured or written.
+built-in constants of :mod:`convop._auto.cost` are used and nothing is measured or written.
 
 Only CPUs and CUDA devices are probed (timed with ``torch.cuda.synchronize``); other devices
 use the built-in GPU constants.
@@ -42,8 +42,10 @@ from pathlib import Path
 
 import torch
 
-from . import _fft, functional
-from ._cost import (
+from .. import _fft, functional
+from .._shared.files import CorruptFile, atomic_write
+from ..geometry import ConvGeometry
+from .cost import (
     DENSE_ROWS,
     EXTENTS,
     GRIDS,
@@ -56,10 +58,8 @@ from ._cost import (
     builtin,
     precision,
 )
-from ._cost import estimate as estimate_with
-from ._files import CorruptFile, atomic_write
-from ._trial import uncertain
-from .geometry import ConvGeometry
+from .cost import estimate as estimate_with
+from .trial import uncertain
 
 SCHEMA = 2  # of the cache files; bump when the probe or the model's terms change
 SWITCH = "CONVOP_CALIBRATE"
@@ -568,5 +568,5 @@ def estimate(geom: ConvGeometry, dtype: torch.dtype, device: torch.device) -> Es
     speed, source = throughput(dtype, device)
     found = estimate_with(geom, dtype, device, speed=speed, source=source)
     if source == "calibrated" and uncertain(found.direct, found.fft):
-        return dataclasses.replace(found, uncertain=True)  # settled by timing (convop._trial)
+        return dataclasses.replace(found, uncertain=True)  # settled by timing (convop._auto.trial)
     return found

@@ -1,7 +1,7 @@
 """The halo exchange of :mod:`convop.distributed`: one rank's part of a slab product.
 
 :class:`Core` holds what one rank keeps for a distributed convolution (the slab plan of
-:mod:`convop._slabs`, its transfers, its local operators) and runs the two collective
+:mod:`convop._mpi.slabs`, its transfers, its local operators) and runs the two collective
 halves of a product: the gather of an extended slab (forward) and the halo reduce
 (adjoint), with non-blocking point-to-point messages of the halo planes only.
 
@@ -23,9 +23,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from ._arrays import TORCH_TO_NUMPY
-from ._slabs import SlabPlan, Transfer
-from .operator import ConvOperator
+from .._shared.arrays import TORCH_TO_NUMPY
+from ..operator import ConvOperator
+from .slabs import SlabPlan, Transfer
 
 #: MPI tag of convop's halo messages (products are collective over the communicator).
 HALO_TAG = 0x6307

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .geometry import ConvGeometry
-from .padding import source_index
+from ..geometry import ConvGeometry
+from ..padding import source_index
 
 
 def split(n: int, parts: int) -> tuple[tuple[int, int], ...]:

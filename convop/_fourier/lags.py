@@ -24,9 +24,9 @@ import math
 
 import torch
 
-from ._fft import fast_length
-from ._memory import check_memory
-from .geometry import ConvGeometry
+from .._fft import fast_length
+from .._shared.memory import check_memory
+from ..geometry import ConvGeometry
 
 _CORRELATE = (torch.nn.functional.conv1d, torch.nn.functional.conv2d, torch.nn.functional.conv3d)
 #: The ways :func:`gram_lags` can compute the lags.
@@ -174,7 +174,7 @@ def _correlate_direct(w: torch.Tensor, g: int, max_bytes: int | None) -> torch.T
     nd = len(k)
     needed = _direct_bytes(g, p, q, k, w.element_size() * (2 if w.is_complex() else 1))
     check_memory(needed, max_bytes, f"the autocorrelation of a {k} kernel (direct)",
-                 w.device, hint="the FFT path needs less: use convop._lags' 'fft'")  # fmt: skip
+                 w.device, hint="the FFT path needs less memory: method='fft'")  # fmt: skip
     x = torch.nn.functional.pad(w, [s for n in reversed(k) for s in (n - 1, n - 1)])
     x = x.reshape(g, p, q, *x.shape[2:]).transpose(0, 1).reshape(p, g * q, *x.shape[2:])
     lags = _CORRELATE[nd - 1](x, w.conj(), groups=g)  # (a, G * b, *(2k - 1)): R[tau][a, b]
@@ -218,7 +218,7 @@ def gram_lags(weight: torch.Tensor, geom: ConvGeometry, *,
     entry ``R_delta[a, b]`` is within ``lags_error(geom, input_side=input_side) *
     ||w_a||_2 ||w_b||_2`` of the exact value (:func:`lags_error`: about ``10.5 eps log2 N``
     on the FFT path's grid of ``N`` samples). Raises ``MemoryError`` before allocating more
-    than half the memory available (:func:`convop._memory.check_memory`).
+    than half the memory available (:func:`convop._shared.memory.check_memory`).
 
     Parameters
     ----------

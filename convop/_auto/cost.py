@@ -32,7 +32,7 @@ at 16 channels, a factor ``odd`` when the last length of the grid is odd, and a 
 ``large`` for large grids, interpolated log-linearly in the grid's size.
 
 "auto" takes the method whose estimate, the mean of forward and adjoint, is smaller. The
-constants are measured on first use by :mod:`convop._calibrate`; the built-in ones here are
+constants are measured on first use by :mod:`convop._auto.calibrate`; the built-in ones here are
 the fallback (``CONVOP_CALIBRATE=0``), measured on the development machine. (Their tables
 make this module a little longer than most.)
 """
@@ -44,8 +44,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ._fft import frame
-from .geometry import ConvGeometry
+from .._fft import frame
+from ..geometry import ConvGeometry
 
 METHODS = ("auto", "direct", "fft")
 #: The multiply-add tables: kinds of convolution, and kernel extents (``max(kernel_size)``).
@@ -207,7 +207,7 @@ class Throughput:
 
 
 # Measured on this project's 2-core x86-64 CPU (AMD EPYC, AVX2) with torch 2.13 and its two
-# threads, by convop._calibrate's probe: the median of 5 runs that the machine's other load
+# threads, by convop._auto.calibrate's probe: the median of 5 runs that the machine's other load
 # did not disturb (`odd`: re-measured on 2-D grids when 1-D grids became even, 5 runs).
 # Rows of `single` and `grouped`: 1-D, 2-D, 3-D.
 CPU = {
@@ -358,10 +358,10 @@ class Estimate:
         Estimated seconds of a direct and of an FFT product.
     source : str
         ``'calibrated'`` (measured on this machine), ``'built-in'`` or ``'built-in, machine
-        busy'`` (see :func:`convop._calibrate.throughput`).
+        busy'`` (see :func:`convop._auto.calibrate.throughput`).
     uncertain : bool
         Whether the two are too close for the model to tell apart (see
-        :func:`convop._trial.uncertain`): then the first product of each batch size times
+        :func:`convop._auto.trial.uncertain`): then the first product of each batch size times
         both methods. Set only for calibrated constants.
     """
 

@@ -1,0 +1,1 @@
+"""The strict readers behind :func:`convop.load_matrix`: Matrix Market (``mtx``) and ``.npz``."""

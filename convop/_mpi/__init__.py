@@ -1,0 +1,6 @@
+"""The MPI face's machinery: slabs and halos.
+
+``slabs``: the slab decomposition of a convolution along one axis, pure index arithmetic.
+``halo``: one rank's part of a distributed product, the halo gather and reduce, and the
+agreement check across ranks before the first exchange.
+"""
