@@ -1,7 +1,8 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   create .venv if missing, install convop, run the deblurring showcase (convop demo)
 #   make test   same install, then lint, the test suite, the MPI tests (mpiexec -n 1, 2, 3)
-#               and the docs build (Sphinx, warnings are errors)
+#               and the docs build (Sphinx, warnings are errors; the examples, which the
+#               test suite has run, are not run again)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -31,10 +32,11 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
 
+# The docs build here does not run the examples again: the test suite ran each one.
 test: lint
 	$(PY) -m pytest
 	$(MAKE) test-mpi
-	$(MAKE) docs
+	CONVOP_DOCS_EXAMPLES=skip $(MAKE) docs
 
 # Each rank count is one job; any failing rank, a hang, or a job where no test passed
 # (tests/mpi/conftest.py) fails the target. Then the distributed example on 2 ranks (it

@@ -9,7 +9,9 @@ own assets, there is no intersphinx.
   docstrings (autodoc + numpydoc).
 - The gallery (``gallery/``, generated) runs every script in ``examples/`` with sphinx-gallery
   and shows its output and figures, with download links. Quick mode by default;
-  ``CONVOP_DOCS_FULL=1`` runs the examples at full size. An example is re-run when it
+  ``CONVOP_DOCS_FULL=1`` runs the examples at full size, ``CONVOP_DOCS_EXAMPLES=skip``
+  builds their pages without running them (what ``make test`` does: the test suite has run
+  every example already, each alone in an empty folder). An example is re-run when it
   changed or when the mode changed since the last build.
 - ``_ext/convop_docs.py``: the command-line help texts generated from the parser, checks that
   the site documents every public name and every subcommand, and cross-references to
@@ -104,6 +106,9 @@ sphinx_gallery_conf = {
 # A build in the other mode (quick / full size) than the last complete one re-runs every
 # example; the mode is recorded when a build succeeds (setup() below).
 _MODE = "full" if convop_gallery.FULL else "quick"
+if not convop_gallery.RUN:
+    sphinx_gallery_conf["plot_gallery"] = "False"
+    _MODE = "not run"
 _MODE_FILE = DOCS / "gallery" / ".convop-mode"
 if not _MODE_FILE.is_file() or _MODE_FILE.read_text().strip() != _MODE:
     sphinx_gallery_conf["run_stale_examples"] = True

@@ -11,6 +11,7 @@ test-mpi``); a plain ``pytest`` run does not collect them.
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 _SUPPRESS = [HealthCheck.too_slow, HealthCheck.differing_executors]
@@ -33,3 +34,30 @@ def pytest_ignore_collect(collection_path, config):
         with_mpi = config.getoption("--with-mpi", default=False)
         return not with_mpi
     return None
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA device; skipped where torch sees none")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked ``cuda`` where torch sees no CUDA device."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def no_tf32():
+    """cuDNN and cuBLAS use TF32 for float32 by default: compare true float32 with the CPU."""
+    import torch
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

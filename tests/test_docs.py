@@ -211,6 +211,58 @@ def test_gallery_shows_and_runs_exactly_the_examples():
     )
 
 
+def _gallery_hooks(monkeypatch, **environment):
+    """docs/_ext/convop_gallery.py, imported afresh under ``environment``."""
+    pytest.importorskip("sphinx_gallery")  # the docs extra
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    spec = importlib.util.spec_from_file_location(
+        "convop_gallery", DOCS / "_ext" / "convop_gallery.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("full", "expected"), [("0", ["--quick"]), ("1", [])])
+def test_gallery_gives_each_example_its_options_file_and_docstring(monkeypatch, full, expected):
+    """The make test build does not run the examples (the suite has): so the hooks that run
+    them in ``make docs`` are tested here."""
+    hooks = _gallery_hooks(monkeypatch, CONVOP_DOCS_FULL=full)
+    script = _examples()[0]
+    example_globals: dict = {}
+    script_vars = {"src_file": str(script), "example_globals": example_globals}
+    argv = hooks.reset_argv({}, script_vars)
+    out = Path(argv[-1])
+    assert argv == [*expected, "--out", str(out)]
+    assert out.is_dir()
+    assert example_globals["__file__"] == str(script)
+    assert example_globals["__doc__"] == ast.get_docstring(ast.parse(script.read_text()),
+                                                           clean=False)  # fmt: skip
+
+
+def test_gallery_moves_the_figures_an_example_wrote_in_name_order(monkeypatch, tmp_path):
+    hooks = _gallery_hooks(monkeypatch)
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("b.png", "a.png"):
+        (out / name).write_bytes(name.encode())
+    targets = iter([tmp_path / "sphx_1.png", tmp_path / "sphx_2.png"])
+    block_vars = {"convop_out_dir": out, "image_path_iterator": targets}
+    rst = hooks.png_scraper(None, block_vars, {"src_dir": str(tmp_path)})
+    assert (tmp_path / "sphx_1.png").read_bytes() == b"a.png"
+    assert (tmp_path / "sphx_2.png").read_bytes() == b"b.png"
+    assert "sphx_1.png" in rst
+    assert "sphx_2.png" in rst
+    assert not list(out.glob("*.png"))
+    assert hooks.png_scraper(None, {}, {"src_dir": str(tmp_path)}) == ""
+
+
+def test_gallery_can_skip_running_the_examples(monkeypatch):
+    assert _gallery_hooks(monkeypatch, CONVOP_DOCS_EXAMPLES="skip").RUN is False
+    assert _gallery_hooks(monkeypatch, CONVOP_DOCS_EXAMPLES="run").RUN is True
+
+
 def test_examples_page_has_a_section_per_example():
     text = (DOCS / "examples.md").read_text()
     headings = re.findall(r"^## (.*)$", text, re.M)

@@ -287,7 +287,6 @@ def test_values_that_would_overflow_in_the_transforms_run_directly():
 
 
 # ---------------------------------------------------------------- the spectrum cache's key
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 LAYER_INPUT = (2, 12, 10)
 
 
@@ -334,7 +333,7 @@ def test_spectrum_cache_follows_an_in_place_dtype_change(change, dtype):
     _assert_fft_follows_the_layer(fourier, layer, dtype, seed=2)
 
 
-@cuda
+@pytest.mark.cuda
 def test_spectrum_cache_follows_an_in_place_device_change():
     layer = _layer().double()
     fourier = convop.from_module(layer, LAYER_INPUT, method="fft")

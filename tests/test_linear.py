@@ -114,7 +114,7 @@ def test_to_linear_complex_module() -> None:
     )
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_to_linear_on_cuda_stays_on_cuda() -> None:
     module = nn.Conv2d(2, 3, 3, padding=1, device="cuda", **F64)
     x = torch.randn(3, 2, 5, 6, device="cuda", **F64)

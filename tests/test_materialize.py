@@ -254,7 +254,7 @@ def test_progress_bar_on_request_and_quiet_by_default(capsys):
 
 
 # ---------------------------------------------------------------- CUDA (skipped without a GPU)
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_cuda_matrices_match_cpu(combo, data):

@@ -40,6 +40,8 @@ from sphinx_gallery.scrapers import figure_rst
 
 #: ``CONVOP_DOCS_FULL=1`` runs the examples at full size (minutes); otherwise ``--quick``.
 FULL = os.environ.get("CONVOP_DOCS_FULL", "") not in ("", "0")
+#: ``CONVOP_DOCS_EXAMPLES=skip`` builds the gallery's pages without running the examples.
+RUN = os.environ.get("CONVOP_DOCS_EXAMPLES", "run") != "skip"
 
 #: The first cell of every example's notebook (``first_notebook_cell`` in conf.py).
 FIRST_NOTEBOOK_CELL = """\
