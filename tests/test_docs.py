@@ -263,6 +263,33 @@ def test_gallery_can_skip_running_the_examples(monkeypatch):
     assert _gallery_hooks(monkeypatch, CONVOP_DOCS_EXAMPLES="run").RUN is True
 
 
+@pytest.mark.parametrize("plot_gallery", ["True", "False"])
+def test_gallery_figure_check_follows_whether_the_examples_ran(monkeypatch, tmp_path,
+                                                              plot_gallery):
+    """A fresh clone has no figures: with the examples skipped, none may be demanded."""
+    pytest.importorskip("sphinx")
+    spec = importlib.util.spec_from_file_location("convop_docs", DOCS / "_ext" / "convop_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    warnings = []
+    monkeypatch.setattr(module.logger, "warning", lambda *args: warnings.append(args))
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "demo.py").write_text("")
+
+    class App:
+        srcdir = str(tmp_path)
+
+        class config:
+            sphinx_gallery_conf = {
+                "examples_dirs": str(tmp_path / "examples"), "gallery_dirs": "gallery",
+                "filename_pattern": ".*", "ignore_pattern": "^$",
+                "plot_gallery": plot_gallery,
+            }  # fmt: skip
+
+    module._check_gallery(App)
+    assert len(warnings) == (1 if plot_gallery == "True" else 0)
+
+
 def test_examples_page_has_a_section_per_example():
     text = (DOCS / "examples.md").read_text()
     headings = re.findall(r"^## (.*)$", text, re.M)
