@@ -15,6 +15,7 @@ import contextlib
 import importlib.util
 import io
 import re
+import types
 from pathlib import Path
 from typing import NamedTuple
 
@@ -264,8 +265,9 @@ def test_gallery_can_skip_running_the_examples(monkeypatch):
 
 
 @pytest.mark.parametrize("plot_gallery", ["True", "False"])
-def test_gallery_figure_check_follows_whether_the_examples_ran(monkeypatch, tmp_path,
-                                                              plot_gallery):
+def test_gallery_figure_check_follows_whether_the_examples_ran(
+    monkeypatch, tmp_path, plot_gallery
+):
     """A fresh clone has no figures: with the examples skipped, none may be demanded."""
     pytest.importorskip("sphinx")
     spec = importlib.util.spec_from_file_location("convop_docs", DOCS / "_ext" / "convop_docs.py")
@@ -276,17 +278,15 @@ def test_gallery_figure_check_follows_whether_the_examples_ran(monkeypatch, tmp_
     (tmp_path / "examples").mkdir()
     (tmp_path / "examples" / "demo.py").write_text("")
 
-    class App:
-        srcdir = str(tmp_path)
+    conf = {
+        "examples_dirs": str(tmp_path / "examples"), "gallery_dirs": "gallery",
+        "filename_pattern": ".*", "ignore_pattern": "^$", "plot_gallery": plot_gallery,
+    }  # fmt: skip
+    app = types.SimpleNamespace(
+        srcdir=str(tmp_path), config=types.SimpleNamespace(sphinx_gallery_conf=conf)
+    )
 
-        class config:
-            sphinx_gallery_conf = {
-                "examples_dirs": str(tmp_path / "examples"), "gallery_dirs": "gallery",
-                "filename_pattern": ".*", "ignore_pattern": "^$",
-                "plot_gallery": plot_gallery,
-            }  # fmt: skip
-
-    module._check_gallery(App)
+    module._check_gallery(app)
     assert len(warnings) == (1 if plot_gallery == "True" else 0)
 
 
