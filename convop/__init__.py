@@ -5,6 +5,7 @@ convolution, rmatvec its exact adjoint), torch-native (``apply``/``apply_adjoint
 device, batched, differentiable) and covers all of PyTorch's conv semantics.
 """
 
+from ._auto.calibrate import calibrate
 from .constructors import (
     conv1d,
     conv2d,
@@ -21,7 +22,7 @@ from .linear import to_linear, to_linear_model
 from .matrix_io import load_matrix, save_matrix
 from .operator import ConvOperator
 from .regularization import choose_damping, estimate_noise
-from .solvers import solve_tikhonov
+from .solvers import normal_operator, pcg, solve_tikhonov, tikhonov, total_variation
 from .spectral import OpNorm, is_circulant, opnorm, svdvals
 from .threads import solver_threads
 from .weight_operator import WeightOperator
@@ -60,6 +61,13 @@ __all__ = [
     "solve_tikhonov",
     "choose_damping",
     "estimate_noise",
+    # solvers (convop.solvers)
+    "normal_operator",
+    "pcg",
+    "tikhonov",
+    "total_variation",
     # thread pools in solver loops
     "solver_threads",
+    # method="auto": this machine's constants
+    "calibrate",
 ]

@@ -1,58 +1,53 @@
-"""Solving with convolution operators: preconditioners and exact Tikhonov solves.
+"""Preconditioners for solves with convolution operators, from the kernel's spectrum.
 
-Both come from the kernel's spectrum:
+:func:`preconditioner`: a fast approximation of ``(A^H A + damp^2 I)^{-1}`` (or its square
+root), for ``scipy.sparse.linalg.cg`` on the normal equations (``M=``) or as a right
+preconditioner for ``lsqr``/``lsmr``. ``A^H A`` is a convolution with the kernel's
+autocorrelation; the preconditioner inverts that convolution under a boundary model matched
+to the padding mode, by fast transforms (per frequency, a small solve over the channels),
+scaled where the model is not the operator's so that both share the diagonal:
 
-- :func:`preconditioner`: a fast approximation of ``(A^H A + damp^2 I)^{-1}`` (or its square
-  root), for ``scipy.sparse.linalg.cg`` on the normal equations (``M=``) or as a right
-  preconditioner for ``lsqr``/``lsmr``. ``A^H A`` is a convolution with the kernel's
-  autocorrelation; the preconditioner inverts that convolution under a boundary model
-  matched to the padding mode, by fast transforms (per frequency, a small solve over the
-  channels), scaled where the model is not the operator's so that both share the diagonal:
+===============  =====================================================================
+padding mode     boundary model (transform)
+===============  =====================================================================
+circular         periodic (the FFT): exact for circulant convolutions (Strang 1986)
+reflect          whole-sample symmetric (a DCT-I), with the end samples weighted
+replicate        half-sample symmetric (a DCT-II, by real FFTs of the samples
+                 themselves; Ng, Chan & Tang 1999), equilibrated
+zeros            half-sample symmetric (measured better than periodic here),
+                 equilibrated
+===============  =====================================================================
 
-  ===============  =====================================================================
-  padding mode     boundary model (transform)
-  ===============  =====================================================================
-  circular         periodic (the FFT): exact for circulant convolutions (Strang 1986)
-  reflect          whole-sample symmetric (a DCT-I), with the end samples weighted
-  replicate        half-sample symmetric (a DCT-II, by real FFTs of the samples
-                   themselves; Ng, Chan & Tang 1999), equilibrated
-  zeros            half-sample symmetric (measured better than periodic here),
-                   equilibrated
-  ===============  =====================================================================
-
-- :func:`solve_tikhonov`: the exact minimiser of ``||A x - y||^2 + damp^2 ||x||^2`` for a
-  circulant convolution, in one forward and one inverse FFT (per frequency, a small
-  SVD-based filter; the least-squares solution of least norm where ``damp = 0`` leaves it
-  ambiguous), and its Wiener-filter form for a noise-to-signal ratio.
-
-The maths (the extensions, why the reflect model weights the end samples, the
-preconditioner's own damping, the diagonal scaling) is in ``docs/conventions.md``, section
-11. One module of about a thousand lines, as both halves share the kernel's transfer
-function, its Gram symbol and their transforms; every step that allocates in proportion to
-the grid asks the memory guard (:func:`convop._shared.memory.check_memory`) first.
+The frequency-domain machinery is shared with :func:`convop.choose_damping` and lives in
+:mod:`convop._fourier`: the lags and the Gram symbol under the model (``symbol``), the
+extensions, folds and cosine transforms (``boundary``), the exact diagonal
+(``gram_diagonal``). This module chooses the model, the preconditioner's own damping and
+the scaling, and applies them. The maths (the extensions, why the reflect model weights the
+end samples, the preconditioner's own damping, the diagonal scaling) is in
+``docs/conventions.md``, section 11; every step that allocates in proportion to the grid
+asks the memory guard (:func:`convop._shared.memory.check_memory`) first. The exact
+Tikhonov solve of a circulant convolution is :func:`convop.solve_tikhonov`
+(:mod:`convop.solvers`).
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
-from scipy.sparse.linalg import LinearOperator
 
+from ._base import Operator
 from ._fourier.boundary import (
-    cosine_symbol,
-    dct,
     extend,
     extended_length,
     fold,
-    idct,
+    inverse_transform,
     model_diagonal,
+    transform,
 )
 from ._fourier.circulant import gram_side
 from ._fourier.gram_diagonal import diagonal_bytes, gram_diagonal
-from ._fourier.lags import gram_lags
-from ._shared.arrays import result_dtype, to_numpy, to_tensor
+from ._fourier.symbol import Lags, diagonalise, gram_symbol
 from ._shared.checks import as_float, check_choice
 from ._shared.memory import check_memory
 from .operator import ConvOperator
@@ -83,14 +78,15 @@ COSINE = True
 
 
 # ---------------------------------------------------------------------- preconditioner
-class Preconditioner(LinearOperator):
+class Preconditioner(Operator):
     """A fast approximation of ``(op^H op + beta^2 I)^{-1}`` or of its square root.
 
     Made by :func:`preconditioner`; see there. Symmetric positive definite
-    (``kind='normal'``; ``'right'`` is a factor of it, see there). A
-    ``scipy.sparse.linalg.LinearOperator`` (numpy face) with a torch face
-    (:meth:`apply`); ``to_pylops()`` wraps it for PyLops. Built lazily: the kernel's
-    spectrum is computed on first use, and again whenever the weight's values change.
+    (``kind='normal'``; ``'right'`` is a factor of it, see there). A convop operator
+    (``convop._base``): a ``scipy.sparse.linalg.LinearOperator`` with a torch face
+    (:meth:`apply`, :meth:`apply_adjoint`) and ``to_pylops()``; its dtype follows the
+    operator's weight. Built lazily: the kernel's spectrum is computed on first use, and
+    again whenever the weight's values change.
 
     Parameters
     ----------
@@ -146,7 +142,7 @@ class Preconditioner(LinearOperator):
         self._filter: torch.Tensor | None = None
         self._scale: torch.Tensor | None = None
         self._cosine = False
-        super().__init__(dtype=op.dtype, shape=(op.shape[1], op.shape[1]))
+        super().__init__(op.input_shape, op.input_shape)
 
     def _set_boundaries(self, boundaries: tuple[str, ...]) -> None:
         self.boundaries = boundaries
@@ -157,6 +153,16 @@ class Preconditioner(LinearOperator):
     def device(self) -> torch.device:
         """Where it runs: the operator's device."""
         return self.op.device
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The operator's weight's dtype now."""
+        return self.op.torch_dtype
+
+    @property
+    def name(self) -> str:
+        """``'normal preconditioner of the conv2d'``, ..."""
+        return f"{self.kind} preconditioner of the {self.op.name}"
 
     def __repr__(self) -> str:
         beta = "auto" if self.beta is None else f"{self.beta:.3g}"
@@ -191,69 +197,28 @@ class Preconditioner(LinearOperator):
             centred and symmetric and (mode == "reflect" or (mode == "replicate" and reach <= 2))
         )
 
-    def _symbol(self, taps: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
-        """The Gram symbol ``S(f)`` on the extended grid: ``(G, p, p, *F)`` complex128."""
-        weight = self.op._weight_now()
-        g, count, pp = taps.shape
-        grid = self.grid
-        real = not weight.is_complex()
-        frequencies = [*grid[:-1], grid[-1] // 2 + 1 if real else grid[-1]]
-        check_memory(4 * g * pp * math.prod(frequencies) * 16, None,
-                     f"the preconditioner's spectrum on a {grid} grid", weight.device,
-                     hint="use a smaller input_shape")  # fmt: skip
-        index = torch.zeros(count, dtype=torch.int64, device=taps.device)
-        for i, n in enumerate(grid):
-            index = index * n + (-deltas[:, i]).to(torch.int64).remainder(n)
-        placed = taps.new_zeros((g, pp, math.prod(grid)))
-        placed.index_add_(2, index, taps.transpose(1, 2))  # taps that wrap onto one sample add
-        placed = placed.reshape(g, pp, *grid)
-        dims = tuple(range(2, 2 + len(grid)))
-        spec = torch.fft.rfftn(placed, dim=dims) if real else torch.fft.fftn(placed, dim=dims)
-        p = math.isqrt(pp)
-        return spec.reshape(g, p, p, *spec.shape[2:])
-
     def _current(self) -> torch.Tensor:
         """The filter ``f(S + beta^2 I)`` for the weight as it is now: ``(G, p, p, *F)``."""
         weight = self.op._weight_now().detach().resolve_conj()  # conjugated for op.T
         key = self._key
         if key is not None and key.shape == weight.shape and torch.equal(key, weight):
             return self._filter
-        taps, deltas = gram_lags(weight, self._conv, input_side=self._input_side)
-        # a mirrored copy along axis i sees the lags with delta_i negated: a symmetric model
-        # holds along the axes where that changes nothing (a Gaussian's; not a diagonal
-        # motion's, nor channels that mix without symmetry); periodic holds for any
-        counts = [int(torch.unique(deltas[:, i]).numel()) for i in range(deltas.shape[1])]
-        grid = taps.reshape(taps.shape[0], *counts, taps.shape[2])  # (G, *lags, p * p)
-        tolerance = 1e-12 * float(taps.abs().max())
-        mirrored = [
-            bool(torch.allclose(grid.flip(1 + i), grid, rtol=0, atol=tolerance))
-            for i in range(len(counts))
-        ]
-        symmetric = all(mirrored)
-        models = tuple(m if ok else "periodic" for m, ok in zip(self._models, mirrored))
+        lags = Lags.of(weight, self._conv, input_side=self._input_side)
+        # a symmetric model holds only along the axes where the lags are mirror-symmetric;
+        # periodic holds for any
+        symmetric = all(lags.mirrored)
+        models = lags.model(self._models)
         self._set_boundaries(models)
+        real = not weight.is_complex()
         # half-sample symmetric axes by cosine transforms of the samples themselves (no
         # extension: 2^d times less data), where no axis needs reflect's extension
-        self._cosine = (COSINE and not weight.is_complex() and "even" in models
-                        and "reflect" not in models)  # fmt: skip
+        self._cosine = COSINE and real and "even" in models and "reflect" not in models
+        size = tuple(self.op.input_shape[1:])
+        symbol = gram_symbol(lags, models, size, extended=not self._cosine, nyquist=True,
+                             halve=real, what="the preconditioner's spectrum")  # fmt: skip
         if self._cosine:
-            size = self.op.input_shape[1:]
-            periodic = [a for a, b in enumerate(models) if b == "periodic"]
-            frequencies = [n + 1 if b == "even" else n // 2 + 1 if a == periodic[-1] else n
-                           for a, (n, b) in enumerate(zip(size, models))]  # fmt: skip
-            check_memory(4 * 16 * taps.shape[0] * taps.shape[2]
-                         * math.prod(max(f, u) for f, u in zip(frequencies, counts)), None,
-                         f"the preconditioner's spectrum on a {tuple(size)} grid",
-                         weight.device, hint="use a smaller input_shape")  # fmt: skip
-            lags = [torch.unique(deltas[:, i]) for i in range(deltas.shape[1])]
-            symbol = cosine_symbol(grid, lags, self.boundaries, self.op.input_shape[1:],
-                                   nyquist=True)  # fmt: skip
-            self.grid = tuple(self.op.input_shape[1:])
-        else:
-            symbol = self._symbol(taps, deltas)
-        blocks = symbol.movedim(1, -1).movedim(1, -1)  # (G, *F, p, p)
-        values, vectors = torch.linalg.eigh(blocks)  # Hermitian per frequency
-        values = values.clamp(min=0)
+            self.grid = size
+        values, vectors = diagonalise(symbol)  # (G, *F, p), (G, *F, p, p)
         top = float(values.max()) if values.numel() else 0.0
         matched = self._matched(weight)
         if self._beta is not None:
@@ -274,13 +239,12 @@ class Preconditioner(LinearOperator):
             for a, (n, boundary) in enumerate(zip(self.grid, self.boundaries)):
                 if boundary == "even":
                     self._filter = self._filter.narrow(3 + a, 0, n)
-        self._scale = None if matched else self._equilibration(weight, grid, deltas)
+        self._scale = None if matched else self._equilibration(weight, lags)
         self._key = weight.clone()
         self.beta = beta
         return self._filter
 
-    def _equilibration(self, weight: torch.Tensor, grid: torch.Tensor,
-                       deltas: torch.Tensor) -> torch.Tensor | None:  # fmt: skip
+    def _equilibration(self, weight: torch.Tensor, lags: Lags) -> torch.Tensor | None:
         """``S``, making ``S^{-1} M^{-1} S^{-1}`` share ``op^H op``'s diagonal, or None.
 
         Where the boundary model is not the operator's, their diagonals differ near the
@@ -296,43 +260,42 @@ class Preconditioner(LinearOperator):
         if diagonal_bytes(self._conv, weight.dtype) > DIAGONAL_BYTES:
             return None  # too costly to compute exactly: unscaled (still SPD, slower)
         size = tuple(self.op.input_shape[1:])
-        g, p = grid.shape[0], math.isqrt(grid.shape[-1])
-        own = grid[..., :: p + 1]  # (G, *counts, p): the lags' diagonal entries
-        lags = [torch.unique(deltas[:, i]) for i in range(deltas.shape[1])]
-        model = model_diagonal(own, lags, self.boundaries, size).reshape(g * p, *size)
+        g, p = lags.grid.shape[0], lags.size
+        model = model_diagonal(lags.diagonal(), lags.values, self.boundaries, size)
+        model = model.reshape(g * p, *size)
         actual = gram_diagonal(weight, self._conv)
         ratio = torch.where((actual > 0) & (model > 0), model / actual.clamp(min=1e-300), 1.0)
         return ratio.sqrt()
 
     # ------------------------------------------------------------------ products
     def apply(self, x: torch.Tensor, *, adjoint: bool = False) -> torch.Tensor:
-        """The preconditioner (or its adjoint) applied to a batch of tensors.
+        """The preconditioner applied to a batch of tensors.
 
         Parameters
         ----------
         x : torch.Tensor
-            ``(B, *op.input_shape)`` or ``op.input_shape``, on the operator's device.
+            Shape ``(..., *op.input_shape)``, any leading dimensions (none for one sample),
+            on the operator's device.
         adjoint : bool, default False
-            Apply ``P^H`` (which differs from ``P`` only for ``kind='right'`` with a
-            diagonal scaling).
+            Apply ``P^H`` instead (which differs from ``P`` only for ``kind='right'`` with a
+            diagonal scaling): the same as :meth:`apply_adjoint`, which every convop operator
+            has; kept for code written before it.
 
         Returns
         -------
         torch.Tensor
             The same shape; the promoted dtype of the weight and ``x``.
         """
-        shape = tuple(self.op.input_shape)
-        single = tuple(x.shape) == shape
-        if not single and tuple(x.shape[1:]) != shape:
-            raise ValueError(f"x must have shape {shape} or (B, *{shape}), got {tuple(x.shape)}")
-        batch = x[None] if single else x
-        y = self._product(batch, adjoint)
-        return y[0] if single else y
+        return self.apply_adjoint(x) if adjoint else super().apply(x)
 
-    def _product(self, x: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
+    def _product(self, x: torch.Tensor, *, adjoint: bool, grad: bool = False) -> torch.Tensor:
+        """``P`` (``P^H`` if ``adjoint``) of a batch ``(B, *op.input_shape)``: the contract."""
         weight = self.op._weight_now()
+        if not grad:
+            x = x.detach()
         if x.is_complex() and not weight.is_complex():  # a real map: parts one by one
-            return torch.complex(self._product(x.real, adjoint), self._product(x.imag, adjoint))
+            parts = (self._product(p, adjoint=adjoint, grad=grad) for p in (x.real, x.imag))
+            return torch.complex(*parts)
         inverse = self._current()  # (G, p, p, *F)
         # the data on the transform's grid, its spectrum and the filtered one (complex128)
         check_memory(
@@ -392,14 +355,9 @@ class Preconditioner(LinearOperator):
     def _cosine_product(self, z: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
         """``C^T f(S) C z`` by cosine transforms along the even axes, FFTs along the rest."""
         b, c = z.shape[:2]
-        size = z.shape[2:]
-        even = [2 + a for a, bd in enumerate(self.boundaries) if bd == "even"]
-        periodic = [2 + a for a, bd in enumerate(self.boundaries) if bd == "periodic"]
-        for axis in even:
-            z = dct(z, axis)
-        if periodic:
-            z = torch.fft.rfftn(z, dim=periodic)
-        else:
+        size = tuple(z.shape[2:])
+        z = transform(z, self.boundaries, 2, half=True)
+        if "periodic" not in self.boundaries:  # the cosine transforms alone: real
             inverse = inverse.real
         g, p = inverse.shape[:2]
         z = z.reshape(b, g, p, *z.shape[2:])
@@ -409,47 +367,7 @@ class Preconditioner(LinearOperator):
         else:
             z = torch.einsum("gab...,kgb...->kga...", inverse, z)
         z = z.reshape(b, c, *z.shape[3:])
-        if periodic:
-            z = torch.fft.irfftn(z, s=[size[axis - 2] for axis in periodic], dim=periodic)
-        for axis in even:
-            z = idct(z, axis)
-        return z
-
-    def _matmat(self, X: np.ndarray, adjoint: bool = False) -> np.ndarray:
-        X = np.asarray(X)
-        dtype = result_dtype(self.dtype, X.dtype, "x")
-        n, k = X.shape
-        x = to_tensor(X.T, dtype, self.device).reshape(k, *self.op.input_shape)
-        with torch.no_grad():
-            y = self._product(x, adjoint)
-        return to_numpy(y.reshape(k, n)).T
-
-    def _matvec(self, x: np.ndarray) -> np.ndarray:
-        return self._matmat(np.reshape(x, (-1, 1)))[:, 0]
-
-    def _rmatvec(self, x: np.ndarray) -> np.ndarray:
-        return self._matmat(np.reshape(x, (-1, 1)), adjoint=True)[:, 0]
-
-    def _rmatmat(self, X: np.ndarray) -> np.ndarray:
-        return self._matmat(X, adjoint=True)
-
-    def to_pylops(self, name: str | None = None):
-        """The preconditioner as a ``pylops.LinearOperator`` (``dims`` = ``op.input_shape``).
-
-        Parameters
-        ----------
-        name : str, optional
-            PyLops' operator name.
-
-        Returns
-        -------
-        pylops.LinearOperator
-        """
-        import pylops
-
-        return pylops.LinearOperator(
-            self, dims=tuple(self.op.input_shape), dimsd=tuple(self.op.input_shape), name=name
-        )
+        return inverse_transform(z, self.boundaries, 2, size, half=True)
 
 
 def preconditioner(op: ConvOperator, *, damp: float = 0.0, kind: str = "normal",

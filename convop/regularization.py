@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
 
-from ._fourier.boundary import cosine_symbol, dct
+from ._fourier.boundary import transform
 from ._fourier.circulant import gram_side
-from ._fourier.lags import gram_lags
+from ._fourier.symbol import Lags, diagonalise, gram_symbol
 from ._shared.arrays import to_tensor
 from ._shared.checks import check_choice, is_int
 from ._shared.memory import check_memory
@@ -234,33 +234,15 @@ def _spectrum(op: ConvOperator, kernel: torch.Tensor,
     size = tuple(op.output_shape[1:])
     g = conv.groups
     p = op.output_shape[0] // g
-    taps, deltas = gram_lags(kernel, conv, input_side=not input_side)
-    counts = [int(torch.unique(deltas[:, i]).numel()) for i in range(deltas.shape[1])]
-    grid = taps.reshape(taps.shape[0], *counts, taps.shape[2])  # (G, *lags, p * p)
-    tolerance = 1e-12 * float(taps.abs().max())
+    lags = Lags.of(kernel, conv, input_side=not input_side)  # of A A^H
     circulant = is_circulant(op)
-    boundaries = tuple(
-        "even"
-        if not circulant and bool(torch.allclose(grid.flip(1 + i), grid, rtol=0, atol=tolerance))
-        else "periodic"
-        for i in range(len(counts))
-    )
-    lags = [torch.unique(deltas[:, i]) for i in range(deltas.shape[1])]
-    symbol = cosine_symbol(grid, lags, boundaries, size, halve=False)  # (G, p, p, *F)
-    blocks = symbol.movedim(1, -1).movedim(1, -1)  # (G, *F, p, p)
-    mu, vectors = torch.linalg.eigh(blocks)
-    mu = mu.clamp(min=0)
+    boundaries = lags.model(("periodic" if circulant else "even",) * conv.ndim)
+    symbol = gram_symbol(lags, boundaries, size, halve=False,
+                         what="choose_damping()'s spectrum")  # fmt: skip
+    mu, vectors = diagonalise(symbol)  # (G, *F, p), (G, *F, p, p)
     periodic = [1 + a for a, b in enumerate(boundaries) if b == "periodic"]
     z = y if circulant or not periodic else _periodic_component(y, periodic)
-    for a, boundary in enumerate(boundaries):
-        if boundary == "even":  # a real transform: of complex data, part by part
-            z = (
-                torch.complex(dct(z.real, 1 + a), dct(z.imag, 1 + a))
-                if z.is_complex()
-                else dct(z, 1 + a)
-            )
-    if periodic:
-        z = torch.fft.fftn(z, dim=periodic)
+    z = transform(z, boundaries, 1)  # DCT-IIs and DFTs: (C, *F)
     z = z.reshape(g, p, *z.shape[1:]).movedim(1, -1)[..., None]  # (G, *F, p, 1)
     common = torch.promote_types(vectors.dtype, z.dtype)  # complex data, real symbol
     c = (vectors.to(common).mH @ z.to(common))[..., 0]

@@ -3,8 +3,8 @@
 Blind deconvolution alternates between estimating the image for a known blur and the blur
 for a known image. The second half needs ``w -> conv(x; w)`` for a fixed ``x`` as a linear
 operator, and its adjoint, the weight gradient. :class:`WeightOperator` is that operator,
-made by :meth:`convop.ConvOperator.weight_operator`; it has the same faces as
-:class:`~convop.operator.ConvOperator` (scipy, torch, PyLops).
+made by :meth:`convop.ConvOperator.weight_operator`; it implements the operator contract of
+``convop._base``, so it has the faces of every convop operator (scipy, torch, PyLops).
 
 Both directions run in torch as one batched evaluation, whatever the number of weights:
 the forward map is :func:`convop.functional.forward` (or :func:`convop.functional.adjoint`
@@ -16,20 +16,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Callable
 
 import numpy as np
 import torch
-from scipy.sparse.linalg import LinearOperator
 
 from . import functional
-from ._shared.arrays import NUMPY_TO_TORCH, numpy_dtype, result_dtype, to_numpy, to_tensor
+from ._base import Operator
+from ._shared.arrays import NUMPY_TO_TORCH, result_dtype
 from .geometry import ConvGeometry
 from .operator import ConvOperator
 
 
-class WeightOperator(LinearOperator):
+class WeightOperator(Operator):
     """A convolution of a fixed input ``x``, as a linear operator of the weight.
 
     Made by :meth:`convop.ConvOperator.weight_operator`. For a convolution operator ``op``
@@ -102,6 +101,11 @@ class WeightOperator(LinearOperator):
     the channels). The adjoint is autograd's weight gradient of that convolution, which
     first records the forward: it costs about two convolutions.
 
+    Its faces are every convop operator's (``convop._base``): the numpy face takes flattened
+    weights (``A @ w.reshape(-1)``), the torch face weights in their own shape with any
+    leading batch dimensions, ``A.apply(w)`` for ``w`` of shape ``(..., *weight_shape)``,
+    and ``A.apply_adjoint(v)`` output samples of shape ``(..., *op.output_shape)``.
+
     Dtypes: the numpy face computes in ``np.result_type(A.dtype, data.dtype)``, the torch
     face in ``torch.promote_types``, as :class:`~convop.operator.ConvOperator` does. A real
     operator applied to complex data is its linear extension (real and imaginary parts
@@ -121,6 +125,10 @@ class WeightOperator(LinearOperator):
     array([-1., -1., -1., -1., -1.])
     >>> A.rmatvec(np.ones(5))  # the weight gradient of sum(conv(x; w))
     array([10., 15.])
+    >>> A.apply(torch.tensor([[[[1.0, -1.0]]], [[[0.0, 1.0]]]], dtype=torch.float64))
+    tensor([[[-1., -1., -1., -1., -1.]],
+    <BLANKLINE>
+            [[ 1.,  2.,  3.,  4.,  5.]]], dtype=torch.float64)
 
     Blind deconvolution's kernel step: recover the kernel from the image and its blur.
 
@@ -151,12 +159,23 @@ class WeightOperator(LinearOperator):
         self._conv_output_shape = op.output_shape
         self._setup(adjoint=False)
 
+    #: What sets the device, for the torch face's messages.
+    _device_owner = "x"
+
     def _setup(self, *, adjoint: bool) -> None:
         self.is_adjoint = adjoint
         spaces = (self._weight_shape, self._conv_output_shape)
-        self.input_shape, self.output_shape = spaces[::-1] if adjoint else spaces
-        shape = (math.prod(self.output_shape), math.prod(self.input_shape))
-        super().__init__(dtype=numpy_dtype(self._dtype), shape=shape)
+        super().__init__(*(spaces[::-1] if adjoint else spaces))
+
+    @property
+    def _names(self) -> tuple[str, str]:
+        """The torch face's names of a weight (``w``) and of an output sample (``y``)."""
+        return ("y", "w") if self.is_adjoint else ("w", "y")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The operator's dtype (fixed at construction)."""
+        return self._dtype
 
     # ------------------------------------------------------------------ descriptive
     @property
@@ -228,161 +247,25 @@ class WeightOperator(LinearOperator):
             out = self._forward(x, zero)
             return torch.autograd.grad(out, zero, batch, create_graph=graph)[0]
 
-    # ------------------------------------------------------------------ torch face
-    def apply(self, w: torch.Tensor) -> torch.Tensor:
-        """Apply the operator to a batch of weights (output samples for ``A.H``).
-
-        Parameters
-        ----------
-        w : torch.Tensor
-            Shape ``(..., *input_shape)`` or flattened ``(..., prod(input_shape))``, any
-            leading dimensions, on :attr:`device`; the full shape is matched first.
-
-        Returns
-        -------
-        torch.Tensor
-            Shape ``(..., *output_shape)``, or ``(..., prod(output_shape))`` for flattened
-            input; differentiable with respect to ``w`` and the held ``x``.
-
-        Examples
-        --------
-        >>> import torch, convop
-        >>> op = convop.conv1d(torch.zeros(1, 1, 2), (1, 4))
-        >>> A = op.weight_operator(torch.tensor([[1.0, 2.0, 4.0, 8.0]]))
-        >>> A.apply(torch.tensor([[[[1.0, -1.0]]], [[[0.0, 1.0]]]]))
-        tensor([[[-1., -2., -4.]],
-        <BLANKLINE>
-                [[ 2.,  4.,  8.]]])
-        """
-        return self._apply(w, adjoint=False)
-
-    def apply_adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        """Apply the adjoint to a batch of output samples: the weight gradients.
-
-        Parameters
-        ----------
-        y : torch.Tensor
-            Shape ``(..., *output_shape)`` or flattened ``(..., prod(output_shape))``, any
-            leading dimensions, on :attr:`device`; the full shape is matched first.
-
-        Returns
-        -------
-        torch.Tensor
-            Shape ``(..., *input_shape)``, or ``(..., prod(input_shape))`` for flattened
-            input; differentiable with respect to ``y`` and the held ``x``.
-
-        Examples
-        --------
-        >>> import torch, convop
-        >>> op = convop.conv1d(torch.zeros(1, 1, 2), (1, 4))
-        >>> A = op.weight_operator(torch.tensor([[1.0, 2.0, 4.0, 8.0]]))
-        >>> A.apply_adjoint(torch.ones(2, 3))
-        tensor([[ 7., 14.],
-                [ 7., 14.]])
-        """
-        return self._apply(y, adjoint=True)
-
-    def _apply(self, t: torch.Tensor, *, adjoint: bool) -> torch.Tensor:
-        gradient = adjoint != self.is_adjoint
-        name = "y" if gradient else "w"
-        shape_in, shape_out = self.output_shape, self.input_shape
-        if not adjoint:
-            shape_in, shape_out = shape_out, shape_in
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        k, n = len(shape_in), math.prod(shape_in)
-        if t.ndim >= k and tuple(t.shape[t.ndim - k :]) == shape_in:
-            lead = t.shape[: t.ndim - k]
-        elif t.ndim >= 1 and t.shape[-1] == n:
-            lead, shape_out = t.shape[:-1], (math.prod(shape_out),)
-        else:
-            raise ValueError(
-                f"{name} must have shape (..., {', '.join(map(str, shape_in))}) or "
-                f"(..., {n}), got {tuple(t.shape)}"
-            )
-        if t.device != self.device:
-            raise ValueError(
-                f"{name} is on {t.device} but the operator's x is on {self.device}; "
-                f"move it with .to({str(self.device)!r})"
-            )
-        if not (t.is_floating_point() or t.is_complex()):
-            raise TypeError(f"{name} must be a floating-point or complex tensor, got {t.dtype}")
-        dtype = torch.promote_types(self._dtype, t.dtype)
-        batch = t.to(dtype).reshape(math.prod(lead), *shape_in)  # (B, *shape_in)
-        out = self._map(self._fixed_input(dtype), batch, gradient=gradient)
-        return out.reshape(*lead, *shape_out)
-
-    # ------------------------------------------------------------------ numpy faces
-    def _product(self, batch: torch.Tensor, *, adjoint: bool) -> torch.Tensor:
-        """Internal entry point of the array faces (numpy, PyLops).
+    # ------------------------------------------------------------------ the contract
+    def _product(self, batch: torch.Tensor, *, adjoint: bool, grad: bool = False) -> torch.Tensor:
+        """The map (its adjoint if ``adjoint``) of ``batch`` (the ``convop._base`` contract).
 
         ``batch`` is ``(B, *input_shape)`` (``(B, *output_shape)`` if ``adjoint``) on
-        :attr:`device`; the result, without autograd, is in ``torch.promote_types(dtype,
-        batch.dtype)``. Callers validate shapes and devices.
+        :attr:`device`; the result is in ``torch.promote_types(dtype, batch.dtype)``,
+        differentiable with respect to ``batch`` and the held ``x`` only with ``grad``.
         """
         dtype = torch.promote_types(self._dtype, batch.dtype)
-        x = self._fixed_input(dtype).detach()
-        batch = batch.detach().to(dtype)
-        return self._map(x, batch, gradient=adjoint != self.is_adjoint)
-
-    def _array_product(self, X: np.ndarray, *, adjoint: bool) -> np.ndarray:
-        """Every column of ``X`` (n, k) at once: ``(m, k)`` in ``result_type(dtype, X.dtype)``."""
-        X = np.asarray(X)
-        gradient = adjoint != self.is_adjoint
-        dtype = result_dtype(self.dtype, X.dtype, "y" if gradient else "w")
-        shape_in = self.output_shape if adjoint else self.input_shape
-        m, k = self.shape[1] if adjoint else self.shape[0], X.shape[1]
-        batch = to_tensor(X.T, dtype, self.device).reshape(k, *shape_in)  # (k, *shape_in)
-        out = self._product(batch, adjoint=adjoint)  # (k, *shape_out)
-        return to_numpy(out.reshape(k, m)).T
-
-    def _matvec(self, x: np.ndarray) -> np.ndarray:
-        return self._array_product(np.reshape(x, (-1, 1)), adjoint=False)[:, 0]
-
-    def _rmatvec(self, x: np.ndarray) -> np.ndarray:
-        return self._array_product(np.reshape(x, (-1, 1)), adjoint=True)[:, 0]
-
-    def _matmat(self, X: np.ndarray) -> np.ndarray:
-        return self._array_product(X, adjoint=False)
-
-    def _rmatmat(self, X: np.ndarray) -> np.ndarray:
-        return self._array_product(X, adjoint=True)
+        x = self._fixed_input(dtype)
+        if not grad:
+            x, batch = x.detach(), batch.detach()
+        return self._map(x, batch.to(dtype), gradient=adjoint != self.is_adjoint)
 
     def _adjoint(self) -> WeightOperator:
         adjoint = WeightOperator.__new__(WeightOperator)
         adjoint.__dict__.update(self.__dict__)
         adjoint._setup(adjoint=not self.is_adjoint)
         return adjoint
-
-    # ------------------------------------------------------------------ pylops face
-    def to_pylops(self, name: str | None = None):
-        """The operator as a ``pylops.LinearOperator`` with N-d ``dims`` and ``dimsd``.
-
-        ``dims == input_shape`` (the weight's shape) and ``dimsd == output_shape``, so
-        ``P @ w`` takes a weight and returns an output sample. pylops is imported only here.
-
-        Parameters
-        ----------
-        name : str, optional
-            PyLops' operator name.
-
-        Returns
-        -------
-        convop.pylops_bridge.PyLopsConv
-
-        Examples
-        --------
-        >>> import numpy as np, pylops, torch, convop
-        >>> op = convop.conv2d(torch.zeros(2, 1, 3, 3, dtype=torch.float64), (1, 6, 6))
-        >>> P = op.weight_operator(torch.randn(1, 6, 6, dtype=torch.float64)).to_pylops()
-        >>> P.dims, P.dimsd
-        ((2, 1, 3, 3), (2, 4, 4))
-        >>> bool(pylops.utils.dottest(P, *P.shape, rtol=1e-10))
-        True
-        """
-        from .pylops_bridge import PyLopsConv
-
-        return PyLopsConv(self, name=name)
 
 
 @functools.lru_cache(maxsize=64)

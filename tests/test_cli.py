@@ -677,11 +677,11 @@ def _demo_defaults() -> argparse.Namespace:
 
 
 def _deblur_constants() -> dict:
-    from convop.cli import _deblur, _solve
+    from convop.cli import _deblur
 
     return {
         "steps": _deblur.ITERATIONS["tv"],
-        "inner": _solve.TV_INNER,
+        "inner": _deblur.TV_INNER,
         "weight": _deblur.TV_WEIGHT_PER_VARIANCE,
         "announce": _deblur.ANNOUNCE_SECONDS,
     }

@@ -557,7 +557,6 @@ def test_deblur_colour_photo_round_trip(tmp_path, capsys):
 @pytest.mark.parametrize("spec", ["gaussian:9:2", "motion:15:30"])
 def test_deblur_damping_is_near_the_best_of_a_sweep_on_a_photo(spec):
     """The CLI's damping (the discrepancy principle) within 0.5 dB of a sweep's best."""
-    from convop.cli._solve import solve_normal
     from convop.imaging import load_kernel
 
     data = pytest.importorskip("skimage.data")
@@ -568,7 +567,7 @@ def test_deblur_damping_is_near_the_best_of_a_sweep_on_a_photo(spec):
     y = op @ truth.ravel() + 0.01 * np.random.default_rng(0).standard_normal(128 * 128)
 
     def quality(damp: float) -> float:
-        x = solve_normal(op, y, damp=damp, iterations=500, quiet=True, rtol=1e-7)[0]
+        x = convop.pcg(op, y, damp=damp, maxiter=500, rtol=1e-7).x
         return _psnr(x.reshape(128, 128), truth)
 
     best = max(quality(d) for d in np.geomspace(0.01, 0.5, 15))

@@ -1,4 +1,4 @@
-"""The cost model behind method='auto' and its calibration: choices, cache files, the probe.
+"""The cost model behind method='auto' and its calibration: choices, estimates, cache files.
 
 The session runs with ``CONVOP_CALIBRATE=0`` and a temporary ``CONVOP_CACHE_DIR`` (see the
 repository's conftest.py); the tests here turn calibration on where they need it, with a
@@ -18,8 +18,11 @@ import pytest
 import torch
 
 import convop
+from convop._auto import cache as _cache
 from convop._auto import calibrate as _calibrate
 from convop._auto import cost as _cost
+from convop._auto import probe as _probe
+from convop._auto import trial as _trial
 from convop._auto.cost import Direct, Estimate, Throughput
 from convop._fft import frame
 from convop.geometry import ConvGeometry
@@ -28,12 +31,15 @@ CPU = torch.device("cpu")
 F32, F64 = torch.float32, torch.float64
 
 
-class Probed(Exception):
-    """Raised by a probe that must not run."""
+class Forbidden(Exception):
+    """Raised by something that must not run (a probe, a timing, a file write)."""
 
 
-def _forbid_probe(*args):
-    raise Probed("the probe ran")
+def _forbid(what: str):
+    def forbidden(*args, **kwargs):
+        raise Forbidden(f"{what} ran")
+
+    return forbidden
 
 
 @pytest.fixture
@@ -63,12 +69,26 @@ def counted(monkeypatch):
         calls.append((dtype, device))
         return _fake()
 
-    monkeypatch.setattr(_calibrate, "probe", probe)
+    monkeypatch.setattr(_probe, "probe", probe)
     return calls
 
 
+@pytest.fixture
+def reads(monkeypatch):
+    """Every read of a cache file, recorded (and done)."""
+    seen = []
+    real = _cache.read
+
+    def read(path, key):
+        seen.append(path)
+        return real(path, key)
+
+    monkeypatch.setattr(_cache, "read", read)
+    return seen
+
+
 def _file(dtype=F64) -> Path:
-    return _calibrate.cache_file(_calibrate.machine(CPU, dtype))
+    return _cache.cache_file(_cache.machine(CPU, dtype))
 
 
 # ---------------------------------------------------------------- choices on clear-cut cases
@@ -111,8 +131,8 @@ def measured():
     torch.set_num_threads(1)
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(_calibrate, "disturbed", lambda *args: False)
-            return {dtype: _calibrate.probe(dtype, CPU) for dtype in (F32, F64)}
+            patch.setattr(_probe, "disturbed", lambda *args: False)
+            return {dtype: _probe.probe(dtype, CPU) for dtype in (F32, F64)}
     finally:
         torch.set_num_threads(threads)
 
@@ -126,14 +146,14 @@ def test_calibrated_constants_choose_the_clear_winner(case, measured):
 def test_the_probe_gives_valid_constants_that_survive_a_file(measured):
     for speed in measured.values():
         assert isinstance(speed, Throughput)
-        assert _calibrate.decode(json.loads(json.dumps(_calibrate.encode(speed)))) == speed
+        assert _cache.decode(json.loads(json.dumps(_cache.encode(speed)))) == speed
 
 
 def test_the_probe_draws_nothing_from_the_global_generator(monkeypatch):
     # its duration (0.3-0.6 s here) is reported by benchmarks/bench_auto.py, not timed here
-    monkeypatch.setattr(_calibrate, "disturbed", lambda *args: False)
+    monkeypatch.setattr(_probe, "disturbed", lambda *args: False)
     state = torch.get_rng_state()
-    _calibrate.probe(F32, CPU)
+    _probe.probe(F32, CPU)
     assert torch.equal(torch.get_rng_state(), state)
 
 
@@ -142,21 +162,20 @@ def test_the_probe_draws_nothing_from_the_global_generator(monkeypatch):
     [(1.0, 0.99, 1, False), (1.0, 0.6, 1, True), (1.0, 1.95, 2, False), (1.0, 1.1, 2, True)],
 )
 def test_a_probe_without_the_cpus_of_its_threads_was_disturbed(wall, cpu, threads, busy):
-    assert _calibrate.disturbed(wall, cpu, threads) is busy
+    assert _probe.disturbed(wall, cpu, threads) is busy
 
 
-def test_a_busy_machine_gets_the_builtin_constants_and_no_file(calibrating, monkeypatch):
-    calls = []
-
+def test_calibrating_a_busy_machine_raises_and_keeps_and_writes_nothing(calibrating,
+                                                                         monkeypatch):  # fmt: skip
     def busy(dtype, device):
-        calls.append(dtype)
-        raise _calibrate.Busy("the probe ran 5 s on 1.0 of 2 CPUs")
+        raise _probe.Busy("the probe ran 5 s on 1.0 of 2 CPUs")
 
-    monkeypatch.setattr(_calibrate, "probe", busy)
-    for _ in range(2):
-        speed, source = _calibrate.throughput(F64, CPU)
-        assert (speed, source) == (_cost.builtin(F64, CPU), "built-in, machine busy")
-    assert calls == [F64]  # not retried in this process
+    monkeypatch.setattr(_probe, "probe", busy)
+    with pytest.raises(RuntimeError, match=r"5 s on 1\.0 of 2 CPUs: the machine was too busy to "
+                                           r"measure, so the float64 constants were neither "
+                                           r"kept nor written"):  # fmt: skip
+        convop.calibrate(dtype=F64)
+    assert _calibrate.throughput(F64, CPU) == (_cost.builtin(F64, CPU), "built-in")
     assert not calibrating.exists()
 
 
@@ -259,39 +278,132 @@ def test_estimate_says_the_pick_first_in_readable_units():
     assert Estimate(1.0, 1.0, "built-in").method == "direct"  # a tie keeps the direct sum
 
 
-def test_construction_runs_no_probe(calibrating, monkeypatch):
-    monkeypatch.setattr(_calibrate, "probe", _forbid_probe)
-    layer = torch.nn.Conv2d(3, 8, 3)
-    ops = [
-        convop.conv2d(torch.ones(1, 1, 31, 31), (1, 64, 64), padding="same"),
+def _operators() -> list[convop.ConvOperator]:
+    """Operators of every kind, a 1024^2 blur and a close call of the model among them."""
+    return [
+        convop.conv2d(torch.ones(1, 1, 15, 15), (1, 1024, 1024), padding="same"),
+        convop.conv1d(torch.randn(1, 1, 31, dtype=F64), (1, 4096), padding=15),  # close call
         convop.conv_transpose1d(torch.ones(2, 1, 3), (2, 16)),
-        convop.from_module(layer, (3, 16, 16)),
+        convop.from_module(torch.nn.Conv2d(3, 8, 3), (3, 16, 16)),
     ]
-    for op in ops:
-        op.H, op.T, op.shape, op.dtype  # noqa: B018
-    with pytest.raises(Probed):  # resolving 'auto' is what measures
-        _ = ops[0].method
 
 
-def test_a_product_resolves_auto_with_the_measured_constants(calibrating, counted):
+def test_building_repr_method_and_estimate_never_time_probe_or_write(calibrating, monkeypatch):
+    monkeypatch.setattr(_probe, "probe", _forbid("the probe"))
+    monkeypatch.setattr(_probe, "_measure", _forbid("a measurement"))
+    monkeypatch.setattr(_trial, "race", _forbid("a race"))
+    monkeypatch.setattr(_cache, "write", _forbid("the cache writer"))
+    monkeypatch.setattr(_cache, "atomic_write", _forbid("an atomic write"))
+    for op in _operators():
+        for face in (op, op.H, op.T):
+            repr(face), face.method, face.estimate(), face.estimate(batch=64)
+    assert _calibrate.estimate(_operators()[1].geometry, F64, CPU).uncertain  # races later
+    assert not calibrating.exists()  # no directory, no file
+
+
+def test_building_and_repr_of_a_large_blur_take_under_a_millisecond(tmp_path, monkeypatch):
+    """As the first use in a process on a machine never calibrated: nothing to measure."""
+    monkeypatch.setenv("CONVOP_CALIBRATE", "1")
+    weight = torch.ones(1, 1, 15, 15)
+    seconds = []
+    for i in range(10):
+        monkeypatch.setenv("CONVOP_CACHE_DIR", str(tmp_path / str(i)))
+        monkeypatch.setattr(_calibrate, "_KNOWN", {})  # a fresh process
+        start = time.perf_counter()
+        op = convop.conv2d(weight, (1, 1024, 1024), padding="same")
+        text = repr(op)
+        seconds.append(time.perf_counter() - start)
+    assert "method='fft' (auto: est. fft" in text
+    assert min(seconds) < 1e-3  # about 0.1 ms here
+    assert not any(tmp_path.iterdir())
+
+
+def test_calibrate_gives_auto_the_measured_constants(calibrating, counted):
     op = convop.conv1d(torch.ones(1, 1, 3, dtype=F64), (1, 32))
-    op.apply(torch.ones(1, 32, dtype=F64))
-    op @ torch.ones(32, dtype=F64).numpy()
+    assert "built-in)" in repr(op)  # resolved before: calibrating replaces it
+    assert convop.calibrate(dtype=F64) == {F64: _file()}
     assert counted == [(F64, CPU)]
     assert "calibrated)" in repr(op)
+    assert op.estimate().source == "calibrated"
+    op.apply(torch.ones(1, 32, dtype=F64))
+    assert counted == [(F64, CPU)]  # products measure nothing more
+
+
+def test_calibrate_measures_both_precisions_by_default(calibrating, counted):
+    assert convop.calibrate() == {F32: _file(F32), F64: _file(F64)}
+    assert counted == [(F32, CPU), (F64, CPU)]
+    assert convop.calibrate("cpu", torch.complex64) == {F32: _file(F32)}  # the same precision
+
+
+@pytest.mark.parametrize(("args", "error", "message"), [
+    (("meta",), ValueError, r"device must be a CPU or CUDA device .*got device='meta'"),
+    (("gpu",), ValueError, r"device must name a torch device, got device='gpu'"),
+    ((0.5,), TypeError, r"device must be a torch\.device or str, got float"),
+    ((None, torch.float16), TypeError, r"dtype must be torch\.float32, .*dtype=torch\.float16"),
+    ((None, "float32"), TypeError, r"dtype must be .*got dtype='float32'"),
+])  # fmt: skip
+def test_calibrate_refuses_other_devices_and_dtypes(calibrating, counted, args, error, message):
+    with pytest.raises(error, match=message):
+        convop.calibrate(*args)
+    assert counted == []
+
+
+# ---------------------------------------------------------------- the estimate
+def test_estimate_gives_seconds_and_bytes_of_both_methods_with_one_set_of_constants(
+    calibrating, counted
+):
+    geom = ConvGeometry.from_torch((4, 2, 5, 5), (2, 40, 30), padding=2)
+    op = convop.conv2d(torch.randn(4, 2, 5, 5, dtype=F64), (2, 40, 30), padding=2)
+    for source, speed in (("built-in", _cost.builtin(F64, CPU)), ("calibrated", _fake())):
+        if source == "calibrated":
+            convop.calibrate(dtype=F64)
+        found = op.estimate(batch=3)
+        assert found.source == source
+        assert found.direct == pytest.approx(3 * _cost.direct_seconds(geom, F64, CPU, speed))
+        assert found.fft == pytest.approx(3 * _cost.fft_seconds(geom, F64, CPU, speed))
+        assert found.method == ("fft" if found.fft < found.direct else "direct")
+        assert found.batch == 3
+        assert found == _calibrate.estimate(geom, F64, CPU, batch=3)
+
+
+@pytest.mark.parametrize("dtype", [F32, torch.complex128])
+def test_estimated_bytes_are_what_the_memory_guards_of_the_products_check(monkeypatch, dtype):
+    monkeypatch.setattr(convop.operator, "PRODUCT_GUARD_BYTES", 0)  # guard every product
+    asked = []
+    monkeypatch.setattr(convop.operator, "check_memory", lambda need, *a, **k: asked.append(need))
+    monkeypatch.setattr(convop._fft, "check_memory", lambda need, *a, **k: asked.append(need))
+    weight = torch.randn(3, 2, 5, 5, dtype=dtype)
+    batch = torch.randn(4, 2, 20, 17, dtype=dtype)
+    for method in ("direct", "fft"):
+        op = convop.conv2d(weight, (2, 20, 17), padding=2, padding_mode="reflect", method=method)
+        asked.clear()
+        op.apply(batch)
+        assert sum(asked) == getattr(op.estimate(batch=4), f"{method}_bytes")
+        assert len(asked) == (2 if method == "fft" else 1)  # fft: the spectrum, the product
+
+
+def test_estimate_refuses_a_batch_that_is_not_a_positive_int():
+    op = convop.conv1d(torch.ones(1, 1, 3), (1, 8))
+    with pytest.raises(ValueError, match=r"batch must be >= 1, got batch=0"):
+        op.estimate(batch=0)
+    with pytest.raises(TypeError, match=r"batch must be an int, got 2\.0"):
+        op.estimate(batch=2.0)
 
 
 # ---------------------------------------------------------------- switch and directory
-def test_calibration_off_uses_the_builtin_constants_and_never_probes(tmp_path, monkeypatch):
-    monkeypatch.setenv("CONVOP_CALIBRATE", "0")
-    monkeypatch.setenv("CONVOP_CACHE_DIR", str(tmp_path))
+def test_calibration_off_uses_the_builtin_constants_and_reads_nothing(calibrating, counted,
+                                                                      monkeypatch):  # fmt: skip
+    convop.calibrate(dtype=F64)  # a valid cache file, and this process's constants
     monkeypatch.setattr(_calibrate, "_KNOWN", {})
-    monkeypatch.setattr(_calibrate, "probe", _forbid_probe)
-    assert _calibrate.throughput(F32, CPU) == (_cost.builtin(F32, CPU), "built-in")
-    op = convop.conv2d(torch.ones(4, 4, 3, 3), (4, 16, 16))
-    op.apply(torch.ones(4, 16, 16))
+    monkeypatch.setenv("CONVOP_CALIBRATE", "0")
+    monkeypatch.setattr(_cache, "read", _forbid("a read of the cache file"))
+    monkeypatch.setattr(_trial, "race", _forbid("a race"))
+    assert _calibrate.throughput(F64, CPU) == (_cost.builtin(F64, CPU), "built-in")
+    op = convop.conv1d(torch.randn(1, 1, 31, dtype=F64), (1, 4096), padding=15)  # close call
+    assert not op.estimate().uncertain
+    op.apply(torch.ones(1, 4096, dtype=F64))
     assert "built-in)" in repr(op)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in calibrating.iterdir()] == [_file().name]
 
 
 @pytest.mark.parametrize("value", ["0", "false", "OFF", " no "])
@@ -314,13 +426,13 @@ def test_the_switch_refuses_other_values(monkeypatch):
 
 def test_cache_directory_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("CONVOP_CACHE_DIR", str(tmp_path / "mine"))
-    assert _calibrate.cache_dir() == tmp_path / "mine"
+    assert _cache.cache_dir() == tmp_path / "mine"
     monkeypatch.delenv("CONVOP_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert _calibrate.cache_dir() == tmp_path / "xdg" / "convop"
+    assert _cache.cache_dir() == tmp_path / "xdg" / "convop"
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert _calibrate.cache_dir() == tmp_path / "home" / ".cache" / "convop"
+    assert _cache.cache_dir() == tmp_path / "home" / ".cache" / "convop"
 
 
 def test_the_file_name_follows_machine_precision_and_threads(calibrating, monkeypatch):
@@ -329,37 +441,47 @@ def test_the_file_name_follows_machine_precision_and_threads(calibrating, monkey
     names.add(_file(F64).name)
     assert len(names) == 3
     assert _file(F64).name.startswith("calibration-cpu-float64-")
-    key = _calibrate.machine(CPU, torch.complex128)
+    key = _cache.machine(CPU, torch.complex128)
     assert key["precision"] == "float64"
     assert set(key) >= {"cpu", "arch", "cpus", "threads", "torch", "device"}
 
 
 # ---------------------------------------------------------------- the cache file
-def test_cache_file_round_trip(calibrating, counted):
-    speed, source = _calibrate.throughput(F64, CPU)
-    assert (speed, source) == (_fake(), "calibrated")
-    document = json.loads(_file().read_text())
-    assert document["schema"] == _calibrate.SCHEMA
-    assert document["key"] == _calibrate.machine(CPU, F64)
-    assert document["probe_seconds"] >= 0
-    assert _calibrate.read(_file(), _calibrate.machine(CPU, F64)) == _fake()
-    _calibrate._KNOWN.clear()  # a new process: reads the file, does not probe
+def test_cache_file_round_trip(calibrating, counted, reads):
+    assert convop.calibrate(dtype=F64) == {F64: _file()}
     assert _calibrate.throughput(F64, CPU) == (_fake(), "calibrated")
+    document = json.loads(_file().read_text())
+    assert document["schema"] == _cache.SCHEMA
+    assert document["key"] == _cache.machine(CPU, F64)
+    assert document["probe_seconds"] >= 0
+    assert _cache.read(_file(), _cache.machine(CPU, F64)) == _fake()
+    _calibrate._KNOWN.clear()  # a new process: reads the file, does not probe
+    assert _calibrate.throughput(F64, CPU) == (_fake(), "cache file")
     assert counted == [(F64, CPU)]
     assert [p.name for p in calibrating.iterdir()] == [_file().name]  # no temporary left
 
 
-def test_the_probe_runs_once_per_process_and_precision(calibrating, counted):
+def test_the_cache_file_is_read_once_per_process_and_precision(calibrating, counted, reads):
+    convop.calibrate()
+    _calibrate._KNOWN.clear()  # a new process
+    reads.clear()
     for _ in range(3):
         _calibrate.throughput(F64, CPU)
         _calibrate.throughput(torch.complex128, CPU)  # the same precision
         _calibrate.estimate(ConvGeometry.from_torch((1, 1, 3), (1, 9)), F32, CPU)
-    assert counted == [(F64, CPU), (F32, CPU)]
+    assert reads == [_file(F64), _file(F32)]
+
+
+def test_no_cache_file_is_looked_for_again_in_the_same_process(calibrating, reads):
+    for _ in range(3):
+        assert _calibrate.throughput(F64, CPU) == (_cost.builtin(F64, CPU), "built-in")
+    assert reads == [_file()]  # looked for once (there is none), not again
+    assert _calibrate._KNOWN == {("cpu", F64): None}
 
 
 def _valid_document() -> dict:
-    return {"schema": _calibrate.SCHEMA, "key": _calibrate.machine(CPU, F64),
-            "probe_seconds": 0.2, "throughput": _calibrate.encode(_fake(2.0))}  # fmt: skip
+    return {"schema": _cache.SCHEMA, "key": _cache.machine(CPU, F64),
+            "probe_seconds": 0.2, "throughput": _cache.encode(_fake(2.0))}  # fmt: skip
 
 
 def _edited(edit) -> bytes:
@@ -379,7 +501,7 @@ BAD_FILES = [
     Bad("empty", b""),
     Bad("a list", b"[1, 2, 3]"),
     Bad("no fields", b"{}"),
-    Bad("another schema", _edited(lambda d: d.update(schema=_calibrate.SCHEMA + 1))),
+    Bad("another schema", _edited(lambda d: d.update(schema=_cache.SCHEMA + 1))),
     Bad("another machine", _edited(lambda d: d["key"].update(cpu="Some Other CPU"))),
     Bad("another torch", _edited(lambda d: d["key"].update(torch="0.0.1"))),
     Bad("NaN", _edited(lambda d: d["throughput"].update(mix=float("nan")))),
@@ -393,25 +515,29 @@ BAD_FILES = [
     Bad("deep table", _edited(lambda d: d["throughput"]["conv"].update(dense=[[1e-9]] * 3))),
     Bad("missing field", _edited(lambda d: d["throughput"].pop("transform"))),
     Bad("extra field", _edited(lambda d: d["throughput"].update(speedup=2.0))),
-    Bad("huge", b" " * (_calibrate.MAX_FILE_BYTES + 1) + json.dumps(_valid_document()).encode()),
+    Bad("huge", b" " * (_cache.MAX_FILE_BYTES + 1) + json.dumps(_valid_document()).encode()),
 ]
 
 
 @pytest.mark.parametrize("bad", BAD_FILES, ids=[b.name for b in BAD_FILES])
-def test_a_corrupt_or_foreign_cache_file_is_ignored_and_rewritten(calibrating, counted, bad):
+def test_a_corrupt_or_foreign_cache_file_is_ignored_until_calibrate_replaces_it(
+    calibrating, counted, bad
+):
     path = _file()
     path.parent.mkdir(parents=True)
     path.write_bytes(bad.content)
-    assert _calibrate.throughput(F64, CPU) == (_fake(), "calibrated")
-    assert counted == [(F64, CPU)]
-    assert _calibrate.read(path, _calibrate.machine(CPU, F64)) == _fake()
+    assert _calibrate.throughput(F64, CPU) == (_cost.builtin(F64, CPU), "built-in")
+    assert path.read_bytes() == bad.content  # resolving 'auto' writes nothing
+    assert counted == []
+    convop.calibrate(dtype=F64)
+    assert _cache.read(path, _cache.machine(CPU, F64)) == _fake()
 
 
 def test_a_valid_cache_file_is_trusted(calibrating, counted):
     path = _file()
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(_valid_document()))
-    assert _calibrate.throughput(F64, CPU) == (_fake(2.0), "calibrated")
+    assert _calibrate.throughput(F64, CPU) == (_fake(2.0), "cache file")
     assert counted == []
 
 
@@ -421,6 +547,9 @@ def test_an_unwritable_cache_directory_keeps_the_constants_in_memory(tmp_path, m
     monkeypatch.setenv("CONVOP_CALIBRATE", "1")
     monkeypatch.setenv("CONVOP_CACHE_DIR", str(tmp_path / "a file" / "cache"))
     monkeypatch.setattr(_calibrate, "_KNOWN", {})
+    with pytest.warns(RuntimeWarning, match=r"could not be written to .*a file/cache/calibration"
+                                            r".*kept for this process only"):  # fmt: skip
+        assert convop.calibrate(dtype=F64) == {F64: None}
     assert _calibrate.throughput(F64, CPU) == (_fake(), "calibrated")
     assert _calibrate.throughput(F64, CPU) == (_fake(), "calibrated")
     assert counted == [(F64, CPU)]
@@ -428,20 +557,25 @@ def test_an_unwritable_cache_directory_keeps_the_constants_in_memory(tmp_path, m
 
 def test_a_directory_in_place_of_the_cache_file_is_left_alone(calibrating, counted):
     _file().mkdir(parents=True)
+    with pytest.warns(RuntimeWarning, match=r"could not be written"):
+        convop.calibrate(dtype=F64)
     assert _calibrate.throughput(F64, CPU) == (_fake(), "calibrated")
     assert _file().is_dir()
 
 
 # ---------------------------------------------------------------- threads
-def test_the_probe_runs_once_for_many_threads(calibrating, monkeypatch):
+def test_the_cache_file_is_read_once_for_many_threads(calibrating, counted, monkeypatch):
+    convop.calibrate(dtype=F32)
+    monkeypatch.setattr(_calibrate, "_KNOWN", {})  # a new process
     calls = []
+    real = _cache.read
 
-    def slow_probe(dtype, device):
-        calls.append(dtype)
+    def slow_read(path, key):
+        calls.append(path)
         time.sleep(0.05)
-        return _fake()
+        return real(path, key)
 
-    monkeypatch.setattr(_calibrate, "probe", slow_probe)
+    monkeypatch.setattr(_cache, "read", slow_read)
     start = threading.Barrier(8)
     results = []
 
@@ -454,8 +588,8 @@ def test_the_probe_runs_once_for_many_threads(calibrating, monkeypatch):
         thread.start()
     for thread in threads:
         thread.join()
-    assert calls == [F32]
-    assert results == [(_fake(), "calibrated")] * 8
+    assert calls == [_file(F32)]
+    assert results == [(_fake(), "cache file")] * 8
 
 
 # ---------------------------------------------------------------- validation

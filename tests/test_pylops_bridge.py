@@ -72,6 +72,25 @@ def test_matmat_is_one_batched_convolution(monkeypatch):
     np.testing.assert_allclose(P.rmatmat(Y), op.rmatmat(Y))
 
 
+def test_frames_and_columns_are_one_batched_convolution(monkeypatch):
+    op = convop.conv1d(torch.randn(2, 1, 3, dtype=torch.float64), (1, 10))
+    P = PyLopsConv(op, frames=4)
+    calls = []
+    run = type(op)._run
+    monkeypatch.setattr(
+        type(op), "_run", lambda s, b, w, **k: calls.append(b.shape) or run(s, b, w, **k)
+    )
+    X = np.random.default_rng(0).standard_normal((P.shape[1], 3))
+    Y = P.matmat(X)
+    assert calls == [torch.Size([12, 1, 10])]  # 4 frames of 3 columns
+    frames = X.reshape(4, 10, 3)
+    expected = np.stack([op.matmat(frames[f]) for f in range(4)]).reshape(-1, 3)
+    np.testing.assert_allclose(Y, expected, rtol=1e-14)
+    V = np.random.default_rng(1).standard_normal((P.shape[0], 2))
+    expected = np.stack([op.rmatmat(v) for v in V.reshape(4, -1, 2)]).reshape(-1, 2)
+    np.testing.assert_allclose(P.rmatmat(V), expected, rtol=1e-14)
+
+
 def test_composes_with_pylops_operators():
     op = _blur()
     P = op.to_pylops()

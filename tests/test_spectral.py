@@ -19,7 +19,11 @@ from hypothesis import strategies as st
 
 import convop
 from convop import spectral
+from convop._fourier.circulant import convolution_of, embedding_grid, polyphase_blocks
+from convop._fourier.grams import CHOLESKY_SHIFT, Grams, cholesky_shift
 from convop._fourier.lags import lags_error
+from convop._fourier.rounding import Rounding, rounding_of
+from convop._fourier.scaling import read_taps
 from convop.geometry import ConvGeometry
 
 from .strategies import COMBO_IDS, COMBOS, conv_cases
@@ -357,9 +361,9 @@ def test_single_precision_gram_test_never_passes_above_the_peak(weight_shape, in
     """
     w = torch.randn(weight_shape, dtype=dtype, generator=torch.Generator().manual_seed(3))
     op = getattr(convop, f"conv{len(input_shape) - 1}d")(w, input_shape, **options)
-    grid = spectral._embedding_grid(op.geometry)
-    grams = spectral._Grams(w, op.geometry, grid)
-    blocks, _ = spectral._blocks(w, op.geometry, grid, half=True)  # formed, not from lags
+    grid = embedding_grid(op.geometry)
+    grams = Grams(w, op.geometry, grid)
+    blocks, _ = polyphase_blocks(w, op.geometry, grid, half=True)  # formed, not from lags
     top = float(torch.linalg.svdvals(blocks).max())
     assert math.sqrt(grams.top_eigenvalue()) == pytest.approx(top, rel=1e-12)
     peak = grams.bound(None)  # raised by the blocks' round-off budget, which stays small
@@ -375,13 +379,13 @@ def test_single_precision_test_flags_every_block_above_the_level(groups):
     """Soundness of the chunked float32 Cholesky test, block by block against eigvalsh."""
     w = torch.randn(16, 16 // groups, 3, 3, generator=torch.Generator().manual_seed(4))
     op = convop.conv2d(w, (16, 30, 30), padding=1, groups=groups)
-    grams = spectral._Grams(w, op.geometry, spectral._embedding_grid(op.geometry))
+    grams = Grams(w, op.geometry, embedding_grid(op.geometry))
     top = torch.linalg.eigvalsh(grams.exact())[:, -1]
     level = float(top.median())  # half the blocks above it
     failed = torch.zeros(grams.count, dtype=torch.bool)
     failed[grams._single_failures(level)] = True
     # what bound() allows for: the blocks' error and the factorisation's backward error
-    slack = grams._single_error(level) + spectral._CHOLESKY_SHIFT[torch.complex64] * level
+    slack = grams._single_error(level) + CHOLESKY_SHIFT[torch.complex64] * level
     assert bool(failed[top > level + slack].all())  # every block above is caught
     assert not bool(failed[top < level - 2 * slack].any())  # and the clear ones pass
     assert 0 < grams._single_error(level) < 1e-3 * level
@@ -598,8 +602,8 @@ def test_the_taps_read_are_those_in_the_explicit_matrix(ndim, transposed, mode, 
     taps = math.prod(case.kernel_size)
     kernel = (2.0 ** torch.arange(taps, dtype=torch.float64)).reshape(case.kernel_size)
     op = case.operator(kernel.expand(case.weight_shape).clone())
-    conv, _ = spectral._as_conv(op.geometry)
-    read = spectral._read_taps(op.geometry, conv)
+    conv, _ = convolution_of(op.geometry)
+    read = read_taps(op.geometry, conv)
     read = torch.ones(case.kernel_size, dtype=torch.bool) if read is None else read
     expected = int(kernel[read].sum())
     seen = np.bitwise_or.reduce(op.todense().astype(np.int64), axis=None)
@@ -787,7 +791,7 @@ def perturbed_lags(fraction: float):
     """``gram_lags`` with every lag lowered by ``fraction`` of the error ``lags_error``
     allows, ``c ||w_a|| ||w_b||`` in entry ``[a, b]``: the direction that lowers the block
     at frequency 0 most (``R_{-delta} = R_delta^T`` is kept)."""
-    real = spectral.gram_lags
+    real = convop._fourier.grams.gram_lags
 
     def gram_lags(weight, geom, *, input_side):
         taps, deltas = real(weight, geom, input_side=input_side)
@@ -817,12 +821,12 @@ def test_opnorm_budgets_the_lags_round_off(name, taps, monkeypatch):
     the bounds past the norm: the blocks' budget E covers them (issue 24, lag error)."""
     op = folded(taps, mode="circular")
     norm = dense_norm(op)  # the matrix is exact in float64: so is this, to round-off
-    monkeypatch.setattr(spectral, "gram_lags", perturbed_lags(0.99))
+    monkeypatch.setattr(convop._fourier.grams, "gram_lags", perturbed_lags(0.99))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "opnorm: the certified bounds", RuntimeWarning)
         assert_brackets(convop.opnorm(op), norm)
     conv = op.geometry
-    grams = spectral._Grams(op.weight, conv, conv.input_size)
+    grams = Grams(op.weight, conv, conv.input_size)
     assert grams.top_eigenvalue() < norm**2 * (1 - 1e-3)  # the lags lowered the block
     for factor in (1 - 1e-4, 1 - 1e-6):  # the Cholesky test at targets below the peak
         assert grams.bound(norm * factor) >= norm * (1 - 1e-12)
@@ -866,7 +870,7 @@ def test_round_off_budgets_leave_ordinary_layers_their_rtol(case, monkeypatch_de
         result = convop.opnorm(op, rtol=case.rtol)
     assert result.upper <= (1 + case.rtol) * result.lower
     conv = op.geometry
-    grams = spectral._Grams(w, conv, spectral._embedding_grid(conv))
+    grams = Grams(w, conv, embedding_grid(conv))
     # the mean of tr G(f) over the frequencies is ||w_g||_F^2, so lambda_max >= that / p
     squares = float(w.reshape(conv.groups, -1).square().sum(1).max())
     assert grams.error <= 1e-8 * squares / grams.size
@@ -876,7 +880,7 @@ def test_round_off_budgets_leave_ordinary_layers_their_rtol(case, monkeypatch_de
 def test_cholesky_shift_covers_its_backward_error(p):
     """Rump: gamma_{p+1} tr(A), and tr(t^2 I - G) reaches p t^2; 1e-12 fell short past p ~ 90."""
     u = 2.0**-53
-    assert spectral._cholesky_shift(p) >= (p + 1) * u * p / (1 - (p + 1) * u)
+    assert cholesky_shift(p) >= (p + 1) * u * p / (1 - (p + 1) * u)
 
 
 class FFTCase(NamedTuple):
@@ -910,7 +914,7 @@ def integers(shape: tuple[int, ...], dtype: torch.dtype, gen: torch.Generator) -
     return torch.complex(*values) if dtype.is_complex else values[0]
 
 
-def fft_errors(case: FFTCase) -> tuple[float, spectral._Rounding]:
+def fft_errors(case: FFTCase) -> tuple[float, Rounding]:
     """The largest ``||fl(A x) - A x|| / ||x||`` of ``case``'s FFT products (forward and
     adjoint, integer data: the direct products are exact), and the budget of its bounds."""
     gen = torch.Generator().manual_seed(8)
@@ -924,7 +928,7 @@ def fft_errors(case: FFTCase) -> tuple[float, spectral._Rounding]:
         x = integers((4, *shape), case.dtype, gen)
         errors.append(float(((fft(x) - exact(x)).flatten(1).norm(dim=1)
                              / x.flatten(1).norm(dim=1)).max()))  # fmt: skip
-    return max(errors), spectral._rounding(op, spectral._as_conv(op.geometry)[0])
+    return max(errors), rounding_of(op, convolution_of(op.geometry)[0])
 
 
 @pytest.mark.parametrize("case", FFT_CASES, ids=lambda c: c.name)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import convop
-from convop import operator as operator_module
 from convop._auto import calibrate as _calibrate
+from convop._auto import cost as _cost
 from convop._auto import trial as _trial
 from convop._auto.cost import Estimate
 
@@ -107,28 +107,48 @@ def test_batches_are_raced_per_power_of_two(batch, size):
     assert _trial.size_class(batch) == size
 
 
-def test_only_calibrated_close_estimates_are_uncertain(monkeypatch):
+@pytest.mark.parametrize("source", ["built-in", "cache file", "calibrated"])
+def test_close_estimates_are_uncertain_whatever_the_constants(monkeypatch, source):
+    """The race is a product's own work, "fast by default": not only after a calibration."""
     f64 = torch.float64
     blur = convop.conv1d(torch.randn(1, 1, 31, dtype=f64), (1, 4096), padding=15).geometry
     wide = convop.conv2d(torch.randn(1, 1, 31, 31, dtype=f64), (1, 512, 512), padding=15).geometry
-    speed = _calibrate.builtin(f64, CPU)
-    close = _calibrate.estimate_with(blur, f64, CPU, speed=speed)
+    speed = _cost.builtin(f64, CPU)
+    close = _cost.estimate(blur, f64, CPU, speed=speed)
     assert _trial.uncertain(close.direct, close.fft)  # a blur the model finds close to call
-    far = _calibrate.estimate_with(wide, f64, CPU, speed=speed)
+    far = _cost.estimate(wide, f64, CPU, speed=speed)
     assert not _trial.uncertain(far.direct, far.fft)  # a large blur: FFT by far
     assert not _calibrate.estimate(blur, f64, CPU).uncertain  # CONVOP_CALIBRATE=0
-    monkeypatch.setattr(_calibrate, "throughput", lambda *a: (speed, "calibrated"))
+    monkeypatch.setenv("CONVOP_CALIBRATE", "1")
+    monkeypatch.setattr(_calibrate, "throughput", lambda *a: (speed, source))
     assert _calibrate.estimate(blur, f64, CPU).uncertain
     assert not _calibrate.estimate(wide, f64, CPU).uncertain
-    monkeypatch.setattr(_calibrate, "throughput", lambda *a: (speed, "built-in, machine busy"))
-    assert not _calibrate.estimate(blur, f64, CPU).uncertain
+    assert not _calibrate.estimate(blur, f64, torch.device("meta")).uncertain  # not timed there
+
+
+def test_a_close_call_races_with_the_builtin_constants(monkeypatch):
+    monkeypatch.setenv("CONVOP_CALIBRATE", "1")
+    monkeypatch.setattr(
+        _calibrate, "throughput", lambda d, dev: (_cost.builtin(d, dev), "built-in")
+    )
+    raced = []
+    real = _trial.race
+    monkeypatch.setattr(_trial, "race", lambda *a: raced.append(1) or real(*a))
+    weight = torch.randn(1, 1, 31, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    auto = convop.conv1d(weight, (1, 4096), padding=15)
+    direct = convop.conv1d(weight, (1, 4096), padding=15, method="direct")
+    x = torch.randn(2, 1, 4096, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(auto.apply(x), direct.apply(x))
+    torch.testing.assert_close(auto.apply(x), direct.apply(x))
+    assert raced == [1]
+    assert "built-in; timed: batch 2 " in repr(auto)
 
 
 @pytest.fixture
 def races(monkeypatch):
     """'auto' operators whose estimate is uncertain; every race recorded (and run for real)."""
     guess = Estimate(1e-3, 1.5e-3, "calibrated", uncertain=True)
-    monkeypatch.setattr(operator_module, "estimate_auto", lambda *a: guess)
+    monkeypatch.setattr(_calibrate, "estimate", lambda *a, **k: guess)
     seen = []
     real = _trial.race
 
@@ -192,7 +212,7 @@ def test_certain_estimates_and_fixed_methods_never_race(races, monkeypatch):
         fixed, _ = _pair(method)
         fixed.apply(torch.randn(4, *fixed.input_shape, dtype=torch.float64))
     sure = Estimate(1e-3, 1.5e-3, "calibrated", uncertain=False)
-    monkeypatch.setattr(operator_module, "estimate_auto", lambda *a: sure)
+    monkeypatch.setattr(_calibrate, "estimate", lambda *a, **k: sure)
     auto, _ = _pair()
     auto.apply(torch.randn(4, *auto.input_shape, dtype=torch.float64))
     assert races == []

@@ -111,14 +111,17 @@ def test_torch_face_agrees_with_numpy_face(combo, data, lead):
 
 
 @pytest.mark.parametrize("lead", [(), (3,), (2, 2)])
-def test_torch_face_takes_flattened_samples(lead):
+def test_torch_face_refuses_flattened_samples_like_every_operator(lead):
+    """One convention for every convop operator (convop._base): ``(..., *input_shape)``."""
     A = _op().weight_operator(torch.randn(2, 4, 5, dtype=torch.float64))
-    w = torch.randn(*lead, *A.input_shape, dtype=torch.float64)
-    v = torch.randn(*lead, *A.output_shape, dtype=torch.float64)
-    y, g = A.apply(w.reshape(*lead, -1)), A.apply_adjoint(v.reshape(*lead, -1))
-    assert (y.shape, g.shape) == ((*lead, A.shape[0]), (*lead, A.shape[1]))
-    torch.testing.assert_close(y, A.apply(w).reshape(*lead, -1), rtol=0, atol=0)
-    torch.testing.assert_close(g, A.apply_adjoint(v).reshape(*lead, -1), rtol=0, atol=0)
+    w = torch.randn(*lead, A.shape[1], dtype=torch.float64)
+    v = torch.randn(*lead, A.shape[0], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"w must have shape \(\.\.\., 3, 2, 2, 2\), got .*"
+                       r"reshape flattened samples to \(\.\.\., \*input_shape\)"):  # fmt: skip
+        A.apply(w)
+    with pytest.raises(ValueError, match=r"y must have shape \(\.\.\., 3, 3, 2\), got .*"
+                       r"\(\.\.\., \*output_shape\)"):  # fmt: skip
+        A.apply_adjoint(v)
 
 
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
@@ -281,7 +284,7 @@ def test_dtype_promotes_like_the_conv_operator(case):
     y = A @ np.ones(2, dtype=np.float32)
     assert y.dtype == case.result
     np.testing.assert_allclose(y, [1, 3, 5])
-    assert A.apply(torch.ones(2)).numpy().dtype == case.result
+    assert A.apply(torch.ones(A.input_shape)).numpy().dtype == case.result
 
 
 def test_caller_arrays_are_copied_and_never_written():
@@ -354,25 +357,26 @@ def test_apply_is_differentiable_with_respect_to_weight_output_and_x():
 def test_apply_handles_an_empty_batch():
     A = _op().weight_operator(torch.zeros(2, 4, 5, dtype=torch.float64))
     assert A.apply(torch.ones(0, *A.input_shape)).shape == (0, *A.output_shape)
-    assert A.apply_adjoint(torch.ones(0, A.shape[0])).shape == (0, A.shape[1])
+    assert A.apply_adjoint(torch.ones(0, *A.output_shape)).shape == (0, *A.input_shape)
     assert A.matmat(np.ones((A.shape[1], 0))).shape == (A.shape[0], 0)
 
 
 def test_apply_rejects_wrong_shape_type_and_device():
     A = _op().weight_operator(torch.zeros(2, 4, 5, dtype=torch.float64))
-    with pytest.raises(ValueError, match=r"w must have shape \(\.\.\., 3, 2, 2, 2\) or "
-                       r"\(\.\.\., 24\), got \(2, 2, 2\)"):  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"w must have shape \(\.\.\., 3, 2, 2, 2\), got \(2, 2, 2\)"
+    ):
         A.apply(torch.ones(2, 2, 2))
     with pytest.raises(
-        ValueError, match=r"y must have shape \(\.\.\., 3, 3, 2\) or \(\.\.\., 18\)"
+        ValueError, match=r"y must have shape \(\.\.\., 3, 3, 2\), got \(3, 4, 3\)"
     ):
         A.apply_adjoint(torch.ones(3, 4, 3))
     with pytest.raises(TypeError, match=r"w must be a torch\.Tensor, got ndarray"):
-        A.apply(np.ones(24))
+        A.apply(np.ones((3, 2, 2, 2)))
     with pytest.raises(TypeError, match=r"y must be a floating-point or complex tensor, got "):
-        A.apply_adjoint(torch.ones(18, dtype=torch.int32))
+        A.apply_adjoint(torch.ones(3, 3, 2, dtype=torch.int32))
     with pytest.raises(ValueError, match=r"w is on meta but the operator's x is on cpu"):
-        A.apply(torch.ones(24, device="meta"))
+        A.apply(torch.ones(3, 2, 2, 2, device="meta"))
     with pytest.raises(ValueError, match=r"y must have shape"):
         A.H.apply(torch.ones(2, 2, 2))
 
@@ -388,7 +392,8 @@ def test_products_run_under_no_grad_and_inference_mode(mode):
         made_here = op.weight_operator(x.clone())
         np.testing.assert_allclose(A.rmatvec(v.numpy()), expected, rtol=1e-14)
         np.testing.assert_allclose(made_here.rmatvec(v.numpy()), expected, rtol=1e-14)
-        np.testing.assert_allclose(A.apply_adjoint(v).numpy(), expected, rtol=1e-14)
+        g = A.apply_adjoint(v.reshape(A.output_shape))
+        np.testing.assert_allclose(g.numpy().reshape(-1), expected, rtol=1e-14)
 
 
 def test_matmat_and_rmatmat_run_one_batched_convolution(monkeypatch):

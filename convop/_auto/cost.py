@@ -32,19 +32,21 @@ at 16 channels, a factor ``odd`` when the last length of the grid is odd, and a 
 ``large`` for large grids, interpolated log-linearly in the grid's size.
 
 "auto" takes the method whose estimate, the mean of forward and adjoint, is smaller. The
-constants are measured on first use by :mod:`convop._auto.calibrate`; the built-in ones here are
-the fallback (``CONVOP_CALIBRATE=0``), measured on the development machine. (Their tables
-make this module a little longer than most.)
+constants are measured on this machine by :func:`convop.calibrate` (``convop._auto.probe``);
+the built-in ones here, measured on the development machine, are used until then (and
+always with ``CONVOP_CALIBRATE=0``). :class:`Estimate` also gives each method's memory.
+(The tables make this module a little longer than most.)
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 
-from .._fft import frame
+from .._fft import frame, spectrum_bytes, workspace_bytes
 from ..geometry import ConvGeometry
 
 METHODS = ("auto", "direct", "fft")
@@ -207,7 +209,7 @@ class Throughput:
 
 
 # Measured on this project's 2-core x86-64 CPU (AMD EPYC, AVX2) with torch 2.13 and its two
-# threads, by convop._auto.calibrate's probe: the median of 5 runs that the machine's other load
+# threads, by convop._auto.probe: the median of 5 runs that the machine's other load
 # did not disturb (`odd`: re-measured on 2-D grids when 1-D grids became even, 5 runs).
 # Rows of `single` and `grouped`: 1-D, 2-D, 3-D.
 CPU = {
@@ -350,29 +352,43 @@ def fft_seconds(
 
 @dataclass(frozen=True)
 class Estimate:
-    """Both estimates for one product on one sample, and where the constants came from.
+    """What one product is expected to cost by each method, and where the constants came from.
+
+    Made by :meth:`convop.ConvOperator.estimate` (and for ``repr`` and ``op.method``): every
+    number comes from one set of constants.
 
     Attributes
     ----------
     direct, fft : float
-        Estimated seconds of a direct and of an FFT product.
+        Estimated seconds of one direct and of one FFT product (the mean of forward and
+        adjoint) of ``batch`` samples.
     source : str
-        ``'calibrated'`` (measured on this machine), ``'built-in'`` or ``'built-in, machine
-        busy'`` (see :func:`convop._auto.calibrate.throughput`).
+        Where the constants came from: ``'calibrated'`` (this process's
+        :func:`convop.calibrate`), ``'cache file'`` (written by an earlier calibration on
+        this machine) or ``'built-in'``.
     uncertain : bool
-        Whether the two are too close for the model to tell apart (see
-        :func:`convop._auto.trial.uncertain`): then the first product of each batch size times
-        both methods. Set only for calibrated constants.
+        Whether the two are too close for the model to tell apart (within 4x, see
+        :func:`convop._auto.trial.uncertain`): then the first product of each batch size
+        times both methods and keeps the faster. Never with ``CONVOP_CALIBRATE=0``.
+    direct_bytes, fft_bytes : int
+        Memory one product of ``batch`` samples takes beyond its input: direct, the output
+        and the input once more (what the product guard counts); FFT, the weight's spectrum
+        (its peak while it is built on first use; it is kept) plus the transforms' workspace.
+    batch : int
+        Samples per product.
     """
 
     direct: float
     fft: float
     source: str
     uncertain: bool = False
+    direct_bytes: int = 0
+    fft_bytes: int = 0
+    batch: int = 1
 
     @property
     def method(self) -> str:
-        """``'fft'`` if its estimate is smaller, else ``'direct'``."""
+        """``'fft'`` if its estimate is smaller, else ``'direct'``: ``method='auto'``'s pick."""
         return "fft" if self.fft < self.direct else "direct"
 
     def __str__(self) -> str:
@@ -391,6 +407,25 @@ def _seconds(value: float) -> str:
     raise AssertionError("unreachable")
 
 
+def direct_bytes(geom: ConvGeometry, dtype: torch.dtype, batch: int = 1) -> int:
+    """Memory of one direct product of ``batch`` samples beyond its input (the guard's count)."""
+    samples = math.prod(geom.input_shape) + math.prod(geom.output_shape)
+    return batch * samples * dtype.itemsize
+
+
+def fft_bytes(geom: ConvGeometry, dtype: torch.dtype, batch: int = 1) -> int:
+    """Memory of one FFT product of ``batch`` samples beyond its input, its spectrum included.
+
+    The spectrum's peak while it is built (``convop._fft.spectrum_bytes``) plus the
+    transforms' workspace (``convop._fft.workspace_bytes``), the two numbers the FFT path's
+    memory guards check.
+    """
+    channels = geom.in_channels + geom.out_channels
+    framed = SimpleNamespace(frame=frame(geom))  # workspace_bytes reads only the frame
+    workspace = workspace_bytes(framed, channels, batch, dtype)
+    return spectrum_bytes(geom, dtype) + workspace
+
+
 def estimate(
     geom: ConvGeometry,
     dtype: torch.dtype,
@@ -398,8 +433,12 @@ def estimate(
     *,
     speed: Throughput | None = None,
     source: str = "built-in",
+    batch: int = 1,
 ) -> Estimate:
     """Both estimates with the constants ``speed`` (default: the built-in ones).
+
+    Seconds are one sample's times ``batch``; bytes are those of a product of ``batch``
+    samples.
 
     Examples
     --------
@@ -413,9 +452,12 @@ def estimate(
     'est. fft ..., direct ..., built-in'
     """
     return Estimate(
-        direct_seconds(geom, dtype, device, speed),
-        fft_seconds(geom, dtype, device, speed),
+        batch * direct_seconds(geom, dtype, device, speed),
+        batch * fft_seconds(geom, dtype, device, speed),
         source,
+        direct_bytes=direct_bytes(geom, dtype, batch),
+        fft_bytes=fft_bytes(geom, dtype, batch),
+        batch=batch,
     )
 
 

@@ -5,8 +5,10 @@ extended beyond its ends as the model assumes (periodic, whole-sample ``'reflect
 half-sample ``'even'``), where the Gram operator becomes a circulant. :func:`extend` is that
 extension ``E``, :func:`fold` its adjoint ``E^T``; a half-sample symmetric model is
 diagonalised by the DCT-II (:func:`dct`, :func:`idct`, by real FFTs of the samples
-themselves), whose eigenvalues :func:`cosine_symbol` gives from the kernel's lags;
-:func:`model_diagonal` is the diagonal of the model's Gram operator.
+themselves), so :func:`transform` and :func:`inverse_transform` take data to the model's
+frequencies (DCT-IIs along the half-sample symmetric axes, DFTs along the periodic ones)
+and back; :func:`model_diagonal` is the diagonal of the model's Gram operator. The symbol
+itself, the eigenvalues at those frequencies, is :func:`.symbol.gram_symbol`.
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ from __future__ import annotations
 import math
 
 import torch
-
-from .._shared.memory import check_memory
 
 
 def extend(x: torch.Tensor, axis: int, boundary: str) -> torch.Tensor:
@@ -63,8 +63,11 @@ def dct(x: torch.Tensor, axis: int) -> torch.Tensor:
     Makhoul's reordering (IEEE Trans. ASSP 28, 1980): the even samples, then the odd ones
     reversed; then ``X_k = Re(w_k V_k)`` and ``X_{n-k} = -Im(w_k V_k)``, ``w_k =
     exp(-i pi k / 2n)``. This is the transform that diagonalises the half-sample symmetric
-    extension's circulant, restricted to the original samples.
+    extension's circulant, restricted to the original samples. Complex data part by part
+    (the transform is real).
     """
+    if x.is_complex():
+        return torch.complex(dct(x.real, axis), dct(x.imag, axis))
     n = x.shape[axis]
     v = torch.cat([x[along(axis, slice(0, None, 2))],
                    x[along(axis, slice(1, None, 2))].flip(axis)], axis)  # fmt: skip
@@ -118,46 +121,31 @@ def model_diagonal(grid: torch.Tensor, lags: list[torch.Tensor], boundaries: tup
     return out.movedim(-1, 1)  # (G, *size, p) -> (G, p, *size)
 
 
-def cosine_symbol(grid: torch.Tensor, lags: list[torch.Tensor], boundaries: tuple[str, ...],
-                  size: tuple[int, ...], *, nyquist: bool = False,
-                  halve: bool = True) -> torch.Tensor:  # fmt: skip
-    """A Gram symbol at the cosine and Fourier transforms' frequencies: ``(G, p, p, *F)``.
+def transform(z: torch.Tensor, boundaries: tuple[str, ...], first: int, *,
+              half: bool = False) -> torch.Tensor:  # fmt: skip
+    """``z`` at the model's frequencies along axes ``first, first + 1, ...``.
 
-    Parameters
-    ----------
-    grid : torch.Tensor
-        The lags ``R_delta`` on their grid: ``(G, *counts, p * p)``.
-    lags : list of torch.Tensor
-        The lag values along each axis (``counts[a]`` of them).
-    boundaries : tuple of str
-        ``'even'``: frequency ``k < n`` of the half-sample symmetric ``2n`` extension,
-        ``sum_delta R_delta cos(pi k delta / n)`` (the lags must be mirror-symmetric along
-        the axis), the eigenvalues of its DCT-II; ``k = n`` too with ``nyquist``.
-        ``'periodic'``: the DFT's, ``sum_delta R_delta exp(2 pi i f delta / n)``, the last
-        periodic axis halved as ``rfftn`` when ``halve``.
-    size : tuple of int
-        The grid's size ``n`` per axis.
+    The DCT-II (:func:`dct`) along the ``'even'`` axes, then the DFT along the
+    ``'periodic'`` ones (``rfftn``, the last of them halved, where ``half``: real ``z``).
     """
-    periodic = [a for a, b in enumerate(boundaries) if b == "periodic"]
-    counts = [
-        n + nyquist if b == "even" else n // 2 + 1 if halve and a == periodic[-1] else n
-        for a, (n, b) in enumerate(zip(size, boundaries))
-    ]
-    check_memory(2 * 16 * grid.shape[0] * grid.shape[-1]
-                 * math.prod(max(f, u.numel()) for f, u in zip(counts, lags)), None,
-                 f"the Gram symbol on a {tuple(size)} grid", grid.device,
-                 hint="use a smaller input_shape")  # fmt: skip
-    out = grid.to(torch.complex128) if periodic else grid
-    for a, n in enumerate(size):
-        u = lags[a].to(grid.device)[:, None]
-        if boundaries[a] == "even":
-            f = torch.arange(n + nyquist, dtype=torch.float64, device=grid.device)[None, :]
-            factor = torch.cos(math.pi * u * f / n)
-        else:
-            count = n // 2 + 1 if halve and a == periodic[-1] else n
-            f = torch.arange(count, dtype=torch.float64, device=grid.device)[None, :]
-            factor = torch.polar(torch.ones_like(u * f), 2 * math.pi * u * f / n)
-        out = torch.tensordot(out, factor.to(out.dtype), dims=([1 + a], [0]))
-        out = out.movedim(-1, 1 + a)
-    g, p = out.shape[0], math.isqrt(out.shape[-1])
-    return out.movedim(-1, 1).reshape(g, p, p, *out.shape[1:-1])
+    for a, boundary in enumerate(boundaries):
+        if boundary == "even":
+            z = dct(z, first + a)
+    periodic = [first + a for a, b in enumerate(boundaries) if b == "periodic"]
+    if periodic:
+        z = torch.fft.rfftn(z, dim=periodic) if half else torch.fft.fftn(z, dim=periodic)
+    return z
+
+
+def inverse_transform(z: torch.Tensor, boundaries: tuple[str, ...], first: int,
+                      size: tuple[int, ...], *, half: bool = False) -> torch.Tensor:  # fmt: skip
+    """The inverse of :func:`transform`, back onto the grid of ``size``."""
+    periodic = [first + a for a, b in enumerate(boundaries) if b == "periodic"]
+    if periodic and half:
+        z = torch.fft.irfftn(z, s=[size[axis - first] for axis in periodic], dim=periodic)
+    elif periodic:
+        z = torch.fft.ifftn(z, dim=periodic)
+    for a, boundary in enumerate(boundaries):
+        if boundary == "even":
+            z = idct(z, first + a)
+    return z

@@ -20,6 +20,8 @@ from ..geometry import PADDING_MODES
 from ..imaging import KERNEL_SPECS, read_image, write_image
 from ..operator import ConvOperator
 from ..regularization import choose_damping, estimate_noise
+from ..solvers import SolverResult, pcg, tikhonov, total_variation
+from ..solvers.tv import INNER_LSQR as TV_INNER
 from ._guards import check_deblur, choose_method
 from ._parser import (
     MAX_DAMP,
@@ -34,14 +36,7 @@ from ._parser import (
     warn,
 )
 from ._scales import Scales
-from ._solve import (
-    TV_INNER,
-    solve,
-    solve_admm_tv,
-    solve_nonneg_normal,
-    solve_normal,
-    solve_tv,
-)
+from ._solve import lsqr, timed
 
 #: Why scipy's lsqr stopped (its ``istop``), for the report.
 STOPS = {
@@ -294,26 +289,32 @@ def _pcg(
 
     ``shown``: the damping as the report gives it (in the kernel's units).
     """
-    x, converged, itn, residual, seconds = solve_normal(
-        op, b, damp=damp, iterations=args.iterations, quiet=args.quiet, label=label
-    )
-    relative = residual / max(float(np.linalg.norm(b)), np.finfo(float).tiny)
-    stopped = "converged" if converged else "iteration limit"
+    solved, seconds = timed(args.iterations, label, args.quiet, pcg, op, b, damp,
+                             maxiter=args.iterations)  # fmt: skip
     line = (
-        f"{label}: {itn} iterations ({stopped}), {seconds:.2f} s, {shown}, "
-        f"residual |b - A x| / |b| = {relative:.3g}"
+        f"{label}: {solved.iterations} iterations ({_stopped(solved)}), {seconds:.2f} s, "
+        f"{shown}, residual |b - A x| / |b| = {_relative(solved, b):.3g}"
     )
     if args.compare:
-        _, plain_converged, plain, _, plain_seconds = solve_normal(
-            op, b, damp=damp, iterations=args.iterations, quiet=args.quiet,
-            preconditioned=False, label=f"{label} (plain cg)",
-        )  # fmt: skip
-        more = "" if plain_converged else "+ (iteration limit)"
+        plain, plain_seconds = timed(args.iterations, f"{label} (plain cg)", args.quiet, pcg,
+                                      op, b, damp, M=None, maxiter=args.iterations)  # fmt: skip
+        more = "" if plain.converged else "+ (iteration limit)"
+        itn = solved.iterations
         line += (
-            f"; plain cg: {plain}{more} iterations, {plain_seconds:.2f} s: the preconditioner "
-            f"saved {plain - itn} iterations ({plain / max(itn, 1):.3g}x fewer)"
+            f"; plain cg: {plain.iterations}{more} iterations, {plain_seconds:.2f} s: the "
+            f"preconditioner saved {plain.iterations - itn} iterations "
+            f"({plain.iterations / max(itn, 1):.3g}x fewer)"
         )
-    return x, line
+    return solved.x, line
+
+
+def _stopped(solved: SolverResult) -> str:
+    return "converged" if solved.converged else "iteration limit"
+
+
+def _relative(solved: SolverResult, b: np.ndarray) -> float:
+    """``|b - A x| / |b|``."""
+    return solved.residual / max(float(np.linalg.norm(b)), np.finfo(float).tiny)
 
 
 def _tv(
@@ -341,18 +342,16 @@ def _tv(
             )
     else:
         weight, how = scales.weight_in_units(args.tv_weight), ""
-    common = dict(weight=weight, iterations=args.iterations, quiet=args.quiet, inner=TV_INNER,
-                  label=label)  # fmt: skip
-    if args.nonneg:
-        x, itn, residual, seconds = solve_admm_tv(op, b, nonneg=True, **common)
-    else:
-        x, itn, residual, seconds = solve_tv(op, b, **common)
-    relative = residual / max(float(np.linalg.norm(b)), np.finfo(float).tiny)
+    # started from the image; without --nonneg by PyLops' split Bregman, as ever
+    method = "admm" if args.nonneg else "pylops"
+    solved, seconds = timed(args.iterations, label, args.quiet, total_variation, op, b, weight,
+                             nonneg=args.nonneg, method=method, x0=b, maxiter=args.iterations,
+                             inner=TV_INNER)  # fmt: skip
     kept = ", x >= 0" if args.nonneg else ""
-    return x, (
-        f"{label}: {itn} split-Bregman steps of {TV_INNER} lsqr iterations, {seconds:.2f} s, "
-        f"weight {scales.weight_from_units(weight):.3g}{how}{kept}, residual |b - A x| / |b| "
-        f"= {relative:.3g}"
+    return solved.x, (
+        f"{label}: {solved.iterations} split-Bregman steps of {TV_INNER} lsqr iterations, "
+        f"{seconds:.2f} s, weight {scales.weight_from_units(weight):.3g}{how}{kept}, residual "
+        f"|b - A x| / |b| = {_relative(solved, b):.3g}"
     )
 
 
@@ -372,28 +371,19 @@ def _tikhonov(
     else:
         damp, chosen = scales.damp_in_units(args.damp), ""
     shown = f"damp {scales.damp_from_units(damp):.3g}{chosen}"
-    if args.nonneg:
-        x, converged, itn, residual, seconds = solve_nonneg_normal(
-            op, b, damp=damp, iterations=args.iterations, quiet=args.quiet, label=label
-        )
-        relative = residual / max(float(np.linalg.norm(b)), np.finfo(float).tiny)
-        stopped = "converged" if converged else "iteration limit"
-        return x, (
-            f"{label}: {itn} steps ({stopped}), {seconds:.2f} s, {shown}, "
-            f"x >= 0, residual |b - A x| / |b| = {relative:.3g}"
+    if args.nonneg:  # ADMM, started from the image
+        solved, seconds = timed(args.iterations, label, args.quiet, tikhonov, op, b, damp,
+                                 nonneg=True, x0=b, maxiter=args.iterations)  # fmt: skip
+        return solved.x, (
+            f"{label}: {solved.iterations} steps ({_stopped(solved)}), {seconds:.2f} s, "
+            f"{shown}, x >= 0, residual |b - A x| / |b| = {_relative(solved, b):.3g}"
         )
     if args.solver == "pcg":
         return _pcg(op, b, label, args, damp, shown)
-    x, istop, itn, r1norm, seconds = solve(
-        "lsqr",
-        op,
-        b,
-        damp=damp,
-        iterations=args.iterations,
-        quiet=args.quiet,
-        exact_count=False,
+    x, istop, itn, r1norm, seconds = lsqr(
+        op, b, damp=damp, iterations=args.iterations, quiet=args.quiet, exact_count=False,
         label=label,
-    )
+    )  # fmt: skip
     relative = r1norm / max(float(np.linalg.norm(b)), np.finfo(float).tiny)
     stopped = STOPS.get(istop, f"istop={istop}")
     return x, (

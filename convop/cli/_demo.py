@@ -13,6 +13,8 @@ from .. import constructors
 from .._shared.memory import check_memory
 from ..data import gaussian_kernel, phantom, psnr
 from ..regularization import choose_damping, estimate_noise
+from ..solvers import pcg, total_variation
+from ..solvers.tv import INNER_LSQR as TV_INNER
 from ._deblur import TV_WEIGHT_PER_VARIANCE
 from ._parser import (
     MAX_DAMP,
@@ -24,7 +26,7 @@ from ._parser import (
     positive_float,
     positive_int,
 )
-from ._solve import TV_INNER, solve, solve_normal, solve_tv
+from ._solve import lsqr, timed
 
 #: Bytes per pixel the demo takes at most: the phantom's grids, the solvers' vectors (float64).
 DEMO_BYTES_PER_PIXEL = 8 * 32
@@ -216,23 +218,25 @@ def run(args: argparse.Namespace) -> int:
     rows = [("blurred + noisy", psnr(b, truth), _ssim(image, truth), "-", "-")]
     panels = [("true", truth), (f"blurred + noisy, {rows[0][1]:.1f} dB", image)]
 
-    x, _, itn, _, seconds = solve(
-        "lsqr", op, b, damp=damp, iterations=args.iterations, quiet=args.quiet, exact_count=True
+    x, _, itn, _, seconds = lsqr(
+        op, b, damp=damp, iterations=args.iterations, quiet=args.quiet, exact_count=True
     )
     rows.append(("Tikhonov, lsqr", psnr(x, truth), _ssim(x.reshape(n, n), truth), str(itn),
                  f"{seconds:.2f}"))  # fmt: skip
-    x, _, itn, _, seconds = solve_normal(op, b, damp=damp, iterations=1000, quiet=args.quiet,
-                                         label="pcg")  # fmt: skip
-    _, _, plain, _, plain_seconds = solve_normal(
-        op, b, damp=damp, iterations=5000, quiet=args.quiet, preconditioned=False, label="cg"
-    )
+    solved, seconds = timed(1000, "pcg", args.quiet, pcg, op, b, damp, maxiter=1000)
+    plain, plain_seconds = timed(5000, "cg", args.quiet, pcg, op, b, damp, M=None, maxiter=5000)
+    x = solved.x
     rows.append(("Tikhonov, pcg", psnr(x, truth), _ssim(x.reshape(n, n), truth),
-                 f"{itn} (cg: {plain})", f"{seconds:.2f} (cg: {plain_seconds:.2f})"))  # fmt: skip
+                 f"{solved.iterations} (cg: {plain.iterations})",
+                 f"{seconds:.2f} (cg: {plain_seconds:.2f})"))  # fmt: skip
     panels.append((f"Tikhonov (pcg), {rows[-1][1]:.1f} dB", x.reshape(n, n)))
     weight = TV_WEIGHT_PER_VARIANCE * max(estimate_noise(image), 1e-6) ** 2  # as deblur's
-    x, steps, _, seconds = solve_tv(op, b, weight=weight, iterations=30, quiet=args.quiet)
+    # PyLops' split Bregman with convop's operator inside, started from the image
+    tv, seconds = timed(30, "tv", args.quiet, total_variation, op, b, weight, method="pylops",
+                         x0=b, maxiter=30, inner=TV_INNER)  # fmt: skip
+    x = tv.x
     rows.append(("TV, PyLops", psnr(x, truth), _ssim(x.reshape(n, n), truth),
-                 f"{steps} x {TV_INNER} lsqr", f"{seconds:.2f}"))  # fmt: skip
+                 f"{tv.iterations} x {TV_INNER} lsqr", f"{seconds:.2f}"))  # fmt: skip
     panels.append((f"total variation, {rows[-1][1]:.1f} dB", x.reshape(n, n)))
 
     print(f"{'method':<16} {'PSNR (dB)':>9} {'SSIM':>6} {'iterations':>15} {'time (s)':>16}")

@@ -17,8 +17,9 @@ from .._fft import frame
 from .._shared.memory import check_memory
 from ..geometry import ConvGeometry
 from ..operator import ConvOperator
+from ..solvers.admm import INNER_CG as ADMM_CG
+from ..solvers.tv import INNER_LSQR as TV_INNER
 from ._parser import CommandError
-from ._solve import ADMM_CG, TV_INNER
 
 _CPU = torch.device("cpu")
 

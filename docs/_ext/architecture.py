@@ -58,8 +58,10 @@ LAYERS: list[tuple[str, str, list[tuple[str, str]]]] = [
         "operators",
         "the linear operators",
         [
-            ("operator", "ConvOperator: numpy and torch faces, op.H, op.T"),
-            ("weight_operator", "WeightOperator: the kernel as the unknown"),
+            ("_base", "the contract: every face, once"),
+            ("_explicit", "an operator's matrices"),
+            ("operator", "ConvOperator: weight, method"),
+            ("weight_operator", "WeightOperator: kernel unknown"),
         ],
     ),
     (
@@ -71,9 +73,9 @@ LAYERS: list[tuple[str, str, list[tuple[str, str]]]] = [
         "frequency",
         "the kernel's spectrum",
         [
-            ("_fourier", "lags, boundary models, transfer, Gram diagonal"),
+            ("_fourier", "lags, Gram symbol, boundary models, norm bounds"),
             ("spectral", "svdvals, opnorm: exact, certified"),
-            ("layer_norms", "lipschitz, spectral_normalize"),
+            ("layer_norms + _layer_bounds", "lipschitz, spectral_normalize"),
         ],
     ),
     (
