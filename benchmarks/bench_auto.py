@@ -4,42 +4,27 @@ Usage::
 
     python benchmarks/bench_auto.py             # full grid (a few minutes on 2 cores)
     python benchmarks/bench_auto.py --quick     # a subset, fewer repeats
-    python benchmarks/bench_auto.py --markdown  # the table for docs/benchmarks.md
     python benchmarks/bench_auto.py --threads 1 # torch on one thread
 
-Every case builds one operator with ``method="direct"`` and one with ``method="fft"``,
-checks that they compute the same map (forward and adjoint, to round-off), then times the
-torch face, ``op.apply(x)`` and ``op.apply_adjoint(y)`` on a batch, each the median of
-repeats after warm-up (:func:`timeit`, as in ``bench_operators.py``), in rounds that take
-turns so that other processes' load weighs on both methods alike. A case's time for a
-method is forward plus adjoint: the pair an iterative solver pays per iteration, and one
-choice of method serves both. auto's pick is what ``method="auto"`` resolves to
-(``op.method``; with calibration unless ``CONVOP_CALIBRATE=0``) and, for comparison, what
-the cost model's built-in constants pick. The ratio is ``time(pick) / time(faster)``:
-1.00 when auto picked the faster method.
-
-The grid spans 1-D, 2-D and 3-D; dense layers, grouped and depthwise ones; strides,
-dilations, transposed convolutions; float32, float64, complex64 and complex128; kernels of
-3 to 31 taps; batches of 1 and (for smaller layers) 64; zeros, reflect, replicate and
-circular padding. The goal is a ratio within 1.2 on every case.
-
-:func:`grid` runs the cases and returns :class:`Row` s; :func:`summary` condenses them; both
-can be imported by other benchmarks.
+Every case is built with ``method="direct"`` and ``method="fft"``, checked to be the same map
+(forward and adjoint), and the torch face timed on a batch, the four products interleaved;
+a method's time is forward plus adjoint, what a solver pays per iteration. auto's pick is
+what ``method="auto"`` runs (with calibration unless ``CONVOP_CALIBRATE=0``, and the method
+a trial kept where the cost model could not tell); the built-in constants' pick is shown.
+The grid spans 1-D to 3-D; dense, grouped and depthwise layers; strides, dilations,
+transposed convolutions; four dtypes; kernels of 3 to 31 taps; batches of 1 and 64; four
+padding modes. The goal (also goal 6 of ``bench_operators.py``): ``time(pick) /
+time(faster)`` within 1.2 on every case.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import platform
-import statistics
 import sys
 import time
-from collections.abc import Sequence
 from typing import NamedTuple
 
+import _harness as h  # benchmarks/, the script's own folder
 import torch
-from _timing import timeit  # benchmarks/, the script's own folder
 
 import convop
 from convop._auto import calibrate as _calibrate
@@ -64,34 +49,22 @@ class Case(NamedTuple):
 
 
 class Row(NamedTuple):
-    """The measurements of one case (seconds for forward + adjoint on the whole batch)."""
+    """The measurements of one case: seconds of each product on the whole batch."""
 
     case: str
-    direct: float
-    fft: float
+    times: dict  # (method, adjoint) -> seconds
     auto: str  # what method="auto" ran: "fft", "direct", or "direct/fft" (forward/adjoint)
     builtin: str  # what the cost model picks with its built-in constants
-    forward_direct: float
-    forward_fft: float
 
-    @property
-    def faster(self) -> str:
-        """The faster method, measured."""
-        return "fft" if self.fft < self.direct else "direct"
-
-    def seconds(self, pick: str | None = None) -> float:
+    def seconds(self, pick: str) -> float:
         """Forward + adjoint time of ``pick`` (``'direct/fft'``: one per direction)."""
-        pick = self.auto if pick is None else pick
         forward, _, adjoint = pick.partition("/")
-        adjoint = adjoint or forward
-        ahead = self.forward_fft if forward == "fft" else self.forward_direct
-        back = (self.fft - self.forward_fft) if adjoint == "fft" else (
-            self.direct - self.forward_direct)  # fmt: skip
-        return ahead + back
+        return self.times[forward, False] + self.times[adjoint or forward, True]
 
     def ratio(self, pick: str | None = None) -> float:
         """``seconds(pick) / time(faster)``; ``pick`` defaults to auto's."""
-        return self.seconds(pick) / min(self.direct, self.fft)
+        faster = min(self.seconds("direct"), self.seconds("fft"))
+        return self.seconds(self.auto if pick is None else pick) / faster
 
 
 def _case(name, ndim, weight_shape, input_shape, dtype, batch=1, *, transposed=False,
@@ -192,62 +165,37 @@ CASES: list[Case] = [
 
 def build(case: Case, method: str) -> convop.ConvOperator:
     """The operator of ``case`` evaluated by ``method``."""
-    generator = torch.Generator().manual_seed(0)
-    weight = torch.randn(case.weight_shape, dtype=case.dtype, generator=generator)
+    weight = torch.randn(case.weight_shape, dtype=case.dtype,
+                         generator=torch.Generator().manual_seed(0))  # fmt: skip
     make = CONSTRUCTORS[case.ndim, case.transposed]
     return make(weight, case.input_shape, method=method, **case.options)
 
 
-def _check(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
-    scale = float(b.abs().max())
-    tol = 1e-3 if b.real.dtype == torch.float32 else 1e-9
-    error = float((a - b).abs().max())
-    if error > tol * max(scale, 1e-30):
-        raise AssertionError(f"{what}: direct and FFT differ by {error:.2e} (scale {scale:.2e})")
-
-
-def measure(case: Case, repeats: int, rounds: int) -> Row:
-    """Time ``case`` with both methods and record auto's picks.
-
-    The four timings (direct and FFT, forward and adjoint) take turns for ``rounds`` rounds
-    and each keeps the median of its rounds: load from other processes, which comes and
-    goes over seconds, then weighs on both methods alike instead of on whichever ran during
-    a burst.
-    """
-    direct, fourier = build(case, "direct"), build(case, "fft")
+def measure(case: Case, repeats: int) -> Row:
+    """Check direct against FFT, time both ways in interleaved rounds, record auto's picks."""
+    ops = {method: build(case, method) for method in ("direct", "fft", "auto")}
     generator = torch.Generator().manual_seed(1)
-    x = torch.randn(case.batch, *direct.input_shape, dtype=case.dtype, generator=generator)
-    y = torch.randn(case.batch, *direct.output_shape, dtype=case.dtype, generator=generator)
-    _check(fourier.apply(x), direct.apply(x), f"{case.name} forward")
-    _check(fourier.apply_adjoint(y), direct.apply_adjoint(y), f"{case.name} adjoint")
-    products = {
-        ("direct", 0): lambda: direct.apply(x),
-        ("direct", 1): lambda: direct.apply_adjoint(y),
-        ("fft", 0): lambda: fourier.apply(x),
-        ("fft", 1): lambda: fourier.apply_adjoint(y),
-    }
-    samples: dict[tuple[str, int], list[float]] = {key: [] for key in products}
-    for _ in range(rounds):
-        for key, product in products.items():
-            samples[key].append(timeit(product, repeats, budget=1.0))
-    t = {key: statistics.median(values) for key, values in samples.items()}
-    auto = build(case, "auto")
+    x = torch.randn(case.batch, *ops["direct"].input_shape, dtype=case.dtype, generator=generator)
+    y = torch.randn(case.batch, *ops["direct"].output_shape, dtype=case.dtype, generator=generator)
+    rtol = 1e-3 if case.dtype in (F32, C64) else 1e-9
+    for adjoint, data in ((False, x), (True, y)):
+        run = [op.apply_adjoint if adjoint else op.apply for op in (ops["fft"], ops["direct"])]
+        h.check(run[0](data), run[1](data), f"{case.name} {'adjoint' if adjoint else 'forward'}"
+                ": direct and FFT", rtol)  # fmt: skip
+    products = {(method, adjoint): (lambda op=ops[method], a=adjoint:
+                                    op.apply_adjoint(y) if a else op.apply(x))
+                for method in ("direct", "fft") for adjoint in (False, True)}  # fmt: skip
+    times = h.interleaved(products, repeats, budget=4.0 * repeats)
     device = torch.device("cpu")
-    picks = auto_picks(auto, x, y)
-    builtin = _cost.estimate(auto.geometry, case.dtype, device,
+    builtin = _cost.estimate(ops["auto"].geometry, case.dtype, device,
                              speed=_cost.builtin(case.dtype, device))  # fmt: skip
-    return Row(case.name, t["direct", 0] + t["direct", 1], t["fft", 0] + t["fft", 1],
-               picks, builtin.method, t["direct", 0], t["fft", 0])  # fmt: skip
+    return Row(case.name, times, auto_picks(ops["auto"], x, y), builtin.method)
 
 
 def auto_picks(auto: convop.ConvOperator, x: torch.Tensor, y: torch.Tensor) -> str:
-    """What ``auto`` runs on the batches ``x`` and ``y``: ``'fft'``, ``'direct'`` or
-    ``'direct/fft'`` (forward/adjoint).
-
-    One product each way first: where the cost model cannot tell, that product times both
-    methods (convop._auto.trial) and keeps the faster for the batch size. The kept methods are
-    read from the operator's record of them, else the model's pick stands.
-    """
+    """What ``auto`` runs on the batches ``x`` and ``y``: one product each way first (where
+    the cost model cannot tell, it times both methods and keeps the faster for the batch
+    size), then the kept methods from the operator's record of them, else its pick."""
     auto.apply(x)
     auto.apply_adjoint(y)
     raced = getattr(auto, "_raced", {})
@@ -257,73 +205,9 @@ def auto_picks(auto: convop.ConvOperator, x: torch.Tensor, y: torch.Tensor) -> s
     return forward if forward == adjoint else f"{forward}/{adjoint}"
 
 
-def grid(quick: bool = False, *, echo: bool = False) -> list[Row]:
-    """Measure every case (the ``--quick`` subset if ``quick``); print rows if ``echo``."""
-    repeats, rounds = (3, 2) if quick else (3, 3)
-    rows = []
-    for case in CASES:
-        if quick and not case.quick:
-            continue
-        row = measure(case, repeats, rounds)
-        rows.append(row)
-        if echo:
-            print(_line(row), flush=True)
-    return rows
-
-
-class Summary(NamedTuple):
-    """The grid in three numbers, for auto's picks and for the built-in constants' picks."""
-
-    cases: int
-    worst: float  # largest time(pick) / time(faster)
-    beyond: int  # cases with a ratio above GOAL
-    worst_builtin: float
-    beyond_builtin: int
-
-
-def summary(rows: Sequence[Row]) -> Summary:
-    """Worst ratio and number of cases beyond :data:`GOAL`, for auto and the built-ins."""
-    ratios = [row.ratio() for row in rows]
-    builtin = [row.ratio(row.builtin) for row in rows]
-    return Summary(len(rows), max(ratios, default=1.0), sum(r > GOAL for r in ratios),
-                   max(builtin, default=1.0), sum(r > GOAL for r in builtin))  # fmt: skip
-
-
-def shown(seconds: float) -> str:
-    """``'41.2 us'``, ``'3.05 ms'``, ``'1.55 s'``: three significant digits."""
-    for unit, scale in (("s", 1.0), ("ms", 1e-3)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-6:.3g} us"
-
-
-def _line(row: Row) -> str:
-    flag = "  <-- beyond 1.2" if row.ratio() > GOAL else ""
-    return (
-        f"{row.case:32s} direct {shown(row.direct):>9s}  fft {shown(row.fft):>9s}  "
-        f"auto {row.auto:6s} {row.ratio():5.2f}x   built-in {row.builtin:6s} "
-        f"{row.ratio(row.builtin):5.2f}x{flag}"
-    )
-
-
-def markdown(rows: Sequence[Row]) -> str:
-    """The grid as a markdown table."""
-    lines = [
-        "| case | direct | fft | auto | auto / faster | built-in | built-in / faster |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row.case} | {shown(row.direct)} | {shown(row.fft)} | {row.auto} | "
-            f"{row.ratio():.2f} | {row.builtin} | {row.ratio(row.builtin):.2f} |"
-        )
-    return "\n".join(lines)
-
-
 def calibrate() -> str:
     """Resolve the constants "auto" uses for both precisions now (a probe or the cache file),
-    so that no case's timing includes it; say where they came from and how long it took.
-    """
+    so that no case's timing includes it; say where they came from and how long it took."""
     parts = []
     for dtype in (torch.float32, torch.float64):
         start = time.perf_counter()
@@ -332,31 +216,39 @@ def calibrate() -> str:
     return ", ".join(parts)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the grid and print it, then the summary."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a subset, fewer repeats")
-    parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+def goal_grid(report: h.Report, goal: int = 1) -> None:
+    """Every case (the quick subset with ``--quick``): a table, auto's goal row and the
+    built-in constants' row (information)."""
+    if getattr(report.settings, "threads", None):
+        torch.set_num_threads(report.settings.threads)
+    report.note(f"constants for auto: {calibrate()}; torch threads {torch.get_num_threads()}")
+    start, rows, lines = time.perf_counter(), [], []
+    for case in CASES:
+        if case.quick or not report.quick:
+            with report.section(goal, f"auto / faster method, {case.name}"):
+                row = measure(case, 6 if report.quick else 9)
+                rows.append(row)
+                lines.append([row.case, h.shown(row.seconds("direct")), h.shown(
+                    row.seconds("fft")), row.auto, f"{row.ratio():.2f}", row.builtin,
+                    f"{row.ratio(row.builtin):.2f}"])  # fmt: skip
+                report.say(f"  {row.case:32s}" + "".join(f"{c:>12s}" for c in lines[-1][1:]))
+    elapsed = time.perf_counter() - start
+    report.table("auto's picks (time: forward + adjoint)", ["case", "direct", "fft", "auto",
+                 "auto / faster", "built-in", "built-in / faster"], lines)  # fmt: skip
+    grid = "quick" if report.quick else "full"
+    for who, picks, bound in (
+        ("auto", [r.ratio() for r in rows], GOAL),
+        ("built-in constants", [r.ratio(r.builtin) for r in rows], None),
+    ):
+        report.goal(goal, f"{who} / faster method, {grid} grid", max(picks, default=h.NAN),
+                    bound, anchor="the faster of direct and FFT",
+                    detail=f"{len(picks)} cases, {sum(p > GOAL for p in picks)} beyond {GOAL} "
+                    f"(grid timed in {elapsed:.0f} s)")  # fmt: skip
+
+
+def options(parser) -> None:
     parser.add_argument("--threads", type=int, help="torch's thread count (default: torch's)")
-    args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    cpu = platform.processor() or platform.machine()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}, "
-          f"{os.cpu_count()} CPUs")  # fmt: skip
-    print(f"constants for auto: {calibrate()}")
-    start = time.perf_counter()
-    rows = grid(args.quick, echo=not args.markdown)
-    if args.markdown:
-        print(markdown(rows))
-    result = summary(rows)
-    print(
-        f"\n{result.cases} cases in {time.perf_counter() - start:.0f} s: auto worst "
-        f"{result.worst:.2f}x the faster method, {result.beyond} beyond {GOAL}; built-in "
-        f"constants worst {result.worst_builtin:.2f}x, {result.beyond_builtin} beyond {GOAL}"
-    )
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(h.main(__doc__, [h.Section("the grid", goal_grid, (1,))], options=options))

@@ -6,81 +6,38 @@ Usage::
     python benchmarks/bench_materialize.py --quick     # under a minute, slowest methods skipped
     python benchmarks/bench_materialize.py --markdown  # the table as Markdown (for the docs)
 
-Every method builds the *same* float64 matrix of the same convolution, and the script checks
-that it does: each alternative's result is compared with convop's (``np.testing`` row block by
-row block for dense results, the difference of the two sparse arrays for sparse ones), and
-convop's own results are compared with ``torch.nn.functional.conv2d`` applied to random inputs.
-
-Methods
--------
-convop
-    ``op.todense()`` / ``op.tosparse()`` of ``convop.conv2d(weight, input_shape, padding=...)``.
-forum Toeplitz
-    The doubly-block-Toeplitz construction of the well-known forum answer, re-implemented here:
-    one ``scipy.linalg.toeplitz`` per kernel row, placed block by block with Python loops over
-    kernel rows and output rows, one ``(output pixels, input pixels)`` block per pair of
-    channels (its ``toeplitz_mult_ch``). Stride 1, 'valid' (no) padding only. The anchor of the
-    dense cases.
-identity probe
-    ``F.conv2d(torch.eye(n).reshape(n, *input_shape), weight)`` transposed: every column of the
-    matrix from one batched convolution. Skipped when its estimated memory exceeds 8 GiB.
-jacrev
-    ``torch.func.jacrev`` of the convolution at zero, reshaped to a matrix.
-pylops
-    ``Convolve2D(dims, h=flipped kernel, offset=kernel centre)``. PyLops convolves (flips the
-    kernel) and keeps the input size ('same'), so with the flipped kernel and the centred
-    offset it is exactly ``F.conv2d(..., padding='same')``. For the 'valid' dense case it is
-    restricted to the valid output rows (two ``pylops.Restriction`` along both image axes),
-    so it is the same matrix as every other method of that case; ``.todense()`` of that
-    (wide) operator runs ``rmatmat`` on a sparse identity, one column at a time.
-    ``.tosparse()`` probes with one unit vector per column in Python: it is run on small
-    images only and its time is extrapolated to the large one (clearly marked). With the
-    default ``method='fft'`` it also stores round-off noise as entries (see the nnz column).
-memory floor
-    Not a matrix: a lower bound for any method on this machine. Fresh memory of the result's
-    size, written as little as the result needs (dense: one write per 4 KiB page of zeroed
-    memory; sparse: the CSR-sized arrays written in full).
-
-Measurements
-------------
-Each (case, method) runs in a fresh subprocess (this script with the hidden ``--one`` option).
-It imports everything and builds its inputs, reads its resident memory (``/proc/self/statm``),
-then calls the method once (the *cold* call: the first touch of fresh memory is expensive on
-small VMs), then ``--repeats`` more times (fewer if one call takes longer than the per-method
-budget) and reports their median. *Peak* is ``ru_maxrss`` after all calls minus the resident
-memory before the first one, i.e. the most memory the method ever held beyond its inputs,
-result included; *result* is the size of the result (dense array bytes, or CSR
-data + indices + indptr bytes). Results are verified only after the peak has been read.
-
-On a 2-core machine another busy process ruins torch timings (an OpenMP thread that loses
-its core stalls every parallel region, 10-40x slower here), so the script measures the share
-of the CPUs other processes used during each measurement, repeats a disturbed measurement
-once (within a total of 2 extra minutes) and otherwise marks it UNRELIABLE.
-
-The ratio column is the anchor's median time divided by the method's median time (> 1: faster
-than the anchor). Anchors: the forum construction for the dense cases; for the 32 -> 64 sparse
-layer, the goal rate of 100 M nonzeros/s (the time that rate would need); for the
-single-channel sparse cases, PyLops' ``tosparse()`` with its default FFT method.
+Every method builds the *same* float64 matrix, checked: each alternative against convop's
+(row blocks for dense results, the difference for sparse ones), convop's own against
+``F.conv2d`` of random inputs and the structural nonzeros. Methods: ``convop``
+(``todense()`` / ``tosparse()``); ``forum Toeplitz`` (the forum answer's doubly-block-Toeplitz
+construction, re-implemented; 'valid' only; anchor of the dense cases); ``identity probe``
+(``F.conv2d`` of an identity batch; skipped above 8 GiB); ``jacrev``; ``pylops``
+(``Convolve2D``, flipped kernel, centred offset: 'same'; restricted to the valid rows for
+'valid'; its ``tosparse()`` probes one column at a time, so it runs on small images and is
+extrapolated to the large one; its fft method is the anchor of the single-channel sparse
+cases); ``memory floor`` (fresh memory of the result's size, written as little as the
+result needs: a lower bound for any method). Each (case, method) runs in a fresh process:
+one cold call, then ``--repeats`` (fewer above 20 s); *peak* is ``ru_maxrss`` after them
+less the resident memory before. A disturbed measurement is run once more after a quiet
+second (2 extra minutes at most), else marked UNRELIABLE. Goals: 1. ``todense()`` >= 5x
+the forum construction's speed, peak <= 1.3x the result; 2. ``tosparse()`` of the 32 -> 64
+layer >= 100 M nonzeros/s (its anchor), peak <= 1.5x the CSR result.
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import math
 import os
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import _harness as h  # benchmarks/, the script's own folder
 import numpy as np
-import scipy
 import scipy.linalg
 import scipy.sparse as sp
 import torch
@@ -88,13 +45,9 @@ import torch.nn.functional as F
 
 import convop
 
-MARKER = "@@RESULT "  # prefix of the subprocess's one JSON line
 GIB = 1 << 30
 PROBE_LIMIT = 8 * GIB  # skip the identity probe above this estimated memory
 BUDGET_S = 20.0  # warm repeats of one method stop after about this long
-SUBPROCESS_TIMEOUT_S = 300
-RETRY_BUDGET_S = 120.0  # at most this much extra time is spent re-measuring disturbed methods
-BUSY = 0.1  # flag a measurement when other processes used more than this share of the CPUs
 GOAL_RATE = 1e8  # tosparse() goal: nonzeros per second
 GOAL_DENSE_SPEEDUP, GOAL_DENSE_PEAK, GOAL_SPARSE_PEAK = 5.0, 1.3, 1.5
 
@@ -328,26 +281,17 @@ def count_nonzeros(result) -> int:
 
 
 # ---------------------------------------------------------------------- one measurement
-def resident_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def peak_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-
-
-def measure(case: Case, method: str, repeats: int, budget: float) -> dict:
-    """Time and peak memory of one method, then verify its result (in this process)."""
-    build = builder(case, method)
+def measure(case: Case, method: str, report: h.Report) -> None:
+    """Time and peak memory of one method, then its result verified (in this process)."""
+    build, repeats = builder(case, method), report.repeats
     gc.collect()
-    before = resident_bytes()
-    high_water_before = peak_bytes()
+    with open("/proc/self/statm") as f:
+        before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    high_water_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB
     start = time.perf_counter()
     result = build()
     cold = time.perf_counter() - start
-    if cold * repeats > budget:
-        repeats = max(1, int(budget / cold))
+    repeats = max(1, int(BUDGET_S / cold)) if cold * repeats > BUDGET_S else repeats
     times = []
     for _ in range(repeats):
         del result
@@ -355,19 +299,7 @@ def measure(case: Case, method: str, repeats: int, budget: float) -> dict:
         start = time.perf_counter()
         result = build()
         times.append(time.perf_counter() - start)
-    high_water = peak_bytes()
-    record = {
-        "cold_s": cold,
-        "median_s": statistics.median(times),
-        "repeats": repeats,
-        "times_s": times,
-        "peak_bytes": high_water - before,
-        # The high-water mark never moved: the true peak is below the one reported.
-        "peak_is_bound": high_water == high_water_before,
-        "result_bytes": result_bytes(result),
-        "nnz": structural_nnz(case) if method == FLOOR else count_nonzeros(result),
-        "shape": list(result.shape),
-    }
+    high_water = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if method == FLOOR:
         checks = ["lower bound: fresh memory of the result's size, written (no matrix)"]
     elif method == "convop":
@@ -375,295 +307,124 @@ def measure(case: Case, method: str, repeats: int, budget: float) -> dict:
     else:
         tol = 1e-10 * float(case.weight().abs().max())
         checks = [f"= convop, max abs diff {check_against_convop(case, result, tol):.0e}"]
-    if record["peak_is_bound"]:
+    if high_water == high_water_before:  # the true peak is below the one reported
         checks.append("peak is an upper bound (below the high-water mark of the imports)")
-    record["check"] = "; ".join(checks)
-    return record
+    nnz = structural_nnz(case) if method == FLOOR else count_nonzeros(result)
+    report.data.append({"case": case.key, "method": method, "cold_s": cold,
+                        "median_s": statistics.median(times), "repeats": repeats,
+                        "peak_bytes": high_water - before, "result_bytes": result_bytes(result),
+                        "nnz": nnz, "check": "; ".join(checks)})  # fmt: skip
 
 
-# ---------------------------------------------------------------------- driver
-@dataclass
-class Row:
-    case: Case
-    method: str
-    record: dict | None = None
-    note: str = ""
-    extrapolated: bool = False
-    other_load: float = 0.0  # share of the CPUs other processes used during the measurement
-
-    @property
-    def median(self) -> float | None:
-        return None if self.record is None else self.record["median_s"]
+def sections(args) -> list[h.Section]:
+    """One section a (case, method) that runs; the others are skipped (see :func:`finish`)."""
+    return [h.Section(f"{case.key} {method}", lambda report, c=case, m=method: measure(
+                c, m, report), (1 if case.kind == "dense" else 2,))
+            for case in CASES for method in case.methods
+            if not skipped(case, method, args.quick)]  # fmt: skip
 
 
-def cpu_times() -> tuple[float, float]:
-    """(busy, total) seconds of all cores since boot, from ``/proc/stat``."""
-    with open("/proc/stat") as f:
-        ticks = [int(x) for x in f.readline().split()[1:]]
-    hz = os.sysconf("SC_CLK_TCK")
-    return (sum(ticks) - ticks[3] - ticks[4]) / hz, sum(ticks) / hz  # idle, iowait excluded
+def skipped(case: Case, method: str, quick: bool) -> str:
+    if quick and not case.quick:
+        return "case not in --quick"
+    if quick and (case.key, method) in QUICK_SKIP:
+        return "skipped in --quick"
+    if method == "identity probe" and probe_bytes(case) > PROBE_LIMIT:
+        return f"skipped: needs ~{probe_bytes(case) / GIB:.0f} GiB (> 8)"
+    return ""
 
 
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def wait_for_quiet(longest: float = 60.0) -> None:
-    """Wait (at most ``longest`` seconds) for a second in which other processes leave the CPUs
-    idle enough for a reliable measurement."""
-    deadline = time.monotonic() + longest
-    while time.monotonic() < deadline:
-        busy0, total0 = cpu_times()
-        time.sleep(1.0)
-        busy1, total1 = cpu_times()
-        if busy1 - busy0 <= BUSY * (total1 - total0):
-            return
-
-
-def run_one(case: Case, method: str, repeats: int) -> Row:
-    """Measure in a fresh subprocess; a crash (e.g. out of memory) becomes a note.
-
-    Also measures the share of the cores that *other* processes used meanwhile (busy time
-    minus the subprocess's own CPU time): torch's OpenMP threads stall when a core they run on
-    is taken, so a measurement made under such load is flagged as unreliable.
-    """
-    command = [sys.executable, __file__, "--one", case.key, method, "--repeats", str(repeats)]
-    busy0, total0 = cpu_times()
-    child0 = children_cpu()
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S, check=False
-        )
-    except subprocess.TimeoutExpired:
-        return Row(case, method, note=f"skipped: over {SUBPROCESS_TIMEOUT_S} s")
-    busy1, total1 = cpu_times()
-    other = max(0.0, busy1 - busy0 - (children_cpu() - child0)) / max(1e-9, total1 - total0)
-    note = f"UNRELIABLE: other processes used {other:.0%} of the CPUs" if other > BUSY else ""
-    for line in done.stdout.splitlines():
-        if line.startswith(MARKER):
-            return Row(case, method, json.loads(line[len(MARKER) :]), note, other_load=other)
-    tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-    return Row(case, method, note=f"FAILED (exit {done.returncode}): {tail}", other_load=other)
-
-
-def plan_rows(quick: bool, repeats: int) -> list[Row]:
-    rows = []
-    retry_until = time.monotonic() + RETRY_BUDGET_S  # extended by each measurement's own time
-    for case in CASES:
-        if quick and not case.quick:
-            continue
-        for method in case.methods:
-            if quick and (case.key, method) in QUICK_SKIP:
-                rows.append(Row(case, method, note="skipped in --quick"))
-                continue
-            if method == "identity probe" and probe_bytes(case) > PROBE_LIMIT:
-                need = probe_bytes(case) / GIB
-                rows.append(Row(case, method, note=f"skipped: needs ~{need:.0f} GiB (> 8)"))
-                continue
-            print(f"  {case.key:15s} {method} ...", file=sys.stderr, flush=True)
-            start = time.monotonic()
-            row = run_one(case, method, repeats)
-            retry_until += time.monotonic() - start
-            if row.note.startswith("UNRELIABLE") and time.monotonic() < retry_until:
-                print(f"    retry: {row.note}", file=sys.stderr, flush=True)
-                wait_for_quiet(min(30.0, retry_until - time.monotonic()))
-                row = run_one(case, method, repeats)
-            rows.append(row)
-    return rows
-
-
-def extrapolate(rows: list[Row]) -> list[Row]:
+def extrapolate(rows: dict[tuple[str, str], dict]) -> None:
     """PyLops' tosparse() on the large single-channel image, from the small ones.
 
-    Time: ``t ~ n**b`` (n pixels), ``b`` fitted on the two smallest-to-largest measured sizes
-    (assumed 2 with one size: n probes of O(n) each). Entries: with 'fft' (almost) every
-    entry is stored, ``nnz ~ n**2`` at the measured fill ratio; with 'direct' exactly convop's
-    structural nonzeros (checked at the measured sizes). Peak memory: its measured bytes per
-    stored entry (Python lists of index pairs and values) times the extrapolated entries.
+    Time: ``t ~ n**b`` (n pixels), ``b`` fitted on the smallest and largest measured sizes
+    (2 with one size: n probes of O(n) each). Entries: with 'fft' (almost) every entry is
+    stored, ``nnz ~ n**2`` at the measured fill; with 'direct' exactly convop's structural
+    nonzeros where they agreed at the measured sizes. Peak: the measured bytes per stored
+    entry (Python lists of index pairs and values) times the extrapolated entries.
     """
-    target_key, small_keys = EXTRAPOLATED
-    target = next(case for case in CASES if case.key == target_key)
-    n_target = target.size**2
-    convop_rows = {row.case.key: row for row in rows if row.method == "convop" and row.record}
-    extra = []
+    target, smalls = EXTRAPOLATED
+    n_target = next(case.size for case in CASES if case.key == target) ** 2
     for method in PYLOPS_SPARSE:
-        measured = [
-            row
-            for row in rows
-            if row.case.key in small_keys and row.method == method and row.record is not None
-        ]
-        if not measured or target_key not in convop_rows:
+        measured = [rows[key, method] for key in smalls if (key, method) in rows]
+        if not measured or (target, "convop") not in rows:
             continue
         first, last = measured[0], measured[-1]
-        n0, n1 = first.case.size**2, last.case.size**2
-        if len(measured) >= 2:
-            exponent, how = math.log(last.median / first.median) / math.log(n1 / n0), "fitted"
-        else:
-            exponent, how = 2.0, "assumed"
-        nnz1 = last.record["nnz"]
-        if method == "pylops fft":
-            nnz = int(nnz1 / n1**2 * n_target**2)
-        else:
-            exact = all(
-                row.record["nnz"] == convop_rows[row.case.key].record["nnz"] for row in measured
-            )
-            nnz = convop_rows[target_key].record["nnz"] if exact else int(nnz1 * n_target / n1)
-        record = {
-            "cold_s": None,
-            "median_s": last.median * (n_target / n1) ** exponent,
-            "repeats": 0,
-            "nnz": nnz,
-            "peak_bytes": last.record["peak_bytes"] / nnz1 * nnz,
-            "check": "",
-        }
-        sizes = ", ".join(f"{row.case.size}^2" for row in measured)
-        note = f"EXTRAPOLATED from {sizes}: t ~ n^{exponent:.2f} ({how}), peak ~ nnz"
-        if any(row.note.startswith("UNRELIABLE") for row in measured):
-            note = "UNRELIABLE (from disturbed measurements); " + note
-        extra.append(Row(target, method, record, note, extrapolated=True))
-    return extra
+        n0, n1 = (next(c.size for c in CASES if c.key == r["case"]) ** 2 for r in (first, last))
+        exponent, how = (math.log(last["median_s"] / first["median_s"]) / math.log(n1 / n0),
+                         "fitted") if len(measured) > 1 else (2.0, "assumed")  # fmt: skip
+        exact = all(r["nnz"] == rows[r["case"], "convop"]["nnz"] for r in measured)
+        nnz = (int(last["nnz"] / n1**2 * n_target**2) if method == "pylops fft" else
+               rows[target, "convop"]["nnz"] if exact else int(last["nnz"] * n_target / n1)
+               )  # fmt: skip
+        sizes = ", ".join(f"{math.isqrt(n)}^2" for n in sorted({n0, n1}))
+        rows[target, method] = {
+            "case": target, "method": method, "cold_s": None, "repeats": 0, "nnz": nnz,
+            "median_s": last["median_s"] * (n_target / n1) ** exponent,
+            "peak_bytes": last["peak_bytes"] / last["nnz"] * nnz, "result_bytes": None,
+            "extrapolated": True, "check": "", "note": f"EXTRAPOLATED from {sizes}: t ~ "
+            f"n^{exponent:.2f} ({how}), peak ~ nnz" + ("; from disturbed measurements"
+            if any(r.get("note") for r in measured) else ""),
+        }  # fmt: skip
 
 
-def ratio(row: Row, rows: list[Row]) -> float | None:
-    """Anchor's median time / this row's median time."""
-    if row.median is None:
-        return None
-    if row.case.anchor == "goal":
-        return row.record["nnz"] / GOAL_RATE / row.median
-    anchor = [r for r in rows if r.case is row.case and r.method == row.case.anchor]
-    if not anchor or anchor[0].median is None:
-        return None
-    return anchor[0].median / row.median
-
-
-def mib(n: float | None) -> str:
-    return "" if n is None else f"{n / 2**20:,.0f}"
-
-
-def table(rows: list[Row], markdown: bool) -> str:
-    header = ["case", "method", "cold s", "median s (n)", "peak MiB", "result MiB", "peak/result",
-              "nnz", "M nnz/s", "vs anchor", "check / note"]  # fmt: skip
+def finish(report: h.Report) -> None:
+    """The table of every (case, method), the extrapolated rows, and the goal rows."""
+    rows = {(r["case"], r["method"]): r for r in report.data}
+    for (key, method), r in rows.items():
+        share = report.shares.get(f"{key} {method}", 0.0)
+        r["note"] = f"UNRELIABLE: other processes used {share:.0%} of the CPUs" if (
+            share > h.QUIET) else ""  # fmt: skip
+    extrapolate(rows)
     lines = []
-    for row in rows:
-        rec = row.record or {}
-        peak, size = rec.get("peak_bytes"), rec.get("result_bytes")
-        speed = ratio(row, rows)
-        median = row.median
-        rate = rec["nnz"] / median / 1e6 if median and row.case.kind == "sparse" else None
-        anchor = row.method == row.case.anchor
-        prefix = "~" if row.extrapolated else ""
-        lines.append([
-            row.case.label,
-            row.method + (" (anchor)" if anchor else ""),
-            "" if rec.get("cold_s") is None else f"{rec['cold_s']:.3f}",
-            "" if median is None else f"{prefix}{median:.3f} ({rec['repeats']})",
-            ("~" if row.extrapolated and peak else "") + mib(peak),
-            mib(size),
-            "" if peak is None or size is None else f"{peak / size:.2f}",
-            "" if "nnz" not in rec else f"{prefix}{rec['nnz']:,}",
-            "" if rate is None else f"{prefix}{rate:,.1f}",
-            "" if speed is None else f"{prefix}{speed:.2f}x",
-            "; ".join(filter(None, [rec.get("check", ""), row.note])),
-        ])  # fmt: skip
-    if markdown:
-        out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        out += ["| " + " | ".join(x.replace("|", r"\|") for x in line) + " |" for line in lines]
-        return "\n".join(out)
-    widths = [max(len(x) for x in col) for col in zip(header, *lines)]
-    fmt = "  ".join(f"{{:{'<' if i < 2 or i == 10 else '>'}{w}}}" for i, w in enumerate(widths))
-    return "\n".join([fmt.format(*header), *(fmt.format(*line) for line in lines)])
-
-
-def goals(rows: list[Row]) -> str:
-    """Plain statements of whether each goal is met by this run."""
-    out = []
-    for row in rows:
-        if row.method != "convop" or row.record is None:
-            continue
-        rec, case = row.record, row.case
-        peak = rec["peak_bytes"] / rec["result_bytes"]
-        flag = " [under CPU load: unreliable]" if row.note.startswith("UNRELIABLE") else ""
-        if case.kind == "dense":
-            anchor = next(r for r in rows if r.case is case and r.method == case.anchor)
-            if anchor.record is None:
+    for case in CASES:
+        more = PYLOPS_SPARSE if case.key == EXTRAPOLATED[0] else ()
+        for method in (*case.methods, *more):
+            r = rows.get((case.key, method))
+            why = skipped(case, method, report.quick)
+            if why == "case not in --quick" or (method in more and r is None):
                 continue
-            warm = anchor.median / row.median
-            cold = anchor.record["cold_s"] / rec["cold_s"]
-            met = warm >= GOAL_DENSE_SPEEDUP and peak <= GOAL_DENSE_PEAK
-            out.append(
-                f"todense() {case.label}: {warm:.1f}x faster than the forum construction "
-                f"(cold calls: {cold:.1f}x; goal >= {GOAL_DENSE_SPEEDUP:.0f}x), peak "
-                f"{peak:.2f}x the result (goal <= {GOAL_DENSE_PEAK}): "
-                f"{'MET' if met else 'NOT MET'}{flag}"
-            )
-        elif case.anchor == "goal":
-            rate, cold_rate = rec["nnz"] / rec["median_s"], rec["nnz"] / rec["cold_s"]
-            met = rate >= GOAL_RATE and peak <= GOAL_SPARSE_PEAK
-            out.append(
-                f"tosparse() {case.label}: {rate / 1e6:.0f} M nonzeros/s (cold call: "
-                f"{cold_rate / 1e6:.0f}; goal >= {GOAL_RATE / 1e6:.0f}), peak {peak:.2f}x "
-                f"the CSR result (goal <= {GOAL_SPARSE_PEAK}): {'MET' if met else 'NOT MET'}{flag}"
-            )
-    return "\n".join(out)
-
-
-def machine() -> str:
-    import pylops
-
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / GIB
-    return (
-        f"{os.cpu_count()} cores ({cpu}), {ram:.0f} GiB RAM, torch threads "
-        f"{torch.get_num_threads()}; Python {platform.python_version()}, torch "
-        f"{torch.__version__}, numpy {np.__version__}, scipy {scipy.__version__}, pylops "
-        f"{pylops.__version__}, convop {convop.__version__}"
-    )
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description="Time and peak memory of building a convolution's explicit matrix with "
-        "convop (todense/tosparse) and with the real alternatives (forum Toeplitz "
-        "construction, identity probe, torch.func.jacrev, PyLops), verifying that every "
-        "method builds the same matrix. Each measurement runs in a fresh subprocess."
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="one warm repeat; skip the slowest methods (< 1 min)"
-    )
-    parser.add_argument(
-        "--repeats", type=int, default=None, help="warm repeats (default 3, 1 with --quick)"
-    )
-    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
-    parser.add_argument("--one", nargs=2, metavar=("CASE", "METHOD"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    repeats = args.repeats or (1 if args.quick else 3)
-    if args.one:
-        case = next(c for c in CASES if c.key == args.one[0])
-        record = measure(case, args.one[1], repeats, BUDGET_S)
-        print(MARKER + json.dumps(record), flush=True)
-        return
-    print(f"machine: {machine()}")
-    print(
-        f"float64 throughout; {repeats} warm repeat(s) per method (fewer above {BUDGET_S:.0f} s)"
-    )
-    start = time.perf_counter()
-    rows = plan_rows(args.quick, repeats)
-    rows += extrapolate(rows)
-    rows.sort(key=lambda row: [case.key for case in CASES].index(row.case.key))
-    print(table(rows, args.markdown))
-    print()
-    print(goals(rows))
-    worst = max((row.other_load for row in rows), default=0.0)
-    quiet = "quiet" if worst <= BUSY else "NOT QUIET: flagged timings are unreliable"
-    print(f"\nother processes' share of the CPUs during a measurement: max {worst:.0%} ({quiet})")
-    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+            if r is None:
+                lines.append(
+                    [case.label, method] + [""] * 8 + [why or "FAILED: see the ERROR row"]
+                )
+                continue
+            anchor = rows.get((case.key, case.anchor), {}).get("median_s")
+            if case.anchor == "goal":
+                anchor = r["nnz"] / GOAL_RATE
+            mark, median, peak, size = ("~" if r.get("extrapolated") else "", r["median_s"],
+                                        r["peak_bytes"], r["result_bytes"])  # fmt: skip
+            lines.append([
+                case.label, method + (" (anchor)" if method == case.anchor else ""),
+                "" if r["cold_s"] is None else f"{r['cold_s']:.3f}",
+                f"{mark}{median:.3f} ({r['repeats']})", f"{mark}{peak / 2**20:,.0f}",
+                "" if size is None else f"{size / 2**20:,.0f}",
+                "" if size is None else f"{peak / size:.2f}", f"{mark}{r['nnz']:,}",
+                f"{mark}{r['nnz'] / median / 1e6:,.1f}" if case.kind == "sparse" else "",
+                "" if anchor is None else f"{mark}{anchor / median:.2f}x",
+                "; ".join(filter(None, [r["check"], r["note"]])),
+            ])  # fmt: skip
+            if method != "convop" or case.anchor not in ("goal", FORUM):
+                continue
+            flag = f"; {r['note']}" if r["note"] else ""
+            if case.anchor == "goal":
+                report.goal(2, f"tosparse() {case.label}", r["nnz"] / median / 1e6,
+                            GOAL_RATE / 1e6, unit=" M nnz/s", at_least=True,
+                            anchor="the goal rate", also=peak / size <= GOAL_SPARSE_PEAK,
+                            detail=f"cold call {r['nnz'] / r['cold_s'] / 1e6:.0f} M/s; peak "
+                            f"{peak / size:.2f}x the CSR result (≤ {GOAL_SPARSE_PEAK}){flag}",
+                            )  # fmt: skip
+            elif anchor is not None:
+                cold = rows[case.key, FORUM]["cold_s"] / r["cold_s"]
+                report.goal(1, f"todense() {case.label}", anchor / median, GOAL_DENSE_SPEEDUP,
+                            at_least=True, anchor="forum Toeplitz construction",
+                            also=peak / size <= GOAL_DENSE_PEAK, detail=f"cold calls {cold:.1f}x;"
+                            f" peak {peak / size:.2f}x the result (≤ {GOAL_DENSE_PEAK}){flag}",
+                            )  # fmt: skip
+    report.table("float64 matrices", ["case", "method", "cold s", "median s (n)", "peak MiB",
+                 "result MiB", "peak/result", "nnz", "M nnz/s", "vs anchor", "check / note"],
+                 lines)  # fmt: skip
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(h.main(__doc__, sections, repeats=(1, 3), retry=120.0, timeout=300.0, finish=finish))
