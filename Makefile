@@ -20,7 +20,7 @@ MPI_TEST_TIMEOUT ?= 60
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,plot,docs,mpi,demo]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,plot,docs,mpi,demo,tiff,psf]"
 	touch $(STAMP)
 
 install: $(STAMP)

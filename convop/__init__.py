@@ -16,13 +16,22 @@ from .constructors import (
     from_module,
 )
 from .deconvolution import Preconditioner, preconditioner
+from .extended import ExtendedDomain, extended_domain
 from .geometry import ConvGeometry
 from .layer_norms import lipschitz, spectral_normalize
 from .linear import to_linear, to_linear_model
 from .matrix_io import load_matrix, save_matrix
+from .noise import estimate_noise
 from .operator import ConvOperator
-from .regularization import choose_damping, estimate_noise
-from .solvers import normal_operator, pcg, solve_tikhonov, tikhonov, total_variation
+from .regularization import choose_damping
+from .solvers import (
+    normal_operator,
+    pcg,
+    richardson_lucy,
+    solve_tikhonov,
+    tikhonov,
+    total_variation,
+)
 from .spectral import OpNorm, is_circulant, opnorm, svdvals
 from .threads import solver_threads
 from .weight_operator import WeightOperator
@@ -61,9 +70,12 @@ __all__ = [
     "solve_tikhonov",
     "choose_damping",
     "estimate_noise",
+    "extended_domain",
+    "ExtendedDomain",
     # solvers (convop.solvers)
     "normal_operator",
     "pcg",
+    "richardson_lucy",
     "tikhonov",
     "total_variation",
     # thread pools in solver loops

@@ -23,6 +23,9 @@ implements only:
   (the defaults wrap the operator in :class:`Adjoint` and :class:`Transpose`, which apply
   ``_product`` the other way, conjugated for the transpose).
 
+An operator made from another one (a preconditioner, an adjoint) subclasses
+:class:`Derived`, which gives it that one's ``device`` and ``torch_dtype``.
+
 Optional, for messages and speed: ``_names`` (what the torch face calls its argument),
 ``_device_owner`` (what sets the device) and ``_zero_copy_dtype()`` (a faster answer to the
 zero-copy test of the numpy face).
@@ -307,23 +310,23 @@ class Operator(LinearOperator):
         Returns
         -------
         numpy.ndarray
-            Shape ``(m, k)``.
+            Shape ``(m, k)``, in ``np.result_type(op.dtype, X.dtype)``.
         """
         _check_matrix(X, self.shape[1], self.input_shape)
         return super().matmat(X)
 
     def rmatmat(self, X):
-        """The adjoint applied to each column of ``X``, as one batched product.
+        """``op.H.matmat(X)``, without making ``op.H``: the adjoint of each column at once.
 
         Parameters
         ----------
         X : array_like
-            Shape ``(m, k)``: one flattened output sample per column.
+            Shape ``(m, k)``, ``k`` flattened samples of ``output_shape``.
 
         Returns
         -------
         numpy.ndarray
-            Shape ``(n, k)``.
+            Shape ``(n, k)``, in the dtype :meth:`matmat` gives.
         """
         _check_matrix(X, self.shape[0], self.output_shape)
         return super().rmatmat(X)
@@ -372,35 +375,61 @@ class Operator(LinearOperator):
         return PyLopsConv(self, name=name)
 
 
-class Adjoint(Operator):
-    """The adjoint of an :class:`Operator` that has no adjoint of its own kind.
+class Derived(Operator):
+    """An operator made from another one: it runs on that one's device, in its dtype.
 
     Parameters
     ----------
     op : Operator
-        The operator (shared, not copied); ``Adjoint(op).H`` is ``op`` again.
+        The operator it is made from (shared, not copied), kept as ``operator``.
+    input_shape, output_shape : tuple of int
+        Its own sample shapes.
     """
 
-    def __init__(self, op: Operator) -> None:
+    def __init__(self, op: Operator, input_shape: tuple[int, ...],
+                 output_shape: tuple[int, ...]) -> None:  # fmt: skip
         self.operator = op
-        self._names = op._names[::-1]
-        self._device_owner = op._device_owner
-        super().__init__(op.output_shape, op.input_shape)
+        super().__init__(input_shape, output_shape)
 
     @property
     def device(self) -> torch.device:
-        """The operator's device."""
+        """The device of the operator it is made from."""
         return self.operator.device
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        """The operator's dtype now."""
+        """The dtype now of the operator it is made from."""
         return self.operator.torch_dtype
+
+
+class _Reversed(Derived):
+    """An operator's adjoint or transpose: the shapes and the torch face's names swapped.
+
+    Parameters
+    ----------
+    op : Operator
+        The operator (shared, not copied); ``Adjoint(op).H`` and ``Transpose(op).T`` are
+        ``op`` again.
+    """
+
+    #: ``'adjoint'`` or ``'transpose'``, for the name.
+    _kind: str
+
+    def __init__(self, op: Operator) -> None:
+        self._names = op._names[::-1]
+        self._device_owner = op._device_owner
+        super().__init__(op, op.output_shape, op.input_shape)
 
     @property
     def name(self) -> str:
-        """``'adjoint of ...'``."""
-        return f"adjoint of {self.operator.name}"
+        """``'adjoint of ...'`` or ``'transpose of ...'``."""
+        return f"{self._kind} of {self.operator.name}"
+
+
+class Adjoint(_Reversed):
+    """``Adjoint(op)``: the adjoint of an :class:`Operator` that has none of its own kind."""
+
+    _kind = "adjoint"
 
     def _product(self, batch: torch.Tensor, *, adjoint: bool, grad: bool = False) -> torch.Tensor:
         return self.operator._product(batch, adjoint=not adjoint, grad=grad)
@@ -409,35 +438,10 @@ class Adjoint(Operator):
         return self.operator
 
 
-class Transpose(Operator):
-    """The transpose ``A^T = conj(A^H)`` of an :class:`Operator`: ``conj(A^H conj(y))``.
+class Transpose(_Reversed):
+    """``Transpose(op)``: ``A^T = conj(A^H)`` of an :class:`Operator`, ``conj(A^H conj(y))``."""
 
-    Parameters
-    ----------
-    op : Operator
-        The operator (shared, not copied); ``Transpose(op).T`` is ``op`` again.
-    """
-
-    def __init__(self, op: Operator) -> None:
-        self.operator = op
-        self._names = op._names[::-1]
-        self._device_owner = op._device_owner
-        super().__init__(op.output_shape, op.input_shape)
-
-    @property
-    def device(self) -> torch.device:
-        """The operator's device."""
-        return self.operator.device
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        """The operator's dtype now."""
-        return self.operator.torch_dtype
-
-    @property
-    def name(self) -> str:
-        """``'transpose of ...'``."""
-        return f"transpose of {self.operator.name}"
+    _kind = "transpose"
 
     def _product(self, batch: torch.Tensor, *, adjoint: bool, grad: bool = False) -> torch.Tensor:
         out = self.operator._product(batch.conj(), adjoint=not adjoint, grad=grad)

@@ -66,17 +66,24 @@ class ExplicitMatrices:
     ) -> torch.Tensor:
         """The exact matrix as a dense tensor on the operator's device.
 
+        What :meth:`todense` returns as a numpy array (on the CPU: the same memory).
+
         Parameters
         ----------
         max_bytes : int, optional
-            As for :meth:`todense`.
+            Refuse (``MemoryError``, before allocating) results larger than this on the
+            operator's device. Default: half of the memory available there now.
         progress : bool, optional
             As for :meth:`todense`.
 
         Returns
         -------
         torch.Tensor
-            Shape ``op.shape``, the weight's dtype; the tensor form of :meth:`todense`.
+            Shape ``op.shape``, the weight's dtype.
+
+        See Also
+        --------
+        to_sparse_csr : Only the structural nonzeros, as a torch sparse tensor.
         """
         plan = self._plan()
         return _materialize.dense(plan, max_bytes=max_bytes, progress=progress)
@@ -154,7 +161,9 @@ class ExplicitMatrices:
         Parameters
         ----------
         max_bytes : int, optional
-            As for :meth:`tosparse`.
+            Refuse builds whose peak would exceed this on the operator's device (a transposed
+            convolution's, built as CSC, counts its conversion). Default: half of the memory
+            available there now.
         progress : bool, optional
             As for :meth:`tosparse`.
 
@@ -162,6 +171,10 @@ class ExplicitMatrices:
         -------
         torch.Tensor
             Sparse CSR, shape ``op.shape``, the weight's dtype.
+
+        See Also
+        --------
+        to_dense : Every entry, as a dense tensor.
 
         Examples
         --------

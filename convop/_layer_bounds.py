@@ -3,8 +3,9 @@
 :data:`BOUNDS` maps a ``torch.nn`` class to its bound, a function of the module, its input
 sample's shape and its output's: ``nn.Linear`` exactly (its matrix's 2-norm), pooling per
 dimension (max: the square root of the most windows a sample falls in; average: the exact
-norms of its one-dimensional factors, or Schur's test), eval-mode batch norm by its largest
-scale, dropout in eval mode as the identity, and activations by the supremum of their slope.
+norms of its one-dimensional factors, or Schur's test [1]_), eval-mode batch norm by its
+largest scale, dropout in eval mode as the identity, and activations by the supremum of
+their slope.
 
 Those suprema are certified, never estimates: each is rounded *up*, and the comment beside
 it says where the slope peaks (the tests check every one against the maximum found in
@@ -12,6 +13,11 @@ it says where the slope peaks (the tests check every one against the maximum fou
 LeakyReLU) get theirs from the parameters, and are refused where a parameter makes them not
 Lipschitz. Conv layers map to ``None``: :mod:`convop.layer_norms` bounds them by
 :func:`convop.opnorm`.
+
+References
+----------
+.. [1] I. Schur, "Bemerkungen zur Theorie der beschränkten Bilinearformen mit unendlich
+   vielen Veränderlichen," J. Reine Angew. Math. 140 (1911), 1-28.
 """
 
 from __future__ import annotations

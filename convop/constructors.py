@@ -2,14 +2,18 @@
 
 They turn PyTorch's arguments into a :class:`~convop.geometry.ConvGeometry` (which
 validates everything) and wrap the weight in a :class:`~convop.operator.ConvOperator`.
-The six have explicit signatures, mirroring ``torch.nn.functional`` (for readers, IDEs
-and the API reference), so their one-line bodies look alike on purpose: each calls
-``_build``. :data:`CONSTRUCTORS` finds one by ``(ndim, transposed)``.
+The six are made once each from a table: the two signatures, written out as the
+``__call__`` of a ``Protocol`` (mirroring ``torch.nn.functional``; type checkers and IDEs
+read them from the annotations ``conv2d: _Conv``, ``inspect.signature`` and the API
+reference from ``__signature__``), and the two docstring templates. :data:`CONSTRUCTORS`
+finds one by ``(ndim, transposed)``.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -45,6 +49,15 @@ def _build(
     return ConvOperator(tensor, geometry, bias=bias, method=method)
 
 
+#: What both templates say of errors.
+_RAISES = """Raises
+------
+ValueError
+    At construction, for any invalid configuration, naming the parameter.
+TypeError
+    For arguments of the wrong type (a float or bool where an int is required).
+"""
+
 _CONV_DOC = """{ndim}-d convolution as an exact lazy linear operator, like ``F.conv{ndim}d``.
 
 Parameters
@@ -75,12 +88,11 @@ Returns
 ConvOperator
     Shape ``(prod(output_shape), prod(input_shape))``; ``rmatvec`` is the exact adjoint.
 
-Raises
-------
-ValueError
-    At construction, for any invalid configuration, naming the parameter.
-TypeError
-    For arguments of the wrong type (a float or bool where an int is required).
+{raises}
+See Also
+--------
+conv_transpose{ndim}d : The transposed convolution, the adjoint of a zero-padded one.
+from_module : The operator of an ``nn.Conv{ndim}d`` layer, its arguments read from it.
 
 Notes
 -----
@@ -128,12 +140,11 @@ Returns
 -------
 ConvOperator
 
-Raises
-------
-ValueError
-    At construction, for any invalid configuration, naming the parameter.
-TypeError
-    For arguments of the wrong type (a float or bool where an int is required).
+{raises}
+See Also
+--------
+conv{ndim}d : The convolution, with PyTorch's convolution weight layout.
+from_module : The operator of an ``nn.ConvTranspose{ndim}d`` layer.
 
 Notes
 -----
@@ -163,81 +174,63 @@ _EXAMPLE_SHAPES = {
 }  # fmt: skip
 
 
-def _documented(template: str, ndim: int) -> Callable:
-    def decorate(func: Callable) -> Callable:
-        kernel = ", ".join(f"k{i}" for i in range(ndim))
-        spatial = ", ".join(f"n{i}" for i in range(ndim))
-        func.__doc__ = template.format(
-            ndim=ndim, kernel=kernel, spatial=spatial, **_EXAMPLE_SHAPES[ndim]
-        )
-        return func
+class _Conv(Protocol):
+    """The signature of :func:`conv1d`, :func:`conv2d` and :func:`conv3d`."""
 
-    return decorate
+    def __call__(self, weight: Weight, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
+                 padding: IntOrTuple | str = 0, dilation: IntOrTuple = 1, groups: int = 1,
+                 padding_mode: str = "zeros", method: str = "auto") -> ConvOperator:  # fmt: skip
+        ...
 
 
-@_documented(_CONV_DOC, 1)
-def conv1d(weight: Weight, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
-           padding: IntOrTuple | str = 0, dilation: IntOrTuple = 1, groups: int = 1,
-           padding_mode: str = "zeros", method: str = "auto") -> ConvOperator:  # fmt: skip
-    return _build(1, False, weight, input_shape, stride=stride, padding=padding,
-                  dilation=dilation, groups=groups, padding_mode=padding_mode,
-                  method=method)  # fmt: skip
+class _ConvTranspose(Protocol):
+    """The signature of :func:`conv_transpose1d` ... :func:`conv_transpose3d`."""
+
+    def __call__(self, weight: Weight, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
+                 padding: IntOrTuple = 0, output_padding: IntOrTuple = 0, groups: int = 1,
+                 dilation: IntOrTuple = 1, method: str = "auto") -> ConvOperator:  # fmt: skip
+        ...
 
 
-@_documented(_CONV_DOC, 2)
-def conv2d(weight: Weight, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
-           padding: IntOrTuple | str = 0, dilation: IntOrTuple = 1, groups: int = 1,
-           padding_mode: str = "zeros", method: str = "auto") -> ConvOperator:  # fmt: skip
-    return _build(2, False, weight, input_shape, stride=stride, padding=padding,
-                  dilation=dilation, groups=groups, padding_mode=padding_mode,
-                  method=method)  # fmt: skip
+def _constructor(ndim: int, transposed: bool) -> Callable[..., ConvOperator]:
+    """The public constructor of one kind: its name, signature and docstring, and ``_build``."""
+    name = f"conv_transpose{ndim}d" if transposed else f"conv{ndim}d"
+    call = inspect.signature((_ConvTranspose if transposed else _Conv).__call__)
+    signature = call.replace(parameters=list(call.parameters.values())[1:])  # without self
 
+    def constructor(*args, **kwargs) -> ConvOperator:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as error:  # what Python says of a plain function, with its name
+            raise TypeError(f"{name}(): {error}") from None
+        bound.apply_defaults()
+        return _build(ndim, transposed, **bound.arguments)
 
-@_documented(_CONV_DOC, 3)
-def conv3d(weight: Weight, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
-           padding: IntOrTuple | str = 0, dilation: IntOrTuple = 1, groups: int = 1,
-           padding_mode: str = "zeros", method: str = "auto") -> ConvOperator:  # fmt: skip
-    return _build(3, False, weight, input_shape, stride=stride, padding=padding,
-                  dilation=dilation, groups=groups, padding_mode=padding_mode,
-                  method=method)  # fmt: skip
-
-
-@_documented(_CONV_T_DOC, 1)
-def conv_transpose1d(weight: Weight, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
-                     padding: IntOrTuple = 0, output_padding: IntOrTuple = 0, groups: int = 1,
-                     dilation: IntOrTuple = 1, method: str = "auto") -> ConvOperator:  # fmt: skip
-    return _build(1, True, weight, input_shape, stride=stride, padding=padding,
-                  output_padding=output_padding, groups=groups, dilation=dilation,
-                  method=method)  # fmt: skip
-
-
-@_documented(_CONV_T_DOC, 2)
-def conv_transpose2d(weight: Weight, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
-                     padding: IntOrTuple = 0, output_padding: IntOrTuple = 0, groups: int = 1,
-                     dilation: IntOrTuple = 1, method: str = "auto") -> ConvOperator:  # fmt: skip
-    return _build(2, True, weight, input_shape, stride=stride, padding=padding,
-                  output_padding=output_padding, groups=groups, dilation=dilation,
-                  method=method)  # fmt: skip
-
-
-@_documented(_CONV_T_DOC, 3)
-def conv_transpose3d(weight: Weight, input_shape: Sequence[int], *, stride: IntOrTuple = 1,
-                     padding: IntOrTuple = 0, output_padding: IntOrTuple = 0, groups: int = 1,
-                     dilation: IntOrTuple = 1, method: str = "auto") -> ConvOperator:  # fmt: skip
-    return _build(3, True, weight, input_shape, stride=stride, padding=padding,
-                  output_padding=output_padding, groups=groups, dilation=dilation,
-                  method=method)  # fmt: skip
+    constructor.__name__ = constructor.__qualname__ = name
+    constructor.__module__ = __name__
+    constructor.__signature__ = signature
+    constructor.__doc__ = (_CONV_T_DOC if transposed else _CONV_DOC).format(
+        ndim=ndim,
+        raises=_RAISES,
+        kernel=", ".join(f"k{i}" for i in range(ndim)),
+        spatial=", ".join(f"n{i}" for i in range(ndim)),
+        **_EXAMPLE_SHAPES[ndim],
+    )
+    return constructor
 
 
 #: The constructor of each kind of convolution, by ``(ndim, transposed)``.
 CONSTRUCTORS: dict[tuple[int, bool], Callable[..., ConvOperator]] = {
-    (1, False): conv1d,
-    (2, False): conv2d,
-    (3, False): conv3d,
-    (1, True): conv_transpose1d,
-    (2, True): conv_transpose2d,
-    (3, True): conv_transpose3d,
+    (ndim, transposed): _constructor(ndim, transposed)
+    for transposed in (False, True)
+    for ndim in (1, 2, 3)
 }
+conv1d: _Conv = CONSTRUCTORS[1, False]
+conv2d: _Conv = CONSTRUCTORS[2, False]
+conv3d: _Conv = CONSTRUCTORS[3, False]
+conv_transpose1d: _ConvTranspose = CONSTRUCTORS[1, True]
+conv_transpose2d: _ConvTranspose = CONSTRUCTORS[2, True]
+conv_transpose3d: _ConvTranspose = CONSTRUCTORS[3, True]
 
 MODULE_KINDS = {
     nn.Conv1d: (1, False),
@@ -279,6 +272,12 @@ def from_module(
         overrides its forward (what it computes is then not its weight and configuration).
     ValueError
         If the layer's parameters are not yet initialised or do not fit ``input_shape``.
+
+    See Also
+    --------
+    conv2d : The same from a weight and PyTorch's arguments (and ``conv1d`` ...
+        ``conv_transpose3d``).
+    to_linear : The layer as an ``nn.Linear``, its explicit matrix.
 
     Examples
     --------

@@ -32,7 +32,8 @@ def phantom(n: int = 256) -> np.ndarray:
     """The modified Shepp–Logan phantom, an ``(n, n)`` float64 image with values in [0, 1].
 
     A standard test image of tomography and deblurring: ellipses with sharp edges and low
-    contrast details, generated analytically (no file, no download).
+    contrast details, generated analytically (no file, no download). The ellipses are
+    Shepp and Logan's head section [1]_ with Toft's contrast-improved intensities [2]_.
 
     Parameters
     ----------
@@ -43,6 +44,19 @@ def phantom(n: int = 256) -> np.ndarray:
     -------
     numpy.ndarray
         ``(n, n)``, row 0 at the top.
+
+    See Also
+    --------
+    gaussian_kernel : A Gaussian blur to apply to it.
+    motion_kernel : A motion blur to apply to it.
+    psnr : How close a restored image is to it.
+
+    References
+    ----------
+    .. [1] L. A. Shepp and B. F. Logan, "The Fourier Reconstruction of a Head Section,"
+       IEEE Trans. Nucl. Sci. 21 (1974), 21-43.
+    .. [2] P. Toft, "The Radon Transform: Theory and Implementation," Ph.D. thesis,
+       Technical University of Denmark, 1996.
 
     Examples
     --------
@@ -72,6 +86,17 @@ def gaussian_kernel(size: int = 9, sigma: float | None = None) -> np.ndarray:
     sigma : float, optional
         Standard deviation in pixels; default ``size / 6`` (the kernel spans +-3 sigma).
 
+    Returns
+    -------
+    numpy.ndarray
+        ``(size, size)``, ``exp(-(i^2 + j^2) / (2 sigma^2))`` at offsets ``(i, j)`` from
+        the centre, divided by its sum.
+
+    See Also
+    --------
+    motion_kernel : A linear motion blur.
+    convop.imaging.load_kernel : The same kernel from a spec, ``gaussian:SIZE[:SIGMA]``.
+
     Examples
     --------
     >>> from convop.data import gaussian_kernel
@@ -95,6 +120,25 @@ def gaussian_kernel(size: int = 9, sigma: float | None = None) -> np.ndarray:
 
 def motion_kernel(length: int = 9, angle: float = 0.0) -> np.ndarray:
     """A normalised linear motion-blur kernel of ``length`` pixels at ``angle`` degrees.
+
+    Parameters
+    ----------
+    length : int, default 9
+        Odd length of the motion, in pixels; the kernel is ``(length, length)``.
+    angle : float, default 0.0
+        Direction of the motion in degrees, counter-clockwise from the positive x-axis
+        (rows grow downwards).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(length, length)``: equal weights on the pixels along a centred line segment of
+        ``length`` pixels, summing to 1.
+
+    See Also
+    --------
+    gaussian_kernel : A Gaussian blur.
+    convop.imaging.load_kernel : The same kernel from a spec, ``motion:LENGTH[:ANGLE]``.
 
     Examples
     --------
@@ -148,6 +192,10 @@ def psnr(estimate: np.ndarray, truth: np.ndarray, data_range: float | None = Non
     ValueError
         If the sizes differ, or the peak is not positive (a constant ``truth`` without
         ``data_range``).
+
+    See Also
+    --------
+    phantom : A test image to measure restorations of.
 
     Examples
     --------

@@ -36,7 +36,7 @@ import math
 
 import torch
 
-from ._base import Operator
+from ._base import Derived
 from ._fourier.boundary import (
     extend,
     extended_length,
@@ -78,7 +78,7 @@ COSINE = True
 
 
 # ---------------------------------------------------------------------- preconditioner
-class Preconditioner(Operator):
+class Preconditioner(Derived):
     """A fast approximation of ``(op^H op + beta^2 I)^{-1}`` or of its square root.
 
     Made by :func:`preconditioner`; see there. Symmetric positive definite
@@ -142,22 +142,12 @@ class Preconditioner(Operator):
         self._filter: torch.Tensor | None = None
         self._scale: torch.Tensor | None = None
         self._cosine = False
-        super().__init__(op.input_shape, op.input_shape)
+        super().__init__(op, op.input_shape, op.input_shape)
 
     def _set_boundaries(self, boundaries: tuple[str, ...]) -> None:
         self.boundaries = boundaries
         size = self.op.input_shape[1:]
         self.grid = tuple(extended_length(n, b) for n, b in zip(size, boundaries))
-
-    @property
-    def device(self) -> torch.device:
-        """Where it runs: the operator's device."""
-        return self.op.device
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        """The operator's weight's dtype now."""
-        return self.op.torch_dtype
 
     @property
     def name(self) -> str:
@@ -423,6 +413,12 @@ def preconditioner(op: ConvOperator, *, damp: float = 0.0, kind: str = "normal",
         On first use or in a product, before allocating more than half the memory
         available (the spectrum on the model's grid, the products' workspace).
 
+    See Also
+    --------
+    pcg : Conjugate gradients on the normal equations, preconditioned by this by default.
+    solve_tikhonov : The exact solve where ``op`` is circulant.
+    choose_damping : A damping from the data, under the same boundary models.
+
     Notes
     -----
     ``op^H op`` is the convolution with the kernel's autocorrelation ``R``. With ``E`` the
@@ -436,6 +432,25 @@ def preconditioner(op: ConvOperator, *, damp: float = 0.0, kind: str = "normal",
     ``'right'``), so that ``S^{-1} P^{-1} S^{-1}`` has ``op^H op``'s diagonal. For kernels
     mirror-symmetric along every axis, with reflect padding, the preconditioned normal
     matrix has its eigenvalues in ``[1, 2]`` for ``beta = damp``.
+
+    Under the periodic model ``C`` is Strang's circulant preconditioner [1]_ of the (block)
+    Toeplitz matrix ``op^H op``: its central diagonals, wrapped around. T. Chan's optimal
+    circulant [2]_, the nearest in the Frobenius norm, weights the lag ``j`` by ``1 - |j|/n``
+    instead and differs from it by ``O(k/n)`` for a kernel of ``k`` taps; both are reviewed
+    in [3]_. Half-sample symmetric models follow Ng, Chan and Tang [4]_: under Neumann
+    (half-sample symmetric) boundary conditions the blur of a symmetric kernel is
+    diagonalised by the DCT-II.
+
+    References
+    ----------
+    .. [1] G. Strang, "A proposal for Toeplitz matrix calculations," Stud. Appl. Math. 74
+       (1986), 171-176.
+    .. [2] T. F. Chan, "An optimal circulant preconditioner for Toeplitz systems," SIAM J.
+       Sci. Stat. Comput. 9 (1988), 766-771.
+    .. [3] R. H. Chan and M. K. Ng, "Conjugate gradient methods for Toeplitz systems," SIAM
+       Rev. 38 (1996), 427-482.
+    .. [4] M. K. Ng, R. H. Chan and W.-C. Tang, "A fast algorithm for deblurring models with
+       Neumann boundary conditions," SIAM J. Sci. Comput. 21 (1999), 851-866.
 
     Examples
     --------

@@ -17,12 +17,15 @@ axis is the first and there is one channel): use :meth:`DistributedConv.scatter`
 :meth:`~DistributedConv.gather`, :meth:`~DistributedConv.from_local` and
 :meth:`~DistributedConv.to_local` to move between the two.
 
-The halo exchange itself lives in ``convop._mpi.halo``; this module (about 500 lines, most of
-them docstrings of the public methods) is the pylops-mpi face.
+Which samples each rank owns and reads, and which axis to split, are ``convop._mpi.slabs``'s;
+the halo exchange is ``convop._mpi.halo``'s, the messages of a scatter or gather
+``convop._mpi.blocks``'. This module is the pylops-mpi face: the operator, its vectors
+(global or per-rank blocks) and :func:`block_diag`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -40,10 +43,11 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
         "mpich (or, in a convop clone, the mpi extra: pip install '.[mpi]' mpich)"
     ) from error
 
-from ._mpi.halo import HALO_TAG, Core, Side
-from ._mpi.slabs import SlabPlan, conv_form
+from ._mpi.blocks import gather_to, scatter_from
+from ._mpi.halo import Core, Side
+from ._mpi.slabs import SlabPlan, choose_axis, conv_form
 from ._shared.arrays import NUMPY_TO_TORCH, result_dtype, to_numpy, to_tensor
-from ._shared.checks import as_int, is_int
+from ._shared.checks import as_int
 from .operator import ConvOperator
 from .pylops_bridge import PyLopsConv
 
@@ -57,6 +61,14 @@ def local_device(comm: Any = None) -> torch.device:
     ----------
     comm : mpi4py.MPI.Comm, optional
         Default ``MPI.COMM_WORLD``.
+
+    Returns
+    -------
+    torch.device
+
+    See Also
+    --------
+    DistributedConv : Each rank builds its operator with a weight on this device.
 
     Examples
     --------
@@ -123,6 +135,11 @@ class DistributedConv(MPILinearOperator):
         agree on the convolution but not on the slabs or the messages (e.g. ranks running
         different versions of convop).
 
+    See Also
+    --------
+    block_diag : Independent samples spread over ranks, with no halo exchange.
+    local_device : The device for each rank's weight.
+
     Examples
     --------
     Run under ``mpiexec -n 2 python script.py``; on one process it is a one-rank split.
@@ -148,7 +165,7 @@ class DistributedConv(MPILinearOperator):
             raise TypeError(f"comm must be an mpi4py.MPI.Comm, got {type(comm).__name__}")
         conv, keep, flip = conv_form(op.geometry)
         ranks = comm.Get_size()
-        axis = _choose_axis(axis, conv, keep, ranks, op)
+        axis = choose_axis(conv, keep, ranks, axis, what=op.name)
         core = Core(op, SlabPlan(conv, keep, axis, ranks), comm)
         forward = op.is_adjoint == flip  # D's matvec is crop o C (else its adjoint)
         self._setup(op, core, forward=forward, conj=op._conj != flip)
@@ -224,7 +241,12 @@ class DistributedConv(MPILinearOperator):
         dtype = result_dtype(self.operator.dtype, np.dtype(x.dtype), "x")
         t = _local_tensor(x, dtype, weight.device).reshape(side_in.slabs[rank])
         y = core.forward(t, conj=self._conj) if forward else core.adjoint(t, conj=self._conj)
-        return self._wrap(y, side_out, x.engine)
+        flat = y.reshape(-1)
+        if x.engine == "numpy":
+            return self._distributed(to_numpy(flat), side_out)
+        import cupy  # the cupy engine: a DLPack view on the same GPU
+
+        return self._distributed(cupy.from_dlpack(flat.contiguous()), side_out)
 
     def _check_vector(self, x: Any, side: Side, name: str = "x") -> None:
         if not isinstance(x, DistributedArray):
@@ -240,22 +262,6 @@ class DistributedConv(MPILinearOperator):
                 f"{x.partition.name} and local shape {tuple(x.local_shape)}; build it with "
                 f"D.scatter() or D.from_local()"
             )
-
-    def _wrap(self, block: torch.Tensor, side: Side, engine: str) -> DistributedArray:
-        flat = block.reshape(-1)
-        if engine == "numpy":
-            local = to_numpy(flat)
-        else:
-            import cupy  # the cupy engine: a DLPack view on the same GPU
-
-            local = cupy.from_dlpack(flat.contiguous())
-        return DistributedArray(
-            global_shape=math.prod(side.shape),
-            base_comm=self._core.comm,
-            partition=Partition.SCATTER,
-            local_shapes=[(c,) for c in side.counts],
-            local_array=local,
-        )
 
     # ------------------------------------------------------------------ adjoint, transpose
     def _adjoint(self) -> DistributedConv:
@@ -287,31 +293,20 @@ class DistributedConv(MPILinearOperator):
         -------
         pylops_mpi.DistributedArray
             dtype ``np.result_type(op.dtype, x.dtype)``; a copy, never a view of ``x``.
+
+        See Also
+        --------
+        gather : The way back, to a global array.
+        from_local : A distributed vector from each rank's own block, with no messages.
         """
-        side, comm, rank = self._side(output), self._core.comm, self._core.rank
+        side, rank = self._side(output), self._core.rank
         if root is None:
-            block = self._global(x, side, "x")[side.slices[rank]]
-            return self._wrap_numpy(np.array(block, copy=True), side)
-        root = _check_root(root, self.size)
-        arr, problem = None, None
-        if rank == root:
-            try:
-                arr = self._global(x, side, "x")
-            except (TypeError, ValueError) as error:  # every rank must learn of it
-                problem = (type(error), str(error))
-        problem, dtype = comm.bcast((problem, None if arr is None else arr.dtype.str), root=root)
-        if problem is not None:
-            raise problem[0](f"{problem[1]} (x on rank {root})")
-        dtype = np.dtype(dtype)
-        if rank == root:
-            for r in range(self.size):
-                if r != root:
-                    comm.Send(np.ascontiguousarray(arr[side.slices[r]]), dest=r, tag=HALO_TAG)
-            block = np.array(arr[side.slices[root]], copy=True)
+            block = np.array(self._global(x, side, "x")[side.slices[rank]], copy=True)
         else:
-            block = np.empty(side.slabs[rank], dtype=dtype)
-            comm.Recv(block, source=root, tag=HALO_TAG)
-        return self._wrap_numpy(block, side)
+            root = _check_root(root, self.size)
+            read = functools.partial(self._global, x, side, "x")  # runs on root only
+            block = scatter_from(self._core.comm, side, rank, root, read)
+        return self._distributed(block, side)
 
     def gather(
         self, y: DistributedArray, root: int | None = None, *, output: bool = True
@@ -331,24 +326,30 @@ class DistributedConv(MPILinearOperator):
         Returns
         -------
         numpy.ndarray or None
+
+        See Also
+        --------
+        scatter : The way there, from a global array.
+        to_local : This rank's block alone, with no messages.
         """
-        side, comm, rank = self._side(output), self._core.comm, self._core.rank
+        side, rank = self._side(output), self._core.rank
         self._check_vector(y, side, "y")
         local = np.ascontiguousarray(_host_array(y.local_array)).reshape(side.slabs[rank])
-        if root is not None:
-            root = _check_root(root, self.size)
-            if rank != root:
-                comm.Send(local, dest=root, tag=HALO_TAG)
-                return None
-        out = np.empty(side.shape, dtype=local.dtype)
-        for q in range(self.size):
-            block = local if q == rank else np.empty(side.slabs[q], dtype=local.dtype)
-            if root is None:
-                comm.Bcast(block, root=q)
-            elif q != rank:
-                comm.Recv(block, source=q, tag=HALO_TAG)
-            out[side.slices[q]] = block
-        return out
+        root = None if root is None else _check_root(root, self.size)
+        return gather_to(self._core.comm, side, rank, local, root)
+
+    def apply_local(self, block: torch.Tensor, *, adjoint: bool = False) -> torch.Tensor:
+        """``D @ x`` (``adjoint=True``: ``D.H @ y``) of this rank's block, tensor to tensor.
+
+        Collective: each rank passes its block (a tensor on the weight's device, any shape
+        of its size) and gets its output block, with no ``DistributedArray`` to wrap or copy.
+        """
+        forward, side_in = self._forward != adjoint, self._out if adjoint else self._in
+        slab = side_in.slabs[self._core.rank]
+        if not isinstance(block, torch.Tensor) or block.numel() != math.prod(slab):
+            raise ValueError(f"block must be a tensor of this rank's block {slab}")
+        core, t = self._core, block.reshape(slab)
+        return core.forward(t, conj=self._conj) if forward else core.adjoint(t, conj=self._conj)
 
     def from_local(self, block: Any, *, output: bool = False) -> DistributedArray:
         """A distributed vector (a copy) from the block ``(C, *local_slab)`` of this rank.
@@ -364,7 +365,7 @@ class DistributedConv(MPILinearOperator):
                 f"block must have this rank's input block shape {expected}, got {arr.shape}"
             )
         dtype = result_dtype(self.dtype, arr.dtype, "block")
-        return self._wrap_numpy(np.array(arr, dtype=dtype, copy=True).reshape(expected), side)
+        return self._distributed(np.array(arr, dtype=dtype, copy=True).reshape(expected), side)
 
     def zeros(self, *, output: bool = False) -> DistributedArray:
         """A zero vector in the input layout (``output=True``: the output layout).
@@ -372,7 +373,7 @@ class DistributedConv(MPILinearOperator):
         Made on each rank without any global array: e.g. a solver's starting point.
         """
         side = self._side(output)
-        return self._wrap_numpy(np.zeros(side.slabs[self._core.rank], dtype=self.dtype), side)
+        return self._distributed(np.zeros(side.slabs[self._core.rank], dtype=self.dtype), side)
 
     def to_local(self, y: DistributedArray, *, output: bool = False) -> Any:
         """The block of this rank in a distributed vector, as ``(C, *local_slab)`` (a view).
@@ -397,7 +398,8 @@ class DistributedConv(MPILinearOperator):
         dtype = result_dtype(self.dtype, arr.dtype, name)
         return arr.reshape(side.shape).astype(dtype, copy=False)
 
-    def _wrap_numpy(self, block: np.ndarray, side: Side) -> DistributedArray:
+    def _distributed(self, block: Any, side: Side) -> DistributedArray:
+        """A vector of ``side``'s layout holding ``block`` (numpy or CuPy) on this rank."""
         return DistributedArray(
             global_shape=math.prod(side.shape),
             base_comm=self._core.comm,
@@ -426,6 +428,10 @@ def block_diag(
     -------
     pylops_mpi.MPIBlockDiag
         Its vectors hold each rank's frames, flattened and concatenated, rank by rank.
+
+    See Also
+    --------
+    DistributedConv : One sample split over ranks, with halo exchange.
 
     Examples
     --------
@@ -459,31 +465,6 @@ def block_diag(
 
 
 # ---------------------------------------------------------------------- helpers
-def _choose_axis(axis, conv, keep, ranks: int, op: ConvOperator) -> int:
-    ndim = conv.ndim
-    limits = [SlabPlan.max_ranks(conv, keep, i) for i in range(ndim)]
-    if axis is None:
-        axis = max(range(ndim), key=lambda i: (limits[i], -i))
-    else:
-        if not is_int(axis):
-            raise TypeError(f"axis must be an int or None, got {axis!r}")
-        if not -ndim <= axis < ndim:
-            raise ValueError(
-                f"axis must be a spatial axis of the {ndim}-d sample, in [{-ndim}, {ndim - 1}], "
-                f"got axis={axis}"
-            )
-        axis = int(axis) % ndim
-    if ranks > limits[axis]:
-        n_in, n_out = op.input_shape[1 + axis], op.output_shape[1 + axis]
-        raise ValueError(
-            f"the {op.name} cannot be split over {ranks} ranks along spatial axis {axis}: it "
-            f"has {n_in} input and {n_out} output samples there and every rank needs at least "
-            f"one of each, so at most {limits[axis]} ranks work on that axis (at most "
-            f"{max(limits)} on the best axis)"
-        )
-    return axis
-
-
 def _check_root(root: Any, size: int) -> int:
     root = as_int(root, "root", minimum=0)
     if root >= size:

@@ -28,12 +28,24 @@ def forward(x: torch.Tensor, weight: torch.Tensor, geom: ConvGeometry) -> torch.
     weight : torch.Tensor
         ``geom.weight_shape``, same dtype and device as ``x``.
     geom : ConvGeometry
+        The convolution or transposed convolution, its padding mode included.
 
     Returns
     -------
     torch.Tensor
         ``(B, *geom.output_shape)``, equal to the matching ``torch.nn`` module's output
         without bias.
+
+    See Also
+    --------
+    adjoint : Its exact adjoint.
+    direct : The same function with torch's arguments worked out once.
+
+    Notes
+    -----
+    Convolution: ``conv(pad(x), w)``, where ``pad`` is :func:`convop.padding.pad` (torch's
+    convolution does the symmetric part of zero padding itself). Transposed convolution:
+    ``conv_transpose(x, w)``.
 
     Examples
     --------
@@ -48,18 +60,29 @@ def forward(x: torch.Tensor, weight: torch.Tensor, geom: ConvGeometry) -> torch.
 def adjoint(y: torch.Tensor, weight: torch.Tensor, geom: ConvGeometry) -> torch.Tensor:
     """Apply the adjoint (conjugate transpose) of :func:`forward`.
 
+    Exact for every geometry: ``conv_transpose`` with the forward's own padding is not the
+    adjoint of a reflect, replicate or circular convolution (the halo must be folded back
+    onto its sources), nor of a strided one whose last input samples are never read.
+
     Parameters
     ----------
     y : torch.Tensor
         ``(B, *geom.output_shape)``.
     weight : torch.Tensor
-        ``geom.weight_shape``; it is conjugated here for complex data.
+        The forward's weight (``geom.weight_shape``); it is conjugated here for complex
+        data.
     geom : ConvGeometry
+        As for :func:`forward`.
 
     Returns
     -------
     torch.Tensor
         ``(B, *geom.input_shape)`` with ``<forward(x), y> == <x, adjoint(y)>``.
+
+    See Also
+    --------
+    forward : The map this is the adjoint of.
+    convop.padding.pad_adjoint : The fold of the padding's halo.
 
     Notes
     -----

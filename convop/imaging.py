@@ -177,6 +177,11 @@ def load_kernel(spec: str | os.PathLike, *, max_bytes: int | None = None) -> np.
     MemoryError
         Before allocating, for a built-in kernel over ``max_bytes``.
 
+    See Also
+    --------
+    convop.data.gaussian_kernel : The kernel of ``gaussian:SIZE[:SIGMA]``.
+    convop.data.motion_kernel : The kernel of ``motion:LENGTH[:ANGLE]``.
+
     Examples
     --------
     >>> from convop.imaging import load_kernel
@@ -254,6 +259,10 @@ def read_image(path: str | os.PathLike) -> Image:
         where the first is).
     ImportError
         For an image file other than ``.npy`` when Pillow is not installed.
+
+    See Also
+    --------
+    write_image : Writes pixels back, at the bit depth of the image read.
 
     Examples
     --------
@@ -350,6 +359,10 @@ def write_image(path: str | os.PathLike, values: np.ndarray, like: Image | None 
         If the file cannot be written; nothing is left behind.
     ImportError
         For a PNG when Pillow is not installed.
+
+    See Also
+    --------
+    read_image : Reads an image, giving the ``Image`` that ``like`` takes.
 
     Examples
     --------

@@ -163,7 +163,7 @@ def _bound(module: nn.Module, shape: tuple[int, ...], rtol: float) -> tuple[floa
 
 
 def lipschitz(model: nn.Module, input_shape: Sequence[int], *, rtol: float = 1e-2) -> float:
-    """Certified upper bound on the Lipschitz constant (2-norm) of a layer or a Sequential.
+    r"""Certified upper bound on the Lipschitz constant (2-norm) of a layer or a Sequential.
 
     The product of the layers' certified bounds: conv layers by :func:`convop.opnorm`
     (their norm for *this* input size and padding), ``nn.Linear`` exactly, pooling (max,
@@ -208,6 +208,40 @@ def lipschitz(model: nn.Module, input_shape: Sequence[int], *, rtol: float = 1e-
         For a layer that is not a fixed function here (training mode, hooks, see above), a
         parameter that makes it not Lipschitz (``CELU`` with ``alpha < 0``, ``Softplus``
         with a low ``threshold``), or an ``input_shape`` that is invalid or does not fit.
+
+    See Also
+    --------
+    convop.opnorm : The certified bound of each conv layer, for its input size.
+    spectral_normalize : Divide a conv layer by its operator norm, to make it 1-Lipschitz.
+
+    Notes
+    -----
+    The Lipschitz constant of a composition is at most the product of its factors' (as
+    used for neural networks by [1]_), and a bias changes none:
+
+    .. math::
+
+        \operatorname{Lip}(f_L \circ \cdots \circ f_1) \le \prod_{i=1}^{L}
+        \operatorname{Lip}(f_i), \qquad \operatorname{Lip}(x \mapsto A x + b) = \|A\|_2 .
+
+    A conv layer's :math:`\|A\|_2` is the operator norm of the convolution on
+    ``input_shape`` with its padding and stride, exact for circulant layers [2]_ and
+    certified from above for the others (:func:`convop.opnorm`), not the norm of the
+    weight reshaped to a matrix. An elementwise activation :math:`f` contributes
+    :math:`\sup |f'|`. Max pooling changes each output by at most the largest change in its
+    window, so it contributes :math:`\sqrt{h}` with :math:`h` the most windows one sample
+    falls in; average pooling of windows of :math:`k` samples with divisor :math:`q`
+    contributes the norm of its matrix, at most :math:`\sqrt{h k} / q` (Schur's test).
+    Eval-mode batch norm is the diagonal scaling
+    :math:`\gamma / \sqrt{\mathrm{var} + \varepsilon}`.
+
+    References
+    ----------
+    .. [1] C. Szegedy, W. Zaremba, I. Sutskever, J. Bruna, D. Erhan, I. Goodfellow and
+       R. Fergus, "Intriguing Properties of Neural Networks," International Conference on
+       Learning Representations (ICLR), 2014.
+    .. [2] H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional
+       Layers," International Conference on Learning Representations (ICLR), 2019.
 
     Examples
     --------
@@ -255,8 +289,8 @@ class ConvSpectralNorm(nn.Module):
 
     In training mode the norm is estimated by power iterations on the layer's operator,
     warm-started from the last forward pass (``n_power_iterations`` each), and differentiated
-    as ``<u, A(weight) v>`` for the current singular vector estimates, as Miyato et al.
-    (2018) do for the reshaped weight matrix. In eval mode the weight is divided by the
+    as ``<u, A(weight) v>`` for the current singular vector estimates, as Miyato et al. [1]_
+    do for the reshaped weight matrix. In eval mode the weight is divided by the
     *certified* upper bound of :func:`convop.opnorm` (exact for circulant layers), so that the
     layer's Lipschitz constant is at most 1 for certain; that bound is kept as long as the
     weight's values are unchanged.
@@ -265,6 +299,17 @@ class ConvSpectralNorm(nn.Module):
     (exact), so tiny and huge weights normalise like any other. A weight whose operator is
     zero (a zero-initialised layer, say) is returned as it is: its norm is 0, and the
     gradient there is the identity's, so training can leave it.
+
+    See Also
+    --------
+    spectral_normalize : Registers it on a conv layer.
+    convop.opnorm : The certified bound used in eval mode.
+
+    References
+    ----------
+    .. [1] T. Miyato, T. Kataoka, M. Koyama and Y. Yoshida, "Spectral Normalization for
+       Generative Adversarial Networks," International Conference on Learning
+       Representations (ICLR), 2018.
     """
 
     def __init__(self, geometry: ConvGeometry, weight: torch.Tensor, *, rtol: float,
@@ -310,7 +355,7 @@ class ConvSpectralNorm(nn.Module):
 
 def spectral_normalize(module: nn.Module, input_shape: Sequence[int], *, rtol: float = 1e-2,
                        n_power_iterations: int = 1) -> nn.Module:  # fmt: skip
-    """Make a conv layer 1-Lipschitz by its operator norm, for training.
+    r"""Make a conv layer 1-Lipschitz by its operator norm, for training.
 
     Registers a :class:`ConvSpectralNorm` parametrization on ``module.weight``
     (``torch.nn.utils.parametrize``), in the module's current mode: in training mode the
@@ -324,6 +369,7 @@ def spectral_normalize(module: nn.Module, input_shape: Sequence[int], *, rtol: f
     Parameters
     ----------
     module : torch.nn.Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d or ConvTranspose3d
+        The layer to parametrize, in place.
     input_shape : tuple of int
         ``(C_in, *spatial)`` of one input sample.
     rtol : float, default 1e-2
@@ -335,6 +381,33 @@ def spectral_normalize(module: nn.Module, input_shape: Sequence[int], *, rtol: f
     -------
     torch.nn.Module
         ``module``, parametrized.
+
+    See Also
+    --------
+    lipschitz : Certified Lipschitz bounds of the layer, or of a model holding it.
+    convop.opnorm : Certified bounds on the operator norm it divides by in eval mode.
+    ConvSpectralNorm : The parametrization registered.
+
+    Notes
+    -----
+    With :math:`A(W)` the convolution of weight :math:`W` on ``input_shape``, the layer
+    computes with
+
+    .. math::
+
+        \widehat W = \frac{W}{\sigma(W)}, \qquad \sigma(W) \approx \|A(W)\|_2 .
+
+    In training mode :math:`\sigma(W) = \operatorname{Re} \langle u, A(W) v \rangle` for the
+    power iterations' current unit vectors :math:`u, v`, differentiated through :math:`W`
+    only, the scheme of [1]_ applied to the operator instead of the reshaped weight. In
+    eval mode :math:`\sigma(W)` is the certified upper bound of :func:`convop.opnorm`, so
+    :math:`\|A(\widehat W)\|_2 \le 1`.
+
+    References
+    ----------
+    .. [1] T. Miyato, T. Kataoka, M. Koyama and Y. Yoshida, "Spectral Normalization for
+       Generative Adversarial Networks," International Conference on Learning
+       Representations (ICLR), 2018.
 
     Examples
     --------

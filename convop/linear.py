@@ -55,7 +55,7 @@ def _linear_bytes(op: ConvOperator) -> int:
 def to_linear(
     module: nn.Module, input_shape: Sequence[int], *, max_bytes: int | None = None
 ) -> nn.Linear:
-    """The fully-connected layer that equals a conv layer on inputs of one shape.
+    r"""The fully-connected layer that equals a conv layer on inputs of one shape.
 
     Parameters
     ----------
@@ -86,6 +86,12 @@ def to_linear(
     MemoryError
         If the weight matrix would exceed ``max_bytes``.
 
+    See Also
+    --------
+    to_linear_model : Every conv layer of a model replaced at once.
+    convop.from_module : The layer's exact operator, without writing the matrix out.
+    convop.ConvOperator.to_dense : The matrix itself.
+
     Notes
     -----
     With ``A = convop.from_module(module, input_shape).to_dense()`` (shape
@@ -99,6 +105,19 @@ def to_linear(
     ``(C_out, *spatial_out)``. Nothing is conjugated: for a complex layer ``A`` is the matrix
     of the convolution itself, as ``nn.Linear`` computes ``x @ W.T``. The matrix has
     ``prod(S_out) * prod(S_in)`` entries, most of them zero: keep inputs small.
+
+    For a convolution, per dimension (``docs/conventions.md``, section 9), row
+    :math:`(o, p)` holds the taps that read input sample :math:`i` of channel :math:`c` (in
+    :math:`o`'s group, :math:`c'` its index there), summed where the padding copies
+    several padded samples from one input sample:
+
+    .. math::
+
+        A_{(o, p), (c, i)} = \sum_{\kappa \,:\, \mathrm{src}(p s + \kappa d - b) = i}
+        w[o, c', \kappa],
+
+    with :math:`\mathrm{src}` the padding mode's source map and :math:`b` the padding
+    before the input; zero-padding halo samples have no source.
 
     Examples
     --------
@@ -263,6 +282,10 @@ def to_linear_model(
         of different shapes, with unbatched input, or (transposed) with ``output_size``.
     MemoryError
         If a weight matrix would exceed ``max_bytes``.
+
+    See Also
+    --------
+    to_linear : One conv layer, and the matrix it is replaced by.
 
     Notes
     -----

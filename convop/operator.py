@@ -42,7 +42,7 @@ PRODUCT_GUARD_BYTES = 256 * 1024**2
 
 
 class ConvOperator(AutoMethod, ExplicitMatrices, Operator):
-    """A convolution as an exact, lazy linear operator.
+    r"""A convolution as an exact, lazy linear operator.
 
     Usually made by :func:`convop.conv2d` and friends or :func:`convop.from_module`.
     Vectors are flattened in C order of ``(C, *spatial)``, i.e. ``tensor.reshape(-1)`` of
@@ -84,15 +84,32 @@ class ConvOperator(AutoMethod, ExplicitMatrices, Operator):
     dtype : numpy.dtype
         The weight's dtype, now.
 
+    See Also
+    --------
+    convop.conv2d : Builds one from PyTorch's arguments (and ``conv1d`` ... ``conv3d``).
+    convop.from_module : Builds one from a ``torch.nn`` conv layer.
+    convop.WeightOperator : The same convolution as a linear map of its weight.
+    convop.opnorm : Certified bounds on its norm.
+
     Notes
     -----
-    Forward, per output channel ``o`` and position ``p`` (``s`` stride, ``d`` dilation)::
+    Forward, per output channel :math:`o` and position :math:`p` (:math:`s` stride,
+    :math:`d` dilation, :math:`G` groups, :math:`\tilde x` the padded input), PyTorch's
+    cross-correlation:
 
-        y[o, p] = sum_{c, k} w[o, c, k] * pad(x)[c, p*s + k*d]
+    .. math::
 
-    The adjoint is ``x = pad_adjoint(conv_transpose(y, conj(w), output_padding=r))``; see
-    :func:`convop.functional.adjoint`. ``matvec`` is the forward map, ``rmatvec`` the adjoint,
-    ``matmat``/``rmatmat`` run one batched convolution for all columns.
+        y[o, p] = \sum_{c'=0}^{C_{in}/G - 1} \sum_{\kappa} w[o, c', \kappa]\,
+        \tilde x\big[g\, C_{in}/G + c',\; p s + \kappa d\big],
+        \qquad g = \lfloor o / (C_{out}/G) \rfloor .
+
+    With the convolution written as :math:`A = C P`, :math:`P` the padding and :math:`C`
+    the convolution without padding, the adjoint is :math:`A^H = P^H C^H`: ``x =
+    pad_adjoint(conv_transpose(y, conj(w), output_padding=r))``, where :math:`P^H` adds
+    each halo sample back onto the input sample it was copied from; see
+    :func:`convop.functional.adjoint` and ``docs/conventions.md``, sections 2-6 (which give
+    the transposed convolutions' maps too). ``matvec`` is the forward map, ``rmatvec`` the
+    adjoint, ``matmat``/``rmatmat`` run one batched convolution for all columns.
 
     State: the operator reads the weight tensor it holds at every use, so changes made to
     it in place (an optimizer step, ``load_state_dict``, ``module.to(dtype)``, writes through
@@ -355,6 +372,10 @@ class ConvOperator(AutoMethod, ExplicitMatrices, Operator):
         -------
         convop.weight_operator.WeightOperator
             Shape ``(shape[0], weight.numel())``.
+
+        See Also
+        --------
+        convop.WeightOperator : The operator returned, its formulas and faces.
 
         Examples
         --------

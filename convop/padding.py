@@ -77,6 +77,12 @@ def pad(x: torch.Tensor, padding: Pairs, mode: str) -> torch.Tensor:
     -------
     torch.Tensor
         Shape ``(..., *(n + before + after))``, as ``torch.nn.functional.pad``.
+
+    See Also
+    --------
+    pad_adjoint : Its exact adjoint.
+    pad_into : The same, written into a given tensor.
+    source_index : Which input sample each padded sample copies.
     """
     flat = [p for pair in reversed(padding) for p in pair]  # F.pad wants the last dim first
     if not any(flat):
@@ -138,17 +144,22 @@ def pad_adjoint(z: torch.Tensor, padding: Pairs, mode: str) -> torch.Tensor:
     Parameters
     ----------
     z : torch.Tensor
-        Shape ``(..., *(n + before + after))``.
+        Shape ``(..., *(n + before + after))``: a padded tensor, or anything of its shape.
     padding : sequence of (int, int)
-        ``(before, after)`` per spatial dimension.
+        The padding :func:`pad` applied, ``(before, after)`` per spatial dimension.
     mode : str
-        ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``.
+        The padding mode :func:`pad` applied.
 
     Returns
     -------
     torch.Tensor
         Shape ``(..., *n)`` with ``<pad(x), z> == <x, pad_adjoint(z)>``; ``z`` is left as it
         was (for zero padding the result is a view of it: a crop).
+
+    See Also
+    --------
+    pad : The padding this is the adjoint of.
+    pad_adjoint_ : The same, folded into ``z`` itself.
 
     Examples
     --------

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
-from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -32,167 +30,20 @@ from scipy.optimize import minimize_scalar
 from ._fourier.boundary import transform
 from ._fourier.circulant import gram_side
 from ._fourier.symbol import Lags, diagonalise, gram_symbol
-from ._shared.arrays import to_tensor
-from ._shared.checks import check_choice, is_int
+from ._shared.checks import check_choice
 from ._shared.memory import check_memory
+from .noise import as_data, noise_sigma, normalised
 from .operator import ConvOperator
 from .spectral import is_circulant
 
 #: The criteria :func:`choose_damping` offers.
 METHODS = ("gcv", "discrepancy")
-#: Donoho's constant: the median absolute deviation of a standard normal.
-MAD_NORMAL = 0.6744897501960817
-#: Its complex counterpart: the median modulus of a circular complex normal of unit
-#: ``E|n|^2``, ``sqrt(log 2)``.
-MAD_COMPLEX = math.sqrt(math.log(2.0))
-#: The order of the differences :func:`estimate_noise` takes along each axis.
-DIFFERENCE_ORDER = 4
 #: ``choose_damping(method="discrepancy")`` stops when the residual is within this
 #: relative distance of its target.
 DISCREPANCY_RTOL = 1e-3
 #: Limits of that search: solves, and ``cg`` iterations per solve.
 MAX_SOLVES = 30
 MAX_CG = 500
-
-
-def _data(y, name: str = "y") -> torch.Tensor:
-    """``y`` as a float64 (complex128) tensor where it lives; a view where it already is one.
-
-    Callers never write into the result: it may share memory with the caller's array.
-    """
-    if isinstance(y, torch.Tensor):
-        t = y.detach()
-        if t.dtype == torch.bool or t.is_quantized:
-            raise TypeError(f"{name} must hold real or complex numbers, got dtype {t.dtype}")
-        return t.to(torch.complex128 if t.is_complex() else torch.float64)
-    array = y if isinstance(y, np.ndarray) else np.asarray(y)
-    if array.dtype.kind not in "iufc":
-        raise TypeError(f"{name} must hold real or complex numbers, got dtype {array.dtype}")
-    dtype = np.complex128 if array.dtype.kind == "c" else np.float64
-    return to_tensor(array, np.dtype(dtype), torch.device("cpu"))
-
-
-def _axes(axes: object, ndim: int) -> tuple[int, ...]:
-    """``axes`` (``None``, an int or ints, negative from the end) as distinct axes >= 0."""
-    if axes is None:
-        return tuple(range(ndim))
-    if is_int(axes):
-        axes = (axes,)
-    if isinstance(axes, (str, bytes)) or not isinstance(axes, Iterable):
-        raise TypeError(f"axes must be an int or a tuple of ints, got {axes!r}")
-    axes = tuple(axes)
-    if not all(is_int(a) for a in axes):
-        raise TypeError(f"axes must contain only ints, got axes={axes!r}")
-    if not axes:
-        raise ValueError("axes must name at least one axis, got axes=()")
-    if not all(-ndim <= a < ndim for a in axes):
-        raise ValueError(
-            f"axes must be in [{-ndim}, {ndim}) for y of {ndim} dimensions, got axes={axes!r}"
-        )
-    normal = tuple(operator.index(a) % ndim for a in axes)
-    if len(set(normal)) != len(normal):
-        raise ValueError(f"axes must name each axis once, got axes={axes!r}")
-    return normal
-
-
-def _normalised(t: torch.Tensor, name: str = "y") -> tuple[torch.Tensor, int]:
-    """``(t * 2**-e, e)``: ``t``'s largest component scaled into ``[0.5, 1)`` exactly.
-
-    ``e = 0`` for zero data. A power of two changes no digit, so whatever is computed from
-    the scaled data is what the same data at any other such scale gives, and neither
-    squares nor sums of it can overflow or underflow. ``t`` is not written to.
-    """
-    parts = torch.view_as_real(t) if t.is_complex() else t
-    low, high = torch.aminmax(parts)  # NaN if there is one; no copy of the data
-    peak = max(-float(low), float(high))
-    if not math.isfinite(peak):
-        raise ValueError(f"{name} has NaN or Inf values; expected finite values")
-    if peak == 0:
-        return t, 0
-    e = math.frexp(peak)[1]
-    if -1021 <= e <= 1022:
-        return t * math.ldexp(1.0, -e), e
-    half = -e // 2  # 2**-e alone is not a float64 here
-    return (t * math.ldexp(1.0, half)) * math.ldexp(1.0, -e - half), e
-
-
-def _noise(t: torch.Tensor, axes: tuple[int, ...]) -> float:
-    """:func:`estimate_noise` of ``t`` (finite, normalised) along the distinct ``axes``."""
-    if any(t.shape[a] < 2 for a in axes):
-        raise ValueError(
-            f"y must have at least 2 samples along each of the axes {axes}, got shape "
-            f"{tuple(t.shape)}"
-        )
-    detail = t
-    for axis in axes:
-        order = min(DIFFERENCE_ORDER, t.shape[axis] - 1)
-        detail = torch.diff(detail, n=order, dim=axis) / math.sqrt(math.comb(2 * order, order))
-    mad = MAD_COMPLEX if t.is_complex() else MAD_NORMAL
-    return float(detail.abs().reshape(-1).median()) / mad
-
-
-def estimate_noise(y, axes: int | tuple[int, ...] | None = None) -> float:
-    """The standard deviation of white noise in ``y``, from its finest differences.
-
-    The median absolute value of ``y``'s fourth differences along every axis at once
-    (the separable filter ``[1, -4, 6, -4, 1]`` per axis, scaled to unit norm), over
-    0.6745: Donoho & Johnstone's robust estimator (Biometrika 1994) with a high-pass
-    that cancels polynomials of degree 3 along each axis. A blurred signal has almost
-    nothing at the highest frequencies, so what is there is noise; the fourth difference
-    lets through less of the signal than the Haar detail (a first difference), which
-    overestimates the noise of sharp images by 10-25% at 0.5% noise. Axes with fewer
-    than 5 samples take the highest difference they hold.
-
-    Parameters
-    ----------
-    y : numpy.ndarray, torch.Tensor or array_like
-        The data: real or complex, any float or int dtype (computed in float64). Never
-        written to.
-    axes : int or tuple of int, optional
-        The axes to take the differences along (default: all), each once; negative ones
-        count from the end. Each needs 2 samples or more. Leave out a channel axis.
-
-    Returns
-    -------
-    float
-        ``sigma``, in ``y``'s units: ``estimate_noise(c * y) == abs(c) * estimate_noise(y)``,
-        exactly when ``c`` is a power of two and ``c * y`` exact. For complex ``y``,
-        ``sqrt(E|n|^2)`` of circular Gaussian noise ``n`` (its median modulus over
-        ``sqrt(log 2)``, not 0.6745). Zero for constant data.
-
-    Raises
-    ------
-    ValueError
-        For an empty ``y``, NaN or Inf values, an axis out of range or repeated, or fewer
-        than 2 samples along an axis; also if the estimate exceeds float64's range.
-    TypeError
-        For non-numeric data, or ``axes`` that are not ints.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from convop.regularization import estimate_noise
-    >>> rng = np.random.default_rng(0)
-    >>> smooth = np.add.outer(np.linspace(0, 1, 256), np.linspace(0, 1, 256))
-    >>> round(estimate_noise(smooth + 0.01 * rng.standard_normal((256, 256))), 3)
-    0.01
-    """
-    t = _data(y)
-    if t.ndim == 0:
-        raise ValueError("y must have at least one axis, got a scalar of shape ()")
-    axes = _axes(axes, t.ndim)
-    if t.numel() == 0:
-        raise ValueError(f"y must not be empty, got shape {tuple(t.shape)}")
-    check_memory(4 * t.numel() * t.element_size(), None, f"estimate_noise() of a "
-                 f"{tuple(t.shape)} {t.dtype} y", t.device)  # fmt: skip
-    t, e = _normalised(t)
-    sigma = _noise(t, axes)
-    try:
-        return math.ldexp(sigma, e)
-    except OverflowError:
-        raise ValueError(
-            f"y's noise estimate, {sigma} * 2**{e}, exceeds float64's range; scale y down"
-        ) from None
 
 
 def _periodic_component(y: torch.Tensor, axes: list[int]) -> torch.Tensor:
@@ -329,7 +180,7 @@ def _match_residual(op: ConvOperator, y: np.ndarray, target: float, start: float
 
 def choose_damping(op: ConvOperator, y, *, method: str = "gcv",
                    noise: float | None = None, exact: bool = False) -> float:  # fmt: skip
-    """The Tikhonov damping for ``min ||op x - y||^2 + damp^2 ||x||^2``, chosen from ``y``.
+    r"""The Tikhonov damping for ``min ||op x - y||^2 + damp^2 ||x||^2``, chosen from ``y``.
 
     Parameters
     ----------
@@ -343,7 +194,7 @@ def choose_damping(op: ConvOperator, y, *, method: str = "gcv",
         ``'gcv'``: the minimiser of generalised cross-validation, ``||r(damp)||^2 /
         trace(I - A A^+_damp)^2`` (needs no noise level). ``'discrepancy'``: the damping
         whose residual ``||r(damp)||`` equals the noise's expected norm, ``noise *
-        sqrt(op.shape[0])`` (Morozov).
+        sqrt(op.shape[0])`` (Morozov's discrepancy principle).
     noise : float, optional
         The noise's standard deviation in ``y``'s units (for complex ``y``, ``sqrt(E|n|^2)``),
         for ``'discrepancy'``; default: estimated from ``y`` by :func:`estimate_noise`.
@@ -371,8 +222,39 @@ def choose_damping(op: ConvOperator, y, *, method: str = "gcv",
         Before allocating, where the spectrum would take more than half the memory
         available.
 
+    See Also
+    --------
+    estimate_noise : The noise level the discrepancy principle uses by default.
+    convop.tikhonov : The Tikhonov solve, given the damping.
+    convop.solve_tikhonov : The exact Tikhonov solve of circulant operators.
+    convop.pcg : The preconditioned CG solve of the normal equations.
+    convop.preconditioner : Whose boundary model the criteria are evaluated under.
+
     Notes
     -----
+    With :math:`\delta` the damping, :math:`\mu_k` the eigenvalues of :math:`A A^H` under
+    the boundary model and :math:`c_k` the coefficients of :math:`y` in its eigenvectors,
+    the residual of the Tikhonov solution and the trace of the residual's matrix are sums
+    over frequencies [1]_,
+
+    .. math::
+
+        \|r(\delta)\|^2 = \sum_k \Big(\frac{\delta^2}{\mu_k + \delta^2}\Big)^2 |c_k|^2,
+        \qquad
+        t(\delta) = \operatorname{tr}\big(I - A (A^H A + \delta^2 I)^{-1} A^H\big)
+        = \sum_k \frac{\delta^2}{\mu_k + \delta^2} .
+
+    ``'gcv'`` minimises :math:`\|r(\delta)\|^2 / t(\delta)^2` [2]_ over a grid in
+    :math:`\log \delta`, refined by a bounded scalar search; ``'discrepancy'`` solves
+    :math:`\|r(\delta)\| = \sigma \sqrt{m}` for the noise level :math:`\sigma` and
+    :math:`m` data samples [3]_ (by bisection in :math:`\log \delta`: the residual grows
+    with :math:`\delta`). The model is the one :func:`convop.preconditioner` uses: periodic
+    (the DFT) for circulant operators and along the axes where the kernel's lags are not
+    mirror-symmetric, half-sample symmetric (the DCT-II) elsewhere; exact for circulant
+    operators. Along the periodic axes of other operators the data's periodic component
+    [4]_ is transformed, so that the jump between opposite edges does not read as
+    high-frequency residual.
+
     The choice does not depend on the scale of the data: ``y`` is scaled by a power of two
     to a largest value in ``[0.5, 1)`` first (and a given ``noise`` with it), so
     ``choose_damping(op, c * y)`` is ``choose_damping(op, y)`` for every ``c`` (bit for bit
@@ -387,6 +269,17 @@ def choose_damping(op: ConvOperator, y, *, method: str = "gcv",
     within 0.5 dB in 11 of 12 cases (two images, Gaussian and motion blur, 0.5-2% noise;
     ``benchmarks/bench_deblur_quality.py``). ``convop deblur`` uses the discrepancy
     principle.
+
+    References
+    ----------
+    .. [1] P. C. Hansen, J. G. Nagy and D. P. O'Leary, *Deblurring Images: Matrices,
+       Spectra, and Filtering*, SIAM, 2006.
+    .. [2] G. H. Golub, M. Heath and G. Wahba, "Generalized Cross-Validation as a Method
+       for Choosing a Good Ridge Parameter," Technometrics 21 (1979), 215-223.
+    .. [3] V. A. Morozov, "On the Solution of Functional Equations by the Method of
+       Regularization," Soviet Math. Dokl. 7 (1966), 414-417.
+    .. [4] L. Moisan, "Periodic Plus Smooth Image Decomposition," J. Math. Imaging Vis. 39
+       (2011), 161-179.
 
     Examples
     --------
@@ -431,11 +324,11 @@ def choose_damping(op: ConvOperator, y, *, method: str = "gcv",
     )  # fmt: skip
     # Both scaled by powers of two: the choice is the same at every scale of y (and of
     # sigma with it), and nothing below overflows or underflows.
-    t, e = _normalised(_data(y).reshape(shape))
+    t, e = normalised(as_data(y).reshape(shape))
     # The weight op applies: conjugated for a transpose (``op.T``), which ``op.weight`` is
     # not; resolved, as ``view_as_real`` refuses a conjugated view.
     applied = op._weight_now().resolve_conj()
-    weight, f = _normalised(_data(applied, "op's weight"), "op's weight")
+    weight, f = normalised(as_data(applied, "op's weight"), "op's weight")
     mu, power, top = _spectrum(op, weight, t.to(op.device))
     mu, power = mu.reshape(-1).cpu().numpy(), power.reshape(-1).cpu().numpy()  # fast loops
     if top <= 0:
@@ -455,7 +348,7 @@ def choose_damping(op: ConvOperator, y, *, method: str = "gcv",
     if method == "discrepancy":
         spatial = tuple(range(1, t.ndim))
         # ||y|| < sqrt(n) now: a sigma of 2**64 is beyond every residual, as any larger one
-        sigma = _noise(t, spatial) if noise is None else min(_ldexp(noise, -e), 2.0**64)
+        sigma = noise_sigma(t, spatial) if noise is None else min(_ldexp(noise, -e), 2.0**64)
         target = sigma * sigma * op.shape[0]
         if residual(low) >= target:
             found = low

@@ -67,6 +67,10 @@ class OpNorm(NamedTuple):
         The best estimate of the norm (the Lanczos value, within the bounds).
     lower, upper : float
         Certified bounds on the norm.
+
+    See Also
+    --------
+    opnorm : The function that returns it.
     """
 
     estimate: float
@@ -107,10 +111,19 @@ def is_circulant(op: ConvOperator) -> bool:
     Parameters
     ----------
     op : ConvOperator
+        Any convolution or transposed convolution, its adjoint or its transpose.
 
     Returns
     -------
     bool
+        ``True`` where ``op`` is a circulant convolution, possibly strided: the operators
+        :func:`svdvals` takes (its description says which).
+
+    See Also
+    --------
+    svdvals : Every singular value of the operators for which this is true.
+    opnorm : Certified bounds on the norm of any operator, circulant or not.
+    convop.solve_tikhonov : The exact Tikhonov and Wiener solves of circulant operators.
 
     Examples
     --------
@@ -126,18 +139,19 @@ def is_circulant(op: ConvOperator) -> bool:
 
 
 def svdvals(op: ConvOperator) -> torch.Tensor:
-    """All singular values of a circulant convolution, exactly (round-off only).
+    r"""All singular values of a circulant convolution, exactly (round-off only).
 
     For circular padding that keeps the size (``padding`` summing to the kernel's reach
     ``dilation * (kernel_size - 1)`` per dimension), or no padding with 1-sample kernels,
     with stride 1 or a stride that divides the input size; any number of dimensions,
     channels, groups and dilation; convolutions, their adjoints (``op.H``) and transposes
     (``op.T``). The per-frequency matrices of the kernel's spectrum (polyphase blocks for
-    strides) are formed and their singular values taken (Sedghi, Gupta & Long, ICLR 2019).
+    strides) are formed and their singular values taken.
 
     Parameters
     ----------
     op : ConvOperator
+        A circulant convolution (:func:`is_circulant`), its adjoint or its transpose.
 
     Returns
     -------
@@ -154,6 +168,40 @@ def svdvals(op: ConvOperator) -> torch.Tensor:
         singular value is beyond float64's largest number (about ``1.8e308``); any smaller
         scale is exact (the weight is divided by a power of two first, and the values
         multiplied back).
+
+    See Also
+    --------
+    is_circulant : Whether ``svdvals`` applies to an operator.
+    opnorm : Certified bounds on the largest singular value of any operator.
+    convop.lipschitz : The Lipschitz constant of a layer or a model, from these norms.
+
+    Notes
+    -----
+    The unitary DFT on the input grid of :math:`n` samples block-diagonalises a circulant
+    convolution into one :math:`C_\text{out}/G \times C_\text{in}/G` matrix per frequency
+    :math:`f` and group [1]_,
+
+    .. math::
+
+        K(f) = \sum_\kappa w_\kappa\, e^{-2\pi i f \kappa d / n} .
+
+    A stride :math:`s` dividing :math:`n` keeps every :math:`s`-th output: output frequency
+    :math:`f` collects the :math:`s` input frequencies :math:`f + jm`, :math:`m = n/s`, that
+    alias onto it, so the blocks are the polyphase matrices
+
+    .. math::
+
+        B(f) = s^{-1/2} \big[K(f) \;\cdots\; K(f + (s-1)m)\big]
+
+    (:math:`s^D` column blocks in :math:`D` dimensions), and the singular values of the
+    operator are those of the blocks. For a real weight :math:`B(-f)` is
+    :math:`\overline{B(f)}` up to a permutation of its columns: half the frequencies suffice.
+    The derivation is in ``docs/conventions.md``, section 10.
+
+    References
+    ----------
+    .. [1] H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional
+       Layers," International Conference on Learning Representations (ICLR), 2019.
 
     Examples
     --------
@@ -196,7 +244,7 @@ def svdvals(op: ConvOperator) -> torch.Tensor:
 
 
 def opnorm(op: ConvOperator, *, rtol: float = 1e-3, maxiter: int = MAXITER) -> OpNorm:
-    """Certified bounds on the operator 2-norm (largest singular value) of ``op``.
+    r"""Certified bounds on the operator 2-norm (largest singular value) of ``op``.
 
     Returns ``(estimate, lower, upper)`` with ``lower <= ||op||_2 <= upper`` guaranteed for
     the weight's exact values, round-off included (a relative margin
@@ -212,25 +260,8 @@ def opnorm(op: ConvOperator, *, rtol: float = 1e-3, maxiter: int = MAXITER) -> O
     overflow nor underflow and single-precision products stay in range; the bounds are
     multiplied back, rounded outward (the lower bound down, the upper bound up) where that
     lands in float64's subnormal range. A zero operator (all taps zero, or all those that
-    read the input: pruned layers) gives ``(0.0, 0.0, 0.0)``.
-
-    How (proofs in ``docs/conventions.md``):
-
-    - circulant convolutions (see :func:`svdvals`): the exact largest singular value;
-    - small operators (at most ``convop.spectral.DENSE_LIMIT`` matrix entries): the exact
-      norm of the explicit matrix;
-    - otherwise the lower bound is the Rayleigh quotient ``||A y|| / ||y||`` of the Lanczos
-      vector ``y`` of ``A^H A`` (or ``A A^H``, whichever is smaller), started, for kernels
-      of mixed sign, from the plane wave of the circulant embedding's largest block (often
-      within ``rtol`` before any step); the upper bound is the least of: the circulant
-      embedding of the padded convolution (times ``||pad||_2`` for reflect, replicate and
-      circular padding; its blocks tested in single precision where ``rtol >= 1e-2``
-      allows), the exact norms of the one-dimensional factors of a separable kernel (one
-      channel per group), and the Collatz-Wielandt bound of the Lanczos vector for
-      non-negative kernels;
-    - where those bounds stay more than ``rtol`` apart and the operator has at most
-      ``convop.spectral.GRAM_LIMIT`` entries and at most 2048 rows or columns: the exact
-      norm of its smaller Gram matrix, formed by products.
+    read the input: pruned layers) gives ``(0.0, 0.0, 0.0)``. How the bounds are found is
+    in the Notes below.
 
     Parameters
     ----------
@@ -264,6 +295,73 @@ def opnorm(op: ConvOperator, *, rtol: float = 1e-3, maxiter: int = MAXITER) -> O
         matrices' square roots) or less; for an ``rtol`` below the margin
         ``convop.spectral.MARGIN``; or for a norm in float64's subnormal range (below
         ``2.2e-308``), where outward rounding alone can make them so.
+
+    See Also
+    --------
+    svdvals : Every singular value, exactly, where the operator is a circulant.
+    is_circulant : Whether the exact path applies.
+    convop.lipschitz : Certified Lipschitz bounds of layers and models, from these bounds.
+    convop.spectral_normalize : A conv layer divided by its operator norm.
+
+    Notes
+    -----
+    By the operator (proofs in ``docs/conventions.md``, section 10):
+
+    - circulant convolutions (see :func:`svdvals`): the exact largest singular value, that
+      of the kernel's per-frequency blocks [1]_;
+    - small operators (at most ``convop.spectral.DENSE_LIMIT`` matrix entries): the exact
+      norm of the explicit matrix;
+    - otherwise the lower bound is the Rayleigh quotient of a Lanczos vector [2]_ ``y`` of
+      ``A^H A`` (or ``A A^H``, whichever is smaller), started, for kernels of mixed sign,
+      from the plane wave of the circulant embedding's largest block (often within ``rtol``
+      before any step),
+
+      .. math::
+
+          \|A\|_2 \;\ge\; \frac{\|A y\|_2}{\|y\|_2} \qquad (y \ne 0);
+
+      the upper bound is the least of: the circulant embedding of the padded convolution
+      (times :math:`\|P\|_2` for reflect, replicate and circular padding :math:`P`), whose
+      blocks on a grid of :math:`m` frequencies per dimension are, for stride :math:`s`,
+
+      .. math::
+
+          B(f) B(f)^H = \sum_{s \mid \delta} R_\delta\, e^{-2\pi i f (\delta / s) / m},
+          \qquad \|A\|_2 \le \|P\|_2 \max_f \lambda_\max\big(B(f) B(f)^H\big)^{1/2},
+
+      with :math:`R_\delta` the kernel's autocorrelation at lag :math:`\delta`, each block
+      certified below a target by a Cholesky factorisation [3]_ (in single precision where
+      ``rtol >= 1e-2`` allows); the exact norms of the one-dimensional factors of a
+      separable kernel (one channel per group); and, for non-negative kernels, the
+      Collatz-Wielandt bound [4]_ [5]_ of the Lanczos vector (or of power iterations from
+      it), for any :math:`v > 0`,
+
+      .. math::
+
+          \|A\|_2^2 = \rho(A^T A) \le \max_i \frac{(A^T A v)_i}{v_i} ;
+
+    - where those bounds stay more than ``rtol`` apart and the operator has at most
+      ``convop.spectral.GRAM_LIMIT`` entries and at most 2048 rows or columns: the exact
+      norm of its smaller Gram matrix, formed by products.
+
+    Every rounding error of these computations is budgeted with the standard bounds of
+    floating-point sums and products [6]_ and added to the bounds.
+
+    References
+    ----------
+    .. [1] H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional
+       Layers," International Conference on Learning Representations (ICLR), 2019.
+    .. [2] C. Lanczos, "An Iteration Method for the Solution of the Eigenvalue Problem of
+       Linear Differential and Integral Operators," J. Res. Nat. Bur. Standards 45 (1950),
+       255-282.
+    .. [3] S. M. Rump, "Verification of Positive Definiteness," BIT Numer. Math. 46 (2006),
+       433-452.
+    .. [4] L. Collatz, "Einschließungssatz für die charakteristischen Zahlen von Matrizen,"
+       Math. Z. 48 (1942), 221-226.
+    .. [5] H. Wielandt, "Unzerlegbare, nicht negative Matrizen," Math. Z. 52 (1950),
+       642-648.
+    .. [6] N. J. Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., SIAM,
+       2002.
 
     Examples
     --------

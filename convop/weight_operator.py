@@ -29,7 +29,7 @@ from .operator import ConvOperator
 
 
 class WeightOperator(Operator):
-    """A convolution of a fixed input ``x``, as a linear operator of the weight.
+    r"""A convolution of a fixed input ``x``, as a linear operator of the weight.
 
     Made by :meth:`convop.ConvOperator.weight_operator`. For a convolution operator ``op``
     and the fixed sample ``x``, ``A = WeightOperator(op, x)`` maps a weight ``w`` of shape
@@ -82,14 +82,22 @@ class WeightOperator(Operator):
         weight. For complex data use ``op.T``, whose map is linear (and equals ``op.H``'s
         for real weights).
 
+    See Also
+    --------
+    convop.ConvOperator.weight_operator : What makes it, from an operator and an input.
+    convop.ConvOperator : The convolution of a fixed weight, as a map of its input.
+
     Notes
     -----
-    For a convolution (``s`` stride, ``d`` dilation, ``c`` over the input channels of
-    ``o``'s group), the forward map and its adjoint, the weight gradient of
-    ``<v, A w>``, are::
+    For a convolution (:math:`s` stride, :math:`d` dilation, :math:`c` over the input
+    channels of :math:`o`'s group, :math:`\tilde x` the padded input), the forward map and
+    its adjoint, the weight gradient of :math:`\langle v, A w \rangle`, are
 
-        (A w)[o, p]    = sum_{c, k} w[o, c, k] * pad(x)[c, p*s + k*d]
-        (A^H v)[o, c, k] = sum_p conj(pad(x)[c, p*s + k*d]) * v[o, p]
+    .. math::
+
+        (A w)[o, p] = \sum_{c, \kappa} w[o, c, \kappa]\, \tilde x[c, p s + \kappa d],
+        \qquad
+        (A^H v)[o, c, \kappa] = \sum_p \overline{\tilde x[c, p s + \kappa d]}\, v[o, p] .
 
     In general ``A w = f(x, w)`` with ``f`` :func:`convop.functional.forward`, or
     :func:`convop.functional.adjoint` (with ``w`` conjugated once more, so that the map is

@@ -11,8 +11,8 @@ forgotten: it is estimated in an 11x11 window, starting from an isotropic Gaussi
       min_x ||A(k) x - y||^2 + damp^2 ||x||^2,
       A(k) = convop.conv2d(k[None, None], (1, n, n), padding="same", padding_mode="reflect")
 
-  solved by scipy's ``cg`` on the normal equations ``(A^H A + damp^2 I) x = A^H y``,
-  preconditioned by ``convop.preconditioner(A, damp=damp)``.
+  solved by ``convop.pcg``: scipy's ``cg`` on the normal equations
+  ``(A^H A + damp^2 I) x = A^H y``, preconditioned by ``convop.preconditioner(A, damp=damp)``.
 * **Kernel step**, the image fixed: the convolution is linear in its kernel too.
   ``A.weight_operator(g)`` is the map ``w -> A(w) g`` for a fixed input ``g``, a
   ``LinearOperator`` of shape ``(n*n, 121)`` whose adjoint is the weight gradient. Its
@@ -36,9 +36,10 @@ The script prints, per outer iteration, the ``cg`` iterations of the image step,
 image's PSNR and the error ``||k - k_true|| / ||k_true||`` of the new kernel. After the last
 kernel step a final image step gives the estimate; for comparison it also runs ``cg``
 without the preconditioner and the image step with the true kernel (non-blind). Checks:
-the weight operator reproduces ``A @ g`` and passes a dot test against its adjoint, the
-kernel error falls to below a quarter of the starting one, the estimate beats the blurred
-image's PSNR by more than 3 dB, and the preconditioner saves ``cg`` iterations. The figure
+the weight operator reproduces ``A @ g`` and passes a dot test against its adjoint
+(``convop.testing.dot_test``), the kernel error falls to below a quarter of the starting
+one, the estimate beats the blurred image's PSNR by more than 3 dB, and the preconditioner
+saves ``cg`` iterations. The figure
 (``blind_deconvolution.png`` in ``--out``) shows the true image, the blurred noisy image
 and the estimate above the kernel after every outer iteration and the true kernel.
 ``--quick`` runs a 128x128 phantom with 10 outer iterations instead of 12.
@@ -48,23 +49,19 @@ Usage::
     python examples/blind_deconvolution.py [--out DIR] [--quick]
 """
 
-from __future__ import annotations
-
 import argparse
 from pathlib import Path
 from typing import NamedTuple
 
-import matplotlib
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from scipy import ndimage
-from scipy.sparse.linalg import LinearOperator, cg
 
 import convop
 from convop.data import gaussian_kernel, motion_kernel, phantom, psnr
-
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt
+from convop.solvers import SolverResult
+from convop.testing import dot_test
 
 SIZE, QUICK_SIZE = 256, 128
 OUTER, QUICK_OUTER = 12, 10  # outer iterations (image step + kernel step)
@@ -77,40 +74,6 @@ EDGES_PER_WEIGHT = 3  # the kernel step fits the 3 * WINDOW**2 strongest gradien
 FISTA_STEPS = 500  # projected gradient steps of the kernel step
 MARGIN_DB = 3.0  # the estimate must beat the blurred image by this much
 NOISE, SEED = 0.002, 0  # noise standard deviation (image range [0, 1]) and its seed
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The options ``--out DIR`` and ``--quick``; ``--help`` shows the docstring's first line."""
-    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
-    parser.add_argument(
-        "--out", type=Path, default=Path("figures"), help="folder for the figure (./figures)"
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"{QUICK_SIZE}x{QUICK_SIZE} and {QUICK_OUTER} outer iterations instead of "
-        f"{SIZE}x{SIZE} and {OUTER}",
-    )
-    return parser.parse_args(argv)
-
-
-def check(condition: bool, message: str) -> None:
-    """Print ``ok: message``, or stop with ``FAILED: message`` (exit status 1)."""
-    if not condition:
-        raise SystemExit(f"FAILED: {message}")
-    print(f"ok: {message}")
-
-
-def dot_test(A, adjoint, x: np.ndarray, v: np.ndarray) -> float:
-    """``|<A x, v> - <x, adjoint(v)>|`` over its Cauchy-Schwarz scale (round-off if exact)."""
-    Ax, Av = A @ x, adjoint(v)
-    scale = np.linalg.norm(Ax) * np.linalg.norm(v) + np.linalg.norm(x) * np.linalg.norm(Av)
-    return float(abs(np.vdot(v, Ax) - np.vdot(Av, x)) / scale)
-
-
-class ImageStep(NamedTuple):
-    x: np.ndarray  # (n*n,) image estimate
-    iterations: int  # cg iterations
 
 
 class Outer(NamedTuple):
@@ -126,19 +89,18 @@ def blur(kernel: np.ndarray, n: int) -> convop.ConvOperator:
     return convop.conv2d(weight, (1, n, n), padding="same", padding_mode="reflect")
 
 
-def image_step(A: convop.ConvOperator, y: np.ndarray, *, precondition: bool = True) -> ImageStep:
-    """``min ||A x - y||^2 + DAMP^2 ||x||^2`` by ``cg`` on the normal equations."""
-    n = A.shape[1]
-    normal = LinearOperator(
-        (n, n), dtype=A.dtype, matvec=lambda v: A.rmatvec(A.matvec(v)) + DAMP**2 * v
-    )
-    count: list = []
-    with convop.solver_threads():  # numpy's BLAS on one thread: no fight with torch
-        M = convop.preconditioner(A, damp=DAMP) if precondition else None
-        x, info = cg(normal, A.rmatvec(y), rtol=TOL, M=M, callback=count.append, maxiter=5000)
-    if info != 0:
-        raise SystemExit(f"FAILED: cg did not converge (info={info})")
-    return ImageStep(x, len(count))
+def image_step(
+    A: convop.ConvOperator, y: np.ndarray, *, precondition: bool = True
+) -> SolverResult:
+    """``min ||A x - y||^2 + DAMP^2 ||x||^2`` by ``cg`` on the normal equations.
+
+    ``convop.pcg``, preconditioned by ``convop.preconditioner`` unless ``precondition`` is
+    False; its result has the estimate ``x`` (n*n,) and the ``iterations``.
+    """
+    step = convop.pcg(A, y, DAMP, M="auto" if precondition else None, rtol=TOL, maxiter=5000)
+    if not step.converged:
+        raise SystemExit(f"FAILED: cg did not converge in {step.iterations} iterations")
+    return step
 
 
 def gradients(image: np.ndarray) -> np.ndarray:
@@ -201,42 +163,28 @@ def recentre(kernel: np.ndarray) -> np.ndarray:
     return moved / moved.sum()
 
 
+def check(passed: bool, claim: str) -> None:
+    """Print ``ok: claim``, or stop with ``FAILED: claim`` (exit status 1)."""
+    if not passed:
+        raise SystemExit(f"FAILED: {claim}")
+    print(f"ok: {claim}")
+
+
 def check_weight_operator(A: convop.ConvOperator, kernel: np.ndarray, edge: np.ndarray) -> None:
     """``A.weight_operator(g) @ k`` is ``A @ g`` for A's own kernel; a dot test for its adjoint."""
     K = A.weight_operator(edge[None])
     expected = A @ edge.ravel()  # (n*n,)
     error = np.linalg.norm(K @ kernel.ravel() - expected) / np.linalg.norm(expected)
     check(error < 1e-12, f"A.weight_operator(g) @ k == A @ g: relative difference {error:.1e}")
-    rng = np.random.default_rng(SEED)
-    test = dot_test(K, K.rmatvec, rng.standard_normal(K.shape[1]), rng.standard_normal(K.shape[0]))
+    test = dot_test(K, seed=SEED)  # K.rmatvec, the weight gradient, against K.matvec
     check(test < 1e-13, f"weight operator dot test (adjoint = weight gradient): {test:.1e}")
 
 
-def plot(
-    path: Path, images: list[tuple[np.ndarray, str]], kernels: list[tuple[np.ndarray, str]]
-) -> None:
-    fig = plt.figure(figsize=(13, 6.4), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=(4, 1.2))
-    for ax, (image, title) in zip(top.subplots(1, len(images)), images):
-        n = int(np.sqrt(image.size))
-        ax.imshow(image.reshape(n, n), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(title, fontsize=10)
-        ax.axis("off")
-    peak = max(float(kernel.max()) for kernel, _ in kernels)
-    for ax, (kernel, title) in zip(bottom.subplots(1, len(kernels)), kernels):
-        ax.imshow(kernel, cmap="magma", vmin=0, vmax=peak, interpolation="nearest")
-        ax.set_title(title, fontsize=8)
-        ax.axis("off")
-    bottom.suptitle(
-        "the kernel: the start, after each outer iteration (with its error), the true one",
-        fontsize=10,
-    )
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("figures"), help="the figure's folder")
+    parser.add_argument("--quick", action="store_true", help="a smaller image, fewer iterations")
+    args = parser.parse_args()
     n, outer = (QUICK_SIZE, QUICK_OUTER) if args.quick else (SIZE, OUTER)
 
     truth = phantom(n)  # (n, n), values in [0, 1]
@@ -315,9 +263,29 @@ def main(argv: list[str] | None = None) -> None:
     kernels = [(gaussian_kernel(WINDOW, START_SIGMA), f"start\n{start_error:.2f}")]
     kernels += [(h.kernel, f"{i}\n{h.kernel_error:.2f}") for i, h in enumerate(history, 1)]
     kernels.append((k_true, "true"))
-    plot(path, images, kernels)
+    plot(images, kernels).savefig(path, dpi=110)
     print(f"figure: {path}")
     print("All checks passed.")
+
+
+def plot(images: list[tuple[np.ndarray, str]], kernels: list[tuple[np.ndarray, str]]) -> Figure:
+    fig = Figure(figsize=(13, 6.4), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=(4, 1.2))
+    for ax, (image, title) in zip(top.subplots(1, len(images)), images):
+        n = int(np.sqrt(image.size))
+        ax.imshow(image.reshape(n, n), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+    peak = max(float(kernel.max()) for kernel, _ in kernels)
+    for ax, (kernel, title) in zip(bottom.subplots(1, len(kernels)), kernels):
+        ax.imshow(kernel, cmap="magma", vmin=0, vmax=peak, interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    bottom.suptitle(
+        "the kernel: the start, after each outer iteration (with its error), the true one",
+        fontsize=10,
+    )
+    return fig
 
 
 if __name__ == "__main__":

@@ -28,38 +28,19 @@ Usage::
     python examples/conv_as_matrix.py [--out DIR] [--quick]
 """
 
-from __future__ import annotations
-
 import argparse
 from pathlib import Path
 from typing import NamedTuple
 
-import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from torch import nn
 
 import convop
 
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt
-
 RTOL, ATOL = 1e-12, 1e-12  # float64 throughout: round-off only
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The options ``--out DIR`` and ``--quick``; ``--help`` shows the docstring's first line."""
-    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
-    parser.add_argument(
-        "--out", type=Path, default=Path("figures"), help="folder for the figure (./figures)"
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="a small, fast run (this example is always small)",
-    )
-    return parser.parse_args(argv)
 
 
 class Shown(NamedTuple):
@@ -129,11 +110,43 @@ def naive_adjoint_error(layer: nn.Conv2d, input_shape: tuple[int, int, int]) -> 
     return float(np.linalg.norm(naive - exact) / np.linalg.norm(exact))
 
 
-def plot(shown: list[Shown], path: Path) -> None:
-    """B of each layer (zeros blank, channel blocks outlined) and layer vs nn.Linear."""
-    fig, axes = plt.subplots(
-        len(shown), 2, figsize=(11, 3.6 * len(shown)), gridspec_kw={"width_ratios": (2.2, 1)}
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("figures"), help="the figure's folder")
+    parser.add_argument("--quick", action="store_true", help="accepted; the run is always small")
+    args = parser.parse_args()
+    torch.manual_seed(0)  # the layers' initial weights
+
+    print("== 1. The forum's case: 2 -> 2 channels, 2x2 kernel, 3x3 input ==")
+    plain = nn.Conv2d(2, 2, kernel_size=2, dtype=torch.float64)
+    shown = [show_matrix("2x2 kernel, 3x3 input", plain, (2, 3, 3))]
+
+    print()
+    print("== 2. Beyond the forum answers: stride 2, padding 1, padding_mode='reflect' ==")
+    reflect = nn.Conv2d(
+        2, 2, kernel_size=2, stride=2, padding=1, padding_mode="reflect", dtype=torch.float64
     )
+    shown.append(show_matrix("stride 2, padding 1, reflect", reflect, (2, 3, 3)))
+    error = naive_adjoint_error(reflect, (2, 3, 3))
+    if not error > 0.01:
+        raise SystemExit(f"expected the naive adjoint to be wrong here, got error {error:.1e}")
+    print(
+        f"note: conv_transpose2d with the same padding=1 would be off by {error:.0%} here: "
+        "the reflected halo must be folded back onto its source pixels"
+    )
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "conv_as_matrix.png"
+    plot(shown).savefig(path, dpi=120)
+    print()
+    print(f"figure: {path}")
+    print("All checks passed.")
+
+
+def plot(shown: list[Shown]) -> Figure:
+    """B of each layer (zeros blank, channel blocks outlined) and layer vs nn.Linear."""
+    fig = Figure(figsize=(11, 3.6 * len(shown)), layout="tight")
+    axes = fig.subplots(len(shown), 2, width_ratios=(2.2, 1))
     for (ax_b, ax_out), item in zip(axes, shown):
         op, B = item.op, item.B
         limit = np.abs(B).max()
@@ -163,39 +176,7 @@ def plot(shown: list[Shown], path: Path) -> None:
         ax_out.set_xlabel("layer(x).flatten(1)")
         ax_out.set_ylabel("nn.Linear output")
         ax_out.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    torch.manual_seed(0)  # the layers' initial weights
-
-    print("== 1. The forum's case: 2 -> 2 channels, 2x2 kernel, 3x3 input ==")
-    plain = nn.Conv2d(2, 2, kernel_size=2, dtype=torch.float64)
-    shown = [show_matrix("2x2 kernel, 3x3 input", plain, (2, 3, 3))]
-
-    print()
-    print("== 2. Beyond the forum answers: stride 2, padding 1, padding_mode='reflect' ==")
-    reflect = nn.Conv2d(
-        2, 2, kernel_size=2, stride=2, padding=1, padding_mode="reflect", dtype=torch.float64
-    )
-    shown.append(show_matrix("stride 2, padding 1, reflect", reflect, (2, 3, 3)))
-    error = naive_adjoint_error(reflect, (2, 3, 3))
-    if not error > 0.01:
-        raise SystemExit(f"expected the naive adjoint to be wrong here, got error {error:.1e}")
-    print(
-        f"note: conv_transpose2d with the same padding=1 would be off by {error:.0%} here: "
-        "the reflected halo must be folded back onto its source pixels"
-    )
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "conv_as_matrix.png"
-    plot(shown, path)
-    print()
-    print(f"figure: {path}")
-    print("All checks passed.")
+    return fig
 
 
 if __name__ == "__main__":

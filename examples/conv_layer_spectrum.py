@@ -42,8 +42,6 @@ Usage::
     python examples/conv_layer_spectrum.py [--out DIR] [--quick]
 """
 
-from __future__ import annotations
-
 import argparse
 import copy
 import math
@@ -51,16 +49,13 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from torch import nn
 
 import convop
-
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt
 
 CHANNELS, KERNEL, SIZE = 16, 3, 32  # nn.Conv2d(16, 16, 3, padding=1) on 16x32x32
 DENSE_SIZE, QUICK_DENSE_SIZE = 8, 6  # input size of the dense-SVD check
@@ -69,28 +64,6 @@ RTOL = 1e-3  # opnorm's target width of the bracket
 POWER_STEPS = 20  # power iterations on the layer itself
 SPECTRAL_NORM_STEPS = 100  # power iterations of torch's spectral_norm (one per weight access)
 TOP = 32  # singular values in the zoomed panel
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The options ``--out DIR`` and ``--quick``; ``--help`` shows the docstring's first line."""
-    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
-    parser.add_argument(
-        "--out", type=Path, default=Path("figures"), help="folder for the figure (./figures)"
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"dense SVD check on a {QUICK_DENSE_SIZE}x{QUICK_DENSE_SIZE} input instead of "
-        f"{DENSE_SIZE}x{DENSE_SIZE}",
-    )
-    return parser.parse_args(argv)
-
-
-def check(condition: bool, message: str) -> None:
-    """Print ``ok: message``, or stop with ``FAILED: message`` (exit status 1)."""
-    if not condition:
-        raise SystemExit(f"FAILED: {message}")
-    print(f"ok: {message}")
 
 
 class Norms(NamedTuple):
@@ -136,71 +109,20 @@ def power_iteration(weight: torch.Tensor, steps: int) -> float:
         return float(torch.linalg.vector_norm(F.conv2d(x, weight, padding=1)))
 
 
-def plot(path: Path, norms: Norms) -> None:
-    s = norms.circular.numpy()
-    lower, upper = norms.zeros.lower, norms.zeros.upper
-    circ = dict(color="tab:blue", lw=1.0)
-    bracket = dict(color="tab:red", lw=1.0, ls="--")
-    fig, (ax_all, ax_top) = plt.subplots(1, 2, figsize=(13, 5), width_ratios=(1.4, 1))
-
-    index = np.arange(1, len(s) + 1)
-    ax_all.plot(index, s, color="k", lw=1.2, label="circular: all $\\sigma_i$")
-    ax_all.axhline(s[0], **circ, label=f"circular: $\\sigma_{{max}}$ = {s[0]:.4f}")
-    ax_all.axhline(
-        upper, **bracket, label=f"zero padding: $\\|A\\|_2 \\in$ [{lower:.4f}, {upper:.4f}]"
-    )
-    ax_all.axhline(
-        norms.reshaped,
-        color="tab:green",
-        lw=1.2,
-        ls="-.",
-        label=f"$\\sigma$(w.reshape(16, -1)) = {norms.reshaped:.4f}: torch's spectral_norm",
-    )
-    ax_all.axhline(
-        KERNEL * norms.reshaped,
-        color="tab:green",
-        lw=1.0,
-        ls=":",
-        label=f"{KERNEL} $\\sigma$(w.reshape) = {KERNEL * norms.reshaped:.4f}: upper bound",
-    )
-    ax_all.set_yscale("log")
-    ax_all.set_xlim(0, len(s) + 1)
-    ax_all.set_xlabel("index i")
-    ax_all.set_ylabel("singular value $\\sigma_i$")
-    ax_all.set_title(
-        f"All {len(s)} singular values of Conv2d({CHANNELS}, {CHANNELS}, {KERNEL}, padding=1),"
-        f" circular, on {CHANNELS}x{SIZE}x{SIZE}\n(convop.svdvals, exact)",
-        fontsize=10,
-    )
-    ax_all.legend(fontsize=8, loc="lower left")
-
-    index = np.arange(1, TOP + 1)
-    ax_top.plot(index, s[:TOP], color="k", lw=0.8, marker=".", label="circular: $\\sigma_i$")
-    ax_top.axhline(s[0], **circ, label="circular: $\\sigma_{max}$ (svdvals)")
-    ax_top.axhspan(lower, upper, color="tab:red", alpha=0.2, lw=0)
-    ax_top.axhline(lower, **bracket, label="zero padding: certified [lower, upper] (opnorm)")
-    ax_top.axhline(upper, **bracket)
-    ax_top.axhline(
-        norms.power,
-        color="tab:purple",
-        lw=1.0,
-        ls=":",
-        label=f"zero padding: {POWER_STEPS} power iterations on the layer",
-    )
-    ax_top.set_xlim(0, TOP + 1)
-    span = s[0] - norms.power
-    ax_top.set_ylim(norms.power - 0.5 * span, s[0] + 0.5 * span)
-    ax_top.set_xlabel("index i")
-    ax_top.set_title(f"the largest {TOP}, linear scale", fontsize=10)
-    ax_top.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def check(passed: bool, claim: str) -> None:
+    """Print ``ok: claim``, or stop with ``FAILED: claim`` (exit status 1)."""
+    if not passed:
+        raise SystemExit(f"FAILED: {claim}")
+    print(f"ok: {claim}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    dense_size = QUICK_DENSE_SIZE if args.quick else DENSE_SIZE
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("figures"), help="the figure's folder")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smaller dense SVD to check against"
+    )
+    args = parser.parse_args()
     layer, weight = layer_weight()
     n_taps = KERNEL * KERNEL
 
@@ -209,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     s = convop.svdvals(A_circ)  # (16384,) float64, descending
     t_svdvals = time.perf_counter() - start
+    dense_size = QUICK_DENSE_SIZE if args.quick else DENSE_SIZE
     small = circular(weight, dense_size)
     start = time.perf_counter()
     dense = np.linalg.svd(small.todense(), compute_uv=False)
@@ -302,9 +225,57 @@ def main(argv: list[str] | None = None) -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "conv_layer_spectrum.png"
-    plot(path, norms)
+    plot(norms).savefig(path, dpi=110)
     print(f"figure: {path}")
     print("All checks passed.")
+
+
+def plot(norms: Norms) -> Figure:
+    s = norms.circular.numpy()
+    lower, upper = norms.zeros.lower, norms.zeros.upper
+    # one style per quantity, the same in both panels
+    circ = dict(color="tab:blue", lw=1.0)
+    bracket = dict(color="tab:red", lw=1.0, ls="--")
+    sigma_w = dict(color="tab:green", lw=1.2, ls="-.")
+    bound = dict(color="tab:green", lw=1.0, ls=":")
+    power = dict(color="tab:purple", lw=1.0, ls=":")
+    fig = Figure(figsize=(13, 5), layout="tight")
+    ax_all, ax_top = fig.subplots(1, 2, width_ratios=(1.4, 1))
+
+    index = np.arange(1, len(s) + 1)
+    ax_all.plot(index, s, color="k", lw=1.2, label="circular: all $\\sigma_i$")
+    ax_all.axhline(s[0], **circ, label=f"circular: $\\sigma_{{max}}$ = {s[0]:.4f}")
+    ax_all.axhline(
+        upper, **bracket, label=f"zero padding: $\\|A\\|_2 \\in$ [{lower:.4f}, {upper:.4f}]"
+    )
+    w = norms.reshaped
+    ax_all.axhline(w, **sigma_w, label=f"$\\sigma$(w.reshape(16, -1)) = {w:.4f}: spectral_norm")
+    ax_all.axhline(KERNEL * w, **bound, label=f"{KERNEL} $\\sigma$(w) = {KERNEL * w:.4f}: bound")
+    ax_all.set_yscale("log")
+    ax_all.set_xlim(0, len(s) + 1)
+    ax_all.set_xlabel("index i")
+    ax_all.set_ylabel("singular value $\\sigma_i$")
+    ax_all.set_title(
+        f"All {len(s)} singular values of Conv2d({CHANNELS}, {CHANNELS}, {KERNEL}, padding=1),"
+        f" circular, on {CHANNELS}x{SIZE}x{SIZE}\n(convop.svdvals, exact)",
+        fontsize=10,
+    )
+    ax_all.legend(fontsize=8, loc="lower left")
+
+    index = np.arange(1, TOP + 1)
+    ax_top.plot(index, s[:TOP], color="k", lw=0.8, marker=".", label="circular: $\\sigma_i$")
+    ax_top.axhline(s[0], **circ, label="circular: $\\sigma_{max}$ (svdvals)")
+    ax_top.axhspan(lower, upper, color="tab:red", alpha=0.2, lw=0)
+    ax_top.axhline(lower, **bracket, label="zero padding: certified [lower, upper] (opnorm)")
+    ax_top.axhline(upper, **bracket)
+    ax_top.axhline(norms.power, **power, label=f"zero padding: {POWER_STEPS} power iterations")
+    ax_top.set_xlim(0, TOP + 1)
+    span = s[0] - norms.power
+    ax_top.set_ylim(norms.power - 0.5 * span, s[0] + 0.5 * span)
+    ax_top.set_xlabel("index i")
+    ax_top.set_title(f"the largest {TOP}, linear scale", fontsize=10)
+    ax_top.legend(fontsize=8, loc="lower left")
+    return fig
 
 
 if __name__ == "__main__":

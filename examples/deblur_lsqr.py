@@ -32,31 +32,26 @@ best PSNR of each solver beats the blurred image's by more than 3 dB, the two so
 to 0.05 dB (run to scipy's default tolerance ``atol = btol = 1e-6``, both reach the same
 Tikhonov solution; ``lsmr`` in fewer iterations), and each minimised residual decreases
 monotonically. At the best ``damp``, ``cg`` on the normal equations with
-``convop.preconditioner`` (matched to the reflect padding) reaches the same solution in far
-fewer iterations than either: the script prints how many it saved. ``--quick`` runs the
-same problem on a 96x96 phantom.
+``convop.preconditioner`` (matched to the reflect padding), by ``convop.pcg``, reaches the
+same solution in far fewer iterations than either: the script prints how many it saved.
+``--quick`` runs the same problem on a 96x96 phantom.
 
 Usage::
 
     python examples/deblur_lsqr.py [--out DIR] [--quick]
 """
 
-from __future__ import annotations
-
 import argparse
 import time
 from pathlib import Path
 from typing import NamedTuple
 
-import matplotlib
 import numpy as np
-from scipy.sparse.linalg import LinearOperator, cg, lsmr, lsqr
+from matplotlib.figure import Figure
+from scipy.sparse.linalg import LinearOperator, lsmr, lsqr
 
 import convop
 from convop.data import gaussian_kernel, phantom, psnr
-
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt
 
 SIZE, QUICK_SIZE = 256, 96
 KERNEL_SIZE, SIGMA = 9, 1.5  # the Gaussian blur: kernel size and sigma, in pixels
@@ -70,16 +65,11 @@ SOLVERS = {"lsqr": (lsqr, "iter_lim"), "lsmr": (lsmr, "maxiter")}
 STYLE = {"lsqr": dict(marker="o", ms=7, ls="-"), "lsmr": dict(marker="s", ms=3.5, ls="--")}
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The options ``--out DIR`` and ``--quick``; ``--help`` shows the docstring's first line."""
-    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
-    parser.add_argument(
-        "--out", type=Path, default=Path("figures"), help="folder for the figure (./figures)"
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help=f"{QUICK_SIZE}x{QUICK_SIZE} instead of {SIZE}x{SIZE}"
-    )
-    return parser.parse_args(argv)
+def check(passed: bool, claim: str) -> None:
+    """Print ``ok: claim``, or stop with ``FAILED: claim`` (exit status 1)."""
+    if not passed:
+        raise SystemExit(f"FAILED: {claim}")
+    print(f"ok: {claim}")
 
 
 def blur_problem(n: int) -> tuple[convop.ConvOperator, np.ndarray, np.ndarray]:
@@ -90,13 +80,6 @@ def blur_problem(n: int) -> tuple[convop.ConvOperator, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(SEED)
     b = A @ truth.ravel() + NOISE * rng.standard_normal(A.shape[0])  # (n*n,)
     return A, truth, b
-
-
-def check(condition: bool, message: str) -> None:
-    """Print ``ok: message``, or stop with ``FAILED: message`` (exit status 1)."""
-    if not condition:
-        raise SystemExit(f"FAILED: {message}")
-    print(f"ok: {message}")
 
 
 class Solve(NamedTuple):
@@ -123,21 +106,15 @@ def solve(
 
 
 def normal_cg(A, b: np.ndarray, damp: float, *, precondition: bool) -> Solve:
-    """``cg`` on ``(A^H A + damp^2 I) x = A^H b``, with ``convop.preconditioner`` or without.
+    """``cg`` on ``(A^H A + damp^2 I) x = A^H b`` (``convop.pcg``), preconditioned or not.
 
-    The preconditioner (an approximate inverse matched to the reflect padding, by FFTs) is
-    built inside the timing. Stops at a normal-equations residual of TOL relative.
+    The preconditioner (``convop.preconditioner``, an approximate inverse matched to the
+    reflect padding, by FFTs) is built inside the timing. Stops at a normal-equations
+    residual of TOL relative.
     """
-    n = A.shape[1]
-    normal = LinearOperator(
-        (n, n), dtype=A.dtype, matvec=lambda v: A.rmatvec(A.matvec(v)) + damp**2 * v
-    )
-    count: list = []
     start = time.perf_counter()
-    with convop.solver_threads():
-        M = convop.preconditioner(A, damp=damp) if precondition else None
-        x = cg(normal, A.rmatvec(b), rtol=TOL, M=M, callback=count.append)[0]
-    return Solve(x, len(count), time.perf_counter() - start)
+    result = convop.pcg(A, b, damp, M="auto" if precondition else None, rtol=TOL)
+    return Solve(result.x, result.iterations, time.perf_counter() - start)
 
 
 def history(name: str, A: LinearOperator, b: np.ndarray, damp: float, final: Solve) -> History:
@@ -163,61 +140,13 @@ def is_decreasing(values: np.ndarray) -> bool:
     return bool(np.all(np.diff(values) <= 1e-9 * values[0]))
 
 
-def plot(
-    path: Path,
-    truth: np.ndarray,
-    b: np.ndarray,
-    best: dict[str, tuple[float, Solve]],
-    histories: dict[str, History],
-    table: dict[str, list[Solve]],
-) -> None:
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("figures"), help="the figure's folder")
+    parser.add_argument("--quick", action="store_true", help=f"a {QUICK_SIZE}x{QUICK_SIZE} image")
+    args = parser.parse_args()
+    A, truth, b = blur_problem(QUICK_SIZE if args.quick else SIZE)
     n = truth.shape[0]
-    fig, axes = plt.subplot_mosaic(
-        [["truth"] * 3 + ["blurred"] * 3 + ["lsqr"] * 3 + ["lsmr"] * 3,
-         ["damped"] * 4 + ["normal"] * 4 + ["psnr"] * 4],
-        figsize=(14, 7.5),
-        height_ratios=(1.1, 1),
-    )  # fmt: skip
-    images = {"truth": (truth, "true image"), "blurred": (b, "blurred + noise")}
-    for name, (damp, result) in best.items():
-        images[name] = (result.x, f"best {name}, damp={damp:g}, {result.iterations} iterations")
-    for key, (image, title) in images.items():
-        axes[key].imshow(image.reshape(n, n), cmap="gray", vmin=0, vmax=1)
-        quality = "" if key == "truth" else f"\nPSNR {psnr(image, truth):.2f} dB"
-        axes[key].set_title(title + quality, fontsize=10)
-        axes[key].axis("off")
-
-    for key, title in (
-        ("damped", "damped residual  sqrt(|b - Ax|² + damp²|x|²) / |b|"),
-        ("normal", "normal-equations residual  |Aᴴ(b - Ax) - damp² x| / |Aᴴb|"),
-    ):
-        ax = axes[key]
-        for name, hist in histories.items():
-            label = f"{name} (damp={best[name][0]:g})"
-            ax.loglog(hist.iterations, getattr(hist, key), **STYLE[name], label=label)
-        ax.set_xlabel("iteration (log scale)")
-        ax.set_title(title, fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-
-    ax = axes["psnr"]
-    for name, results in table.items():
-        ax.semilogx(DAMPS, [psnr(r.x, truth) for r in results], **STYLE[name], label=name)
-    ax.axhline(psnr(b, truth), color="0.4", ls="--", label="blurred + noise")
-    ax.set_xlabel("damp")
-    ax.set_ylabel("PSNR (dB)")
-    ax.set_title("PSNR against Tikhonov damp", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    n = QUICK_SIZE if args.quick else SIZE
-    A, truth, b = blur_problem(n)
     blurred = psnr(b, truth)
     print(f"A: {A}")
     print(
@@ -284,9 +213,57 @@ def main(argv: list[str] | None = None) -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "deblur_lsqr.png"
-    plot(path, truth, b, best, histories, table)
+    plot(truth, b, best, histories, table).savefig(path, dpi=110)
     print(f"figure: {path}")
     print("All checks passed.")
+
+
+def plot(
+    truth: np.ndarray,
+    b: np.ndarray,
+    best: dict[str, tuple[float, Solve]],
+    histories: dict[str, History],
+    table: dict[str, list[Solve]],
+) -> Figure:
+    n = truth.shape[0]
+    fig = Figure(figsize=(14, 7.5), layout="tight")
+    axes = fig.subplot_mosaic(
+        [["truth"] * 3 + ["blurred"] * 3 + ["lsqr"] * 3 + ["lsmr"] * 3,
+         ["damped"] * 4 + ["normal"] * 4 + ["psnr"] * 4],
+        height_ratios=(1.1, 1),
+    )  # fmt: skip
+    images = {"truth": (truth, "true image"), "blurred": (b, "blurred + noise")}
+    for name, (damp, result) in best.items():
+        images[name] = (result.x, f"best {name}, damp={damp:g}, {result.iterations} iterations")
+    for key, (image, title) in images.items():
+        axes[key].imshow(image.reshape(n, n), cmap="gray", vmin=0, vmax=1)
+        quality = "" if key == "truth" else f"\nPSNR {psnr(image, truth):.2f} dB"
+        axes[key].set_title(title + quality, fontsize=10)
+        axes[key].axis("off")
+
+    for key, title in (
+        ("damped", "damped residual  sqrt(|b - Ax|² + damp²|x|²) / |b|"),
+        ("normal", "normal-equations residual  |Aᴴ(b - Ax) - damp² x| / |Aᴴb|"),
+    ):
+        ax = axes[key]
+        for name, hist in histories.items():
+            label = f"{name} (damp={best[name][0]:g})"
+            ax.loglog(hist.iterations, getattr(hist, key), **STYLE[name], label=label)
+        ax.set_xlabel("iteration (log scale)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+
+    ax = axes["psnr"]
+    for name, results in table.items():
+        ax.semilogx(DAMPS, [psnr(r.x, truth) for r in results], **STYLE[name], label=name)
+    ax.axhline(psnr(b, truth), color="0.4", ls="--", label="blurred + noise")
+    ax.set_xlabel("damp")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title("PSNR against Tikhonov damp", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return fig
 
 
 if __name__ == "__main__":

@@ -40,28 +40,27 @@ Usage::
     python examples/deblur_pylops.py [--out DIR] [--quick]
 """
 
-from __future__ import annotations
-
 import argparse
 import time
 from pathlib import Path
 from typing import NamedTuple
 
-import matplotlib
 import numpy as np
 import pylops
+from matplotlib.figure import Figure
 from pylops.optimization.leastsquares import regularized_inversion
 from pylops.optimization.sparsity import fista, splitbregman
 
 import convop
 from convop.data import gaussian_kernel, phantom, psnr
 
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt
-
+# the problem of deblur_lsqr.py: the phantom (256x256, 96x96 with --quick), a 9x9 Gaussian
+# blur of sigma 1.5 pixels, noise of standard deviation 0.002 (image range [0, 1]), seed 0
 SIZE, QUICK_SIZE = 256, 96
-KERNEL_SIZE, SIGMA = 9, 1.5  # the Gaussian blur: kernel size and sigma, in pixels
-NOISE, SEED = 0.002, 0  # noise standard deviation (image range [0, 1]) and its seed
+SIGMA = 1.5
+BLUR = gaussian_kernel(9, SIGMA)  # (9, 9), sums to 1
+NOISE = 0.002
+SEED = 0
 LAPLACIAN_EPS = (0.003, 0.01, 0.03)  # weight of ||L x||_2
 TOL = 1e-6  # lsqr's atol = btol for the Laplacian
 TV_EPS = (0.1, 0.2, 0.4)  # weight of the TV term
@@ -73,35 +72,11 @@ FISTA_ITER = 100  # FISTA iterations
 NORM_RTOL = 1e-3  # opnorm's relative width of the bracket on ||A||_2
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The options ``--out DIR`` and ``--quick``; ``--help`` shows the docstring's first line."""
-    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
-    parser.add_argument(
-        "--out", type=Path, default=Path("figures"), help="folder for the figure (./figures)"
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"{QUICK_SIZE}x{QUICK_SIZE} instead of {SIZE}x{SIZE}, {QUICK_TV_OUTER} TV steps",
-    )
-    return parser.parse_args(argv)
-
-
-def blur_problem(n: int) -> tuple[convop.ConvOperator, np.ndarray, np.ndarray]:
-    """The blur operator, the true image (n, n) and the blurred noisy data (n*n,)."""
-    truth = phantom(n)  # (n, n), values in [0, 1]
-    kernel = gaussian_kernel(KERNEL_SIZE, SIGMA)  # (9, 9), sums to 1
-    A = convop.conv2d(kernel[None, None], (1, n, n), padding="same", padding_mode="reflect")
-    rng = np.random.default_rng(SEED)
-    b = A @ truth.ravel() + NOISE * rng.standard_normal(A.shape[0])  # (n*n,)
-    return A, truth, b
-
-
-def check(condition: bool, message: str) -> None:
-    """Print ``ok: message``, or stop with ``FAILED: message`` (exit status 1)."""
-    if not condition:
-        raise SystemExit(f"FAILED: {message}")
-    print(f"ok: {message}")
+def check(passed: bool, claim: str) -> None:
+    """Print ``ok: claim``, or stop with ``FAILED: claim`` (exit status 1)."""
+    if not passed:
+        raise SystemExit(f"FAILED: {claim}")
+    print(f"ok: {claim}")
 
 
 class Result(NamedTuple):
@@ -153,14 +128,90 @@ def l1_fista(P: pylops.LinearOperator, b: np.ndarray, eps: float, alpha: float) 
     return Result("FISTA", eps, x, f"{itn} fista", time.perf_counter() - start)
 
 
-def plot(path: Path, truth: np.ndarray, b: np.ndarray, best: list[Result]) -> None:
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("figures"), help="the figure's folder")
+    parser.add_argument("--quick", action="store_true", help="a smaller image, fewer TV steps")
+    args = parser.parse_args()
+    n = QUICK_SIZE if args.quick else SIZE
+    A = convop.conv2d(BLUR[None, None], (1, n, n), padding="same", padding_mode="reflect")
+    P = A.to_pylops()  # dims = dimsd = (1, n, n): PyLops takes and gives images
+    truth = phantom(n)  # (n, n), values in [0, 1]
+    noise = np.random.default_rng(SEED).normal(scale=NOISE, size=P.dimsd)  # (1, n, n)
+    b = (P @ truth[None] + noise).ravel()  # (n*n,): the solvers take flat data
+    blurred = psnr(b, truth)
+    print(f"P: {P}")
+    print(
+        f"phantom {n}x{n}, {BLUR.shape[0]}x{BLUR.shape[1]} Gaussian blur (sigma {SIGMA}), "
+        f"noise sigma {NOISE}: blurred PSNR {blurred:.2f} dB"
+    )
+    # FISTA's step: alpha = 1 / L, L the Lipschitz constant of the gradient A^T (A x - b),
+    # i.e. ||A||_2^2. Too small an L (a step too long) can make FISTA diverge; too large an L
+    # crawls. opnorm's upper bound is certified (the norm is at most it, round-off included);
+    # PyLops, given no alpha, would estimate lambda_max(A^T A) by ARPACK (power iterations on
+    # GPU arrays), which approaches it from below and never says how close it is.
+    start = time.perf_counter()
+    norm = convop.opnorm(A, rtol=NORM_RTOL)
+    t_norm = time.perf_counter() - start
+    start = time.perf_counter()
+    with convop.solver_threads():
+        arpack = float(np.sqrt(abs((P.H @ P).eigs(neigs=1, symmetric=True)[0])))
+    t_arpack = time.perf_counter() - start
+    alpha = 1.0 / norm.upper**2
+    print(
+        f"||A||_2 in [{norm.lower:.6f}, {norm.upper:.6f}] (convop.opnorm, {t_norm:.2f} s); "
+        f"ARPACK's estimate {arpack:.6f} ({t_arpack:.2f} s); FISTA step 1/upper^2 = {alpha:.6f}"
+    )
+    print()
+    outer = QUICK_TV_OUTER if args.quick else TV_OUTER  # split-Bregman steps
+    sweeps = {
+        "Laplacian": [laplacian(P, b, eps) for eps in LAPLACIAN_EPS],
+        "TV": [total_variation(P, b, eps, outer) for eps in TV_EPS],
+        "FISTA": [l1_fista(P, b, eps, alpha) for eps in FISTA_EPS],
+    }
+    best = [max(results, key=lambda r: psnr(r.x, truth)) for results in sweeps.values()]
+    print("  method     eps      PSNR       iterations     time")
+    print("  ---------  -------  ---------  -------------  -------")
+    print(f"  {'blurred':9}  {'':7}  {blurred:6.2f} dB")
+    for results in sweeps.values():
+        for r in results:
+            mark = "  <- best" if any(r is chosen for chosen in best) else ""
+            print(
+                f"  {r.method:9}  {r.eps:<7g}  {psnr(r.x, truth):6.2f} dB  {r.iterations:>13}"
+                f"  {r.seconds:5.2f} s{mark}"
+            )
+    print()
+
+    lap, tv, l1 = (psnr(r.x, truth) for r in best)
+    check(
+        lap > blurred, f"Laplacian Tikhonov beats the blurred image: {lap:.2f} > {blurred:.2f} dB"
+    )
+    check(tv > blurred, f"TV beats the blurred image: {tv:.2f} > {blurred:.2f} dB")
+    check(l1 > blurred, f"L1 by FISTA beats the blurred image: {l1:.2f} > {blurred:.2f} dB")
+    check(
+        tv > lap,
+        f"TV beats Laplacian Tikhonov on the piecewise-constant phantom by {tv - lap:.2f} dB",
+    )
+    check(
+        norm.gap <= NORM_RTOL and arpack <= norm.upper,
+        f"opnorm's bracket on ||A||_2 is {norm.gap:.1e} wide and its upper end is above "
+        f"ARPACK's estimate (by {norm.upper / arpack - 1:.1e})",
+    )
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "deblur_pylops.png"
+    plot(truth, b, best).savefig(path, dpi=110)
+    print(f"figure: {path}")
+    print("All checks passed.")
+
+
+def plot(truth: np.ndarray, b: np.ndarray, best: list[Result]) -> Figure:
     n = truth.shape[0]
     row = round(0.45 * (n - 1))  # through the dark ellipses and a small bright one
     images = ("truth", "blurred", "Laplacian", "TV", "FISTA")
-    fig, axes = plt.subplot_mosaic(
-        [list(images), ["profile", "profile", "profile", "bars", "bars"]],
-        figsize=(17, 7.5),
-        height_ratios=(1.15, 1),
+    fig = Figure(figsize=(17, 7.5), layout="tight")
+    axes = fig.subplot_mosaic(
+        [list(images), ["profile", "profile", "profile", "bars", "bars"]], height_ratios=(1.15, 1)
     )
     curves = [("true image", truth.ravel(), None), ("blurred + noise", b, None)]
     curves += [(f"{r.method}, eps={r.eps:g}", r.x, r) for r in best]
@@ -199,80 +250,7 @@ def plot(path: Path, truth: np.ndarray, b: np.ndarray, best: list[Result]) -> No
     ax.set_ylabel("PSNR (dB)")
     ax.set_ylim(0, max(values) * 1.15)
     ax.set_title("PSNR", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    n = QUICK_SIZE if args.quick else SIZE
-    outer = QUICK_TV_OUTER if args.quick else TV_OUTER
-    A, truth, b = blur_problem(n)
-    P = A.to_pylops()  # dims = dimsd = (1, n, n)
-    blurred = psnr(b, truth)
-    print(f"P: {P}")
-    print(
-        f"phantom {n}x{n}, {KERNEL_SIZE}x{KERNEL_SIZE} Gaussian blur (sigma {SIGMA}), "
-        f"noise sigma {NOISE}: blurred PSNR {blurred:.2f} dB"
-    )
-    # FISTA's step: alpha = 1 / L, L the Lipschitz constant of the gradient A^T (A x - b),
-    # i.e. ||A||_2^2. Too small an L (a step too long) can make FISTA diverge; too large an L
-    # crawls. opnorm's upper bound is certified (the norm is at most it, round-off included);
-    # PyLops, given no alpha, would estimate lambda_max(A^T A) by ARPACK (power iterations on
-    # GPU arrays), which approaches it from below and never says how close it is.
-    start = time.perf_counter()
-    norm = convop.opnorm(A, rtol=NORM_RTOL)
-    t_norm = time.perf_counter() - start
-    start = time.perf_counter()
-    with convop.solver_threads():
-        arpack = float(np.sqrt(abs((P.H @ P).eigs(neigs=1, symmetric=True)[0])))
-    t_arpack = time.perf_counter() - start
-    alpha = 1.0 / norm.upper**2
-    print(
-        f"||A||_2 in [{norm.lower:.6f}, {norm.upper:.6f}] (convop.opnorm, {t_norm:.2f} s); "
-        f"ARPACK's estimate {arpack:.6f} ({t_arpack:.2f} s); FISTA step 1/upper^2 = {alpha:.6f}"
-    )
-    print()
-    sweeps = {
-        "Laplacian": [laplacian(P, b, eps) for eps in LAPLACIAN_EPS],
-        "TV": [total_variation(P, b, eps, outer) for eps in TV_EPS],
-        "FISTA": [l1_fista(P, b, eps, alpha) for eps in FISTA_EPS],
-    }
-    best = [max(results, key=lambda r: psnr(r.x, truth)) for results in sweeps.values()]
-    print("  method     eps      PSNR       iterations     time")
-    print("  ---------  -------  ---------  -------------  -------")
-    print(f"  {'blurred':9}  {'':7}  {blurred:6.2f} dB")
-    for results in sweeps.values():
-        for r in results:
-            mark = "  <- best" if any(r is chosen for chosen in best) else ""
-            print(
-                f"  {r.method:9}  {r.eps:<7g}  {psnr(r.x, truth):6.2f} dB  {r.iterations:>13}"
-                f"  {r.seconds:5.2f} s{mark}"
-            )
-    print()
-
-    lap, tv, l1 = (psnr(r.x, truth) for r in best)
-    check(
-        lap > blurred, f"Laplacian Tikhonov beats the blurred image: {lap:.2f} > {blurred:.2f} dB"
-    )
-    check(tv > blurred, f"TV beats the blurred image: {tv:.2f} > {blurred:.2f} dB")
-    check(l1 > blurred, f"L1 by FISTA beats the blurred image: {l1:.2f} > {blurred:.2f} dB")
-    check(
-        tv > lap,
-        f"TV beats Laplacian Tikhonov on the piecewise-constant phantom by {tv - lap:.2f} dB",
-    )
-    check(
-        norm.gap <= NORM_RTOL and arpack <= norm.upper,
-        f"opnorm's bracket on ||A||_2 is {norm.gap:.1e} wide and its upper end is above "
-        f"ARPACK's estimate (by {norm.upper / arpack - 1:.1e})",
-    )
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "deblur_pylops.png"
-    plot(path, truth, b, best)
-    print(f"figure: {path}")
-    print("All checks passed.")
+    return fig
 
 
 if __name__ == "__main__":

@@ -37,8 +37,6 @@ Usage, with the ``mpiexec`` and the ``python`` of the environment convop is inst
 and ``--out DIR`` for the figure's folder (default ``./figures``).
 """
 
-from __future__ import annotations
-
 import argparse
 import math
 import os
@@ -48,20 +46,17 @@ import traceback
 from pathlib import Path
 from typing import NamedTuple
 
-import matplotlib
 import numpy as np
 import pylops
 import pylops_mpi
 import torch
+from matplotlib.figure import Figure
 from mpi4py import MPI
 from pylops.optimization.basic import cgls as serial_cgls
 from pylops_mpi.optimization.basic import cgls
 
 import convop
 from convop.data import gaussian_kernel, psnr
-
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt
 
 SIZE, QUICK_SIZE = 128, 48  # the volume is SIZE^3 voxels
 KERNEL_SIZE, SIGMA = 9, 1.5  # Gaussian blur, in voxels
@@ -82,25 +77,6 @@ ELLIPSOIDS = (
     (0.5, (0.4, 0.06, 0.06), (-0.1, 0.3, 0.0)),  # rod along z, x = 0 plane
     (0.8, (0.08, 0.08, 0.08), (0.0, 0.0, 0.0)),  # small bright sphere, every plane
 )
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The options ``--out DIR`` and ``--quick``; ``--help`` shows the docstring's first line."""
-    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
-    parser.add_argument(
-        "--out", type=Path, default=Path("figures"), help="folder for the figure (./figures)"
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help=f"a {QUICK_SIZE}^3 volume instead of {SIZE}^3"
-    )
-    return parser.parse_args(argv)
-
-
-def check(condition: bool, message: str) -> None:
-    """Print ``ok: message``, or stop with ``FAILED: message`` (exit status 1)."""
-    if not condition:
-        raise SystemExit(f"FAILED: {message}")
-    print(f"ok: {message}")
 
 
 def relative_error(estimate: np.ndarray, reference: np.ndarray) -> float:
@@ -167,27 +143,6 @@ def timed(comm: MPI.Comm, solve):
     return result, MPI.Wtime() - start
 
 
-def plot(path: Path, volumes: list[tuple[str, np.ndarray]], suptitle: str) -> None:
-    """Rows: the volumes; columns: the central z, y and x planes."""
-    n = volumes[0][1].shape[0]
-    c = n // 2
-    planes = (
-        (f"z = {c} (y down, x right)", lambda v: v[c, :, :]),
-        (f"y = {c} (z down, x right)", lambda v: v[:, c, :]),
-        (f"x = {c} (z down, y right)", lambda v: v[:, :, c]),
-    )
-    fig, axes = plt.subplots(len(volumes), 3, figsize=(10.5, 3.6 * len(volumes)))
-    for row, (title, volume) in zip(axes, volumes):
-        for ax, (plane, cut) in zip(row, planes):
-            ax.imshow(cut(volume), cmap="gray", vmin=0, vmax=1)
-            ax.set_title(f"{title}\n{plane}", fontsize=9)
-            ax.axis("off")
-    fig.suptitle(suptitle, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 class Distributed(NamedTuple):
     """What rank 0 learns from the distributed solves."""
 
@@ -206,8 +161,13 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("figures"), help="the figure's folder")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"a {QUICK_SIZE}^3 volume, not {SIZE}^3"
+    )
+    args = parser.parse_args()
     comm = MPI.COMM_WORLD
     rank, ranks = comm.Get_rank(), comm.Get_size()
     threads = set_threads(ranks)
@@ -272,6 +232,33 @@ def main(argv: list[str] | None = None) -> None:
     verdict = comm.bcast(verdict, root=0)
     if verdict is not None:
         raise SystemExit(verdict if rank == 0 else 1)
+
+
+def plot(volumes: list[tuple[str, np.ndarray]], suptitle: str) -> Figure:
+    """Rows: the volumes; columns: the central z, y and x planes."""
+    n = volumes[0][1].shape[0]
+    c = n // 2
+    planes = (
+        (f"z = {c} (y down, x right)", lambda v: v[c, :, :]),
+        (f"y = {c} (z down, x right)", lambda v: v[:, c, :]),
+        (f"x = {c} (z down, y right)", lambda v: v[:, :, c]),
+    )
+    fig = Figure(figsize=(10.5, 3.6 * len(volumes)), layout="tight")
+    axes = fig.subplots(len(volumes), 3)
+    for row, (title, volume) in zip(axes, volumes):
+        for ax, (plane, cut) in zip(row, planes):
+            ax.imshow(cut(volume), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{title}\n{plane}", fontsize=9)
+            ax.axis("off")
+    fig.suptitle(suptitle, fontsize=11)
+    return fig
+
+
+def check(passed: bool, claim: str) -> None:
+    """Rank 0: print ``ok: claim``, or stop with ``FAILED: claim``, which main tells all ranks."""
+    if not passed:
+        raise SystemExit(f"FAILED: {claim}")
+    print(f"ok: {claim}")
 
 
 def report(
@@ -340,7 +327,7 @@ def report(
         f"{n}^3 volume, {KERNEL_SIZE}^3 Gaussian blur; cgls {NITER} iterations, damp {DAMP}, "
         f"{ranks}: {run.seconds_damped:.1f} s (serial {t_serial:.1f} s)"
     )
-    plot(path, volumes, suptitle)
+    plot(volumes, suptitle).savefig(path, dpi=100)
     print(f"figure: {path}")
     print("All checks passed.")
 

@@ -15,9 +15,10 @@ The input is a stack of three variants of ``convop.data.phantom`` (no download).
 prints the operator and its adjoint (``repr(op.H)``: the adjoint of the conv, a transposed
 convolution), checks ``op.H`` against ``torch.nn.functional.conv_transpose2d`` with the
 layer's weight, stride, padding and ``output_padding = op.geometry.adjoint_output_padding``
-(without it the shape would be 47x47), passes a dot test, and prints the relative errors
-and ``lsqr``'s iterations and condition estimate. The figure (``multichannel_deconvolution.png``
-in ``--out``) shows the three channels: true, recovered from the noisy output, and the error.
+(without it the shape would be 47x47), passes a dot test (``convop.testing.dot_test``), and
+prints the relative errors and ``lsqr``'s iterations and condition estimate. The figure
+(``multichannel_deconvolution.png`` in ``--out``) shows the three channels: true, recovered
+from the noisy output, and the error.
 ``--quick`` uses 24x24 inputs (16 * 12 * 12 = 2304 >= 3 * 24 * 24 = 1728).
 
 Usage::
@@ -25,24 +26,20 @@ Usage::
     python examples/multichannel_deconvolution.py [--out DIR] [--quick]
 """
 
-from __future__ import annotations
-
 import argparse
 import time
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from scipy.sparse.linalg import lsqr
 from torch import nn
 
 import convop
 from convop.data import phantom
-
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt
+from convop.testing import dot_test
 
 SIZE, QUICK_SIZE = 48, 24  # input height and width
 C_IN, C_OUT = 3, 16
@@ -51,45 +48,18 @@ SEED = 0
 TOL = 1e-10  # lsqr's atol = btol
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The options ``--out DIR`` and ``--quick``; ``--help`` shows the docstring's first line."""
-    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
-    parser.add_argument(
-        "--out", type=Path, default=Path("figures"), help="folder for the figure (./figures)"
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"{QUICK_SIZE}x{QUICK_SIZE} inputs instead of {SIZE}x{SIZE}",
-    )
-    return parser.parse_args(argv)
-
-
-def check(condition: bool, message: str) -> None:
-    """Print ``ok: message``, or stop with ``FAILED: message`` (exit status 1)."""
-    if not condition:
-        raise SystemExit(f"FAILED: {message}")
-    print(f"ok: {message}")
-
-
-def dot_test(A, adjoint, x: np.ndarray, v: np.ndarray) -> float:
-    """``|<A x, v> - <x, adjoint(v)>|`` over its Cauchy-Schwarz scale (round-off if exact)."""
-    Ax, Av = A @ x, adjoint(v)
-    scale = np.linalg.norm(Ax) * np.linalg.norm(v) + np.linalg.norm(x) * np.linalg.norm(Av)
-    return float(abs(np.vdot(v, Ax) - np.vdot(Av, x)) / scale)
-
-
-def relative_error(estimate: np.ndarray, reference: np.ndarray) -> float:
-    """``|estimate - reference| / |reference|`` over all values."""
-    difference = estimate.ravel() - reference.ravel()
-    return float(np.linalg.norm(difference) / np.linalg.norm(reference.ravel()))
-
-
 def test_images(n: int) -> np.ndarray:
     """Three phantom variants as one (3, n, n) input with values in [0, 1]."""
     image = phantom(n)  # (n, n)
     ramp = np.linspace(0.0, 1.0, n)[None, :]  # (1, n)
     return np.stack([image, np.rot90(image), 0.5 * np.fliplr(image) + 0.5 * ramp])
+
+
+def check(passed: bool, claim: str) -> None:
+    """Print ``ok: claim``, or stop with ``FAILED: claim`` (exit status 1)."""
+    if not passed:
+        raise SystemExit(f"FAILED: {claim}")
+    print(f"ok: {claim}")
 
 
 def show_adjoint(layer: nn.Conv2d, op: convop.ConvOperator, rng: np.random.Generator) -> None:
@@ -110,8 +80,7 @@ def show_adjoint(layer: nn.Conv2d, op: convop.ConvOperator, rng: np.random.Gener
         f"ok: op.H @ v == F.conv_transpose2d(v, layer.weight, stride={layer.stride}, "
         f"padding={layer.padding}, output_padding={r})"
     )
-    x, v = rng.standard_normal(op.shape[1]), rng.standard_normal(op.shape[0])
-    error = dot_test(op, lambda y: op.H @ y, x, v)
+    error = dot_test(op, seed=rng)  # random x and v from rng; the adjoint is op.rmatvec
     check(error < 1e-13, f"dot test |<Ax, v> - <x, A^H v>| / (Cauchy-Schwarz scale) = {error:.1e}")
 
 
@@ -123,8 +92,65 @@ def recover(op: convop.ConvOperator, data: np.ndarray) -> tuple[np.ndarray, int,
     return x, int(itn), float(acond), time.perf_counter() - start
 
 
-def plot(path: Path, truth: np.ndarray, recovered: np.ndarray, title: str) -> None:
-    fig, axes = plt.subplots(3, C_IN, figsize=(3.3 * C_IN + 1, 10), constrained_layout=True)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("figures"), help="the figure's folder")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_SIZE}x{QUICK_SIZE} inputs")
+    args = parser.parse_args()
+    torch.manual_seed(SEED)  # the layer's initial weights
+    layer = nn.Conv2d(C_IN, C_OUT, 3, stride=2, padding=1, dtype=torch.float64)
+    n = QUICK_SIZE if args.quick else SIZE  # its input: (C_IN, n, n)
+    op = convop.from_module(layer, (C_IN, n, n))
+    rng = np.random.default_rng(SEED)
+    print(f"layer: {layer}")
+    print(f"op:   {op!r}")
+    rows, cols = op.shape
+    check(
+        rows >= cols,
+        f"overdetermined: {rows} outputs ({' x '.join(map(str, op.output_shape))}) >= "
+        f"{cols} unknowns ({' x '.join(map(str, op.input_shape))})",
+    )
+    show_adjoint(layer, op, rng)
+    print()
+
+    truth = test_images(n)  # (3, n, n)
+
+    def relative_error(x: np.ndarray) -> float:  # x flat, like truth.ravel()
+        return float(np.linalg.norm(x - truth.ravel()) / np.linalg.norm(truth))
+
+    with torch.no_grad():
+        y = layer(torch.from_numpy(truth)[None])[0].reshape(-1).numpy()  # (rows,)
+    noisy = y + NOISE * np.sqrt(np.mean(y**2)) * rng.standard_normal(y.shape)
+
+    exact, itn, acond, seconds = recover(op, y - op.bias)  # the bias is not part of op
+    error_exact = relative_error(exact)
+    print(
+        f"exact output:         relative error {error_exact:.1e}, {itn} lsqr iterations, "
+        f"{seconds:.2f} s (lsqr's condition estimate {acond:.0f})"
+    )
+    x, itn, _, seconds = recover(op, noisy - op.bias)
+    error_noisy = relative_error(x)
+    print(
+        f"output + {NOISE:.1%} noise: relative error {error_noisy:.1e}, {itn} lsqr iterations, "
+        f"{seconds:.2f} s"
+    )
+    check(error_exact < 1e-6, f"exact output: input recovered to {error_exact:.1e} < 1e-6")
+    check(error_noisy < 10 * NOISE, f"noisy output: error {error_noisy:.1e} < {10 * NOISE:g}")
+
+    title = (
+        f"input of Conv2d({C_IN}, {C_OUT}, 3, stride=2, padding=1) recovered by lsqr from its "
+        f"output + {NOISE:.1%} noise\nrelative error {error_noisy:.1e}, {itn} iterations"
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "multichannel_deconvolution.png"
+    plot(truth, x.reshape(truth.shape), title).savefig(path, dpi=100)
+    print(f"figure: {path}")
+    print("All checks passed.")
+
+
+def plot(truth: np.ndarray, recovered: np.ndarray, title: str) -> Figure:
+    fig = Figure(figsize=(3.3 * C_IN + 1, 10), layout="constrained")
+    axes = fig.subplots(3, C_IN)
     error = recovered - truth
     limit = np.abs(error).max()
     for c in range(C_IN):
@@ -140,57 +166,7 @@ def plot(path: Path, truth: np.ndarray, recovered: np.ndarray, title: str) -> No
         ax.axis("off")
     fig.colorbar(shown, ax=axes[2, :], shrink=0.8, label="recovered - true")
     fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    n = QUICK_SIZE if args.quick else SIZE
-    torch.manual_seed(SEED)  # the layer's initial weights
-    rng = np.random.default_rng(SEED)
-    layer = nn.Conv2d(C_IN, C_OUT, 3, stride=2, padding=1, dtype=torch.float64)
-    op = convop.from_module(layer, (C_IN, n, n))
-    print(f"layer: {layer}")
-    print(f"op:   {op!r}")
-    rows, cols = op.shape
-    check(
-        rows >= cols,
-        f"overdetermined: {rows} outputs ({' x '.join(map(str, op.output_shape))}) >= "
-        f"{cols} unknowns ({' x '.join(map(str, op.input_shape))})",
-    )
-    show_adjoint(layer, op, rng)
-    print()
-
-    truth = test_images(n)  # (3, n, n)
-    with torch.no_grad():
-        y = layer(torch.from_numpy(truth)[None])[0].reshape(-1).numpy()  # (rows,)
-    noisy = y + NOISE * np.sqrt(np.mean(y**2)) * rng.standard_normal(y.shape)
-
-    exact, itn, acond, seconds = recover(op, y - op.bias)  # the bias is not part of op
-    error_exact = relative_error(exact, truth)
-    print(
-        f"exact output:         relative error {error_exact:.1e}, {itn} lsqr iterations, "
-        f"{seconds:.2f} s (lsqr's condition estimate {acond:.0f})"
-    )
-    x, itn, _, seconds = recover(op, noisy - op.bias)
-    error_noisy = relative_error(x, truth)
-    print(
-        f"output + {NOISE:.1%} noise: relative error {error_noisy:.1e}, {itn} lsqr iterations, "
-        f"{seconds:.2f} s"
-    )
-    check(error_exact < 1e-6, f"exact output: input recovered to {error_exact:.1e} < 1e-6")
-    check(error_noisy < 10 * NOISE, f"noisy output: error {error_noisy:.1e} < {10 * NOISE:g}")
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "multichannel_deconvolution.png"
-    title = (
-        f"input of Conv2d({C_IN}, {C_OUT}, 3, stride=2, padding=1) recovered by lsqr from its "
-        f"output + {NOISE:.1%} noise\nrelative error {error_noisy:.1e}, {itn} iterations"
-    )
-    plot(path, truth, x.reshape(truth.shape), title)
-    print(f"figure: {path}")
-    print("All checks passed.")
+    return fig
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ For each padding mode, a strided layer ``nn.Conv2d(3, 4, 3, stride=2, padding=1)
 
 * the dot test ``|<A x, v> - <x, A' v>|`` normalised by its Cauchy-Schwarz scale
   ``|A x| |v| + |x| |A' v|`` (so that a correct adjoint gives round-off, about 1e-17, and the
-  scale of ``<A x, v>`` itself does not matter), worst over several random pairs ``(x, v)``, for
+  scale of ``<A x, v>`` itself does not matter), worst over several random pairs ``(x, v)``
+  (``convop.testing.dot_test``, which takes the adjoint under test as a function), for
   ``A' = op.H`` and for the naive ``A' = conv_transpose2d(., weight, stride=2, padding=1,
   output_padding=op.geometry.adjoint_output_padding)`` (the output padding makes the naive
   result the input's shape, 17x16 rather than 17x15);
@@ -33,22 +34,18 @@ Usage::
     python examples/transposed_is_adjoint.py [--out DIR] [--quick]
 """
 
-from __future__ import annotations
-
 import argparse
 from pathlib import Path
 from typing import NamedTuple
 
-import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from torch import nn
 
 import convop
-
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt
+from convop.testing import dot_test
 
 MODES = ("zeros", "reflect", "replicate", "circular")
 INPUT_SHAPE = (3, 17, 16)  # (C_in, H, W): W = 16 needs output_padding 1 for the naive version
@@ -58,38 +55,19 @@ SEED = 0
 FLOOR = 1e-19  # exact zeros are drawn at this height on the log scale
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The options ``--out DIR`` and ``--quick``; ``--help`` shows the docstring's first line."""
-    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
-    parser.add_argument(
-        "--out", type=Path, default=Path("figures"), help="folder for the figure (./figures)"
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help=f"{QUICK_PAIRS} random pairs instead of {PAIRS}"
-    )
-    return parser.parse_args(argv)
-
-
-def check(condition: bool, message: str) -> None:
-    """Print ``ok: message``, or stop with ``FAILED: message`` (exit status 1)."""
-    if not condition:
-        raise SystemExit(f"FAILED: {message}")
-    print(f"ok: {message}")
-
-
-def dot_test(A, adjoint, x: np.ndarray, v: np.ndarray) -> float:
-    """``|<A x, v> - <x, adjoint(v)>|`` over its Cauchy-Schwarz scale (round-off if exact)."""
-    Ax, Av = A @ x, adjoint(v)
-    scale = np.linalg.norm(Ax) * np.linalg.norm(v) + np.linalg.norm(x) * np.linalg.norm(Av)
-    return float(abs(np.vdot(v, Ax) - np.vdot(Av, x)) / scale)
-
-
 class Row(NamedTuple):
     mode: str
     convop_dot: float  # worst normalised dot test of op.H
     naive_dot: float  # worst normalised dot test of the naive conv_transpose2d
     convop_vector: float  # |op.H v - vjp(v)| / |vjp(v)|
     naive_vector: float  # |naive(v) - vjp(v)| / |vjp(v)|
+
+
+def check(passed: bool, claim: str) -> None:
+    """Print ``ok: claim``, or stop with ``FAILED: claim`` (exit status 1)."""
+    if not passed:
+        raise SystemExit(f"FAILED: {claim}")
+    print(f"ok: {claim}")
 
 
 def compare(mode: str, weight: torch.Tensor, pairs: int, rng: np.random.Generator) -> Row:
@@ -111,15 +89,9 @@ def compare(mode: str, weight: torch.Tensor, pairs: int, rng: np.random.Generato
             )
         return x.reshape(-1).numpy()  # (C_in*H*W,)
 
-    def exact(v: np.ndarray) -> np.ndarray:
-        return op.H @ v
-
-    draws = [
-        (rng.standard_normal(op.shape[1]), rng.standard_normal(op.shape[0]))  # (x, v)
-        for _ in range(pairs)
-    ]
-    convop_dot = max(dot_test(op, exact, x, v) for x, v in draws)
-    naive_dot = max(dot_test(op, naive, x, v) for x, v in draws)
+    # the worst of `pairs` random (x, v), the same pairs for both (the same seed)
+    convop_dot = dot_test(op, trials=pairs, seed=SEED)  # op's rmatvec: op.H
+    naive_dot = dot_test(op, adjoint=naive, trials=pairs, seed=SEED)
 
     x0 = torch.zeros(1, *INPUT_SHAPE, dtype=torch.float64)
     v = rng.standard_normal(op.shape[0])
@@ -131,49 +103,21 @@ def compare(mode: str, weight: torch.Tensor, pairs: int, rng: np.random.Generato
         mode,
         convop_dot,
         naive_dot,
-        float(np.linalg.norm(exact(v) - oracle) / scale),
+        float(np.linalg.norm(op.H @ v - oracle) / scale),
         float(np.linalg.norm(naive(v) - oracle) / scale),
     )
 
 
-def plot(path: Path, rows: list[Row], pairs: int) -> None:
-    fig, ax = plt.subplots(figsize=(9, 5))
-    positions = np.arange(len(rows))
-    width = 0.38
-    series = (
-        ("convop op.H", [r.convop_dot for r in rows], "tab:blue", -width / 2),
-        ("naive conv_transpose2d", [r.naive_dot for r in rows], "tab:red", width / 2),
-    )
-    for label, values, color, offset in series:
-        heights = np.maximum(values, FLOOR)
-        bars = ax.bar(positions + offset, heights, width, color=color, label=label)
-        ax.bar_label(bars, labels=[f"{v:.0e}" if v else "0" for v in values], fontsize=8)
-    ax.axhline(1e-12, color="tab:blue", ls=":", lw=1, label="check: convop < 1e-12")
-    ax.axhline(1e-3, color="tab:red", ls=":", lw=1, label="check: naive > 1e-3 (non-zero modes)")
-    ax.set_yscale("log")
-    ax.set_ylim(FLOOR / 3, 1)
-    ax.set_xticks(positions, [f"padding_mode=\n'{r.mode}'" for r in rows])
-    ax.set_ylabel("|<Ax, v> - <x, A'v>| / (|Ax||v| + |x||A'v|)")
-    shape = "x".join(map(str, INPUT_SHAPE[1:]))
-    ax.set_title(
-        f"Dot test of the adjoint A' of Conv2d({INPUT_SHAPE[0]}, {C_OUT}, {KERNEL}, "
-        f"stride={STRIDE}, padding={PADDING}) on {shape}, float64\n"
-        f"worst of {pairs} random pairs; exact zeros drawn at {FLOOR:g}",
-        fontsize=10,
-    )
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    pairs = QUICK_PAIRS if args.quick else PAIRS
-    rng = np.random.default_rng(SEED)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("figures"), help="the figure's folder")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_PAIRS} pairs, not {PAIRS}")
+    args = parser.parse_args()
     generator = torch.Generator().manual_seed(SEED)
     shape = (C_OUT, INPUT_SHAPE[0], KERNEL, KERNEL)  # (C_out, C_in, k, k)
     weight = torch.randn(shape, dtype=torch.float64, generator=generator)
+    pairs = QUICK_PAIRS if args.quick else PAIRS  # per dot test
+    rng = np.random.default_rng(SEED)
     rows = [compare(mode, weight, pairs, rng) for mode in MODES]
 
     print(
@@ -212,9 +156,39 @@ def main(argv: list[str] | None = None) -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "transposed_is_adjoint.png"
-    plot(path, rows, pairs)
+    plot(rows, pairs).savefig(path, dpi=110)
     print(f"figure: {path}")
     print("All checks passed.")
+
+
+def plot(rows: list[Row], pairs: int) -> Figure:
+    fig = Figure(figsize=(9, 5), layout="tight")
+    ax = fig.subplots()
+    positions = np.arange(len(rows))
+    width = 0.38
+    series = (
+        ("convop op.H", [r.convop_dot for r in rows], "tab:blue", -width / 2),
+        ("naive conv_transpose2d", [r.naive_dot for r in rows], "tab:red", width / 2),
+    )
+    for label, values, color, offset in series:
+        heights = np.maximum(values, FLOOR)
+        bars = ax.bar(positions + offset, heights, width, color=color, label=label)
+        ax.bar_label(bars, labels=[f"{v:.0e}" if v else "0" for v in values], fontsize=8)
+    ax.axhline(1e-12, color="tab:blue", ls=":", lw=1, label="check: convop < 1e-12")
+    ax.axhline(1e-3, color="tab:red", ls=":", lw=1, label="check: naive > 1e-3 (non-zero modes)")
+    ax.set_yscale("log")
+    ax.set_ylim(FLOOR / 3, 1)
+    ax.set_xticks(positions, [f"padding_mode=\n'{r.mode}'" for r in rows])
+    ax.set_ylabel("|<Ax, v> - <x, A'v>| / (|Ax||v| + |x||A'v|)")
+    shape = "x".join(map(str, INPUT_SHAPE[1:]))
+    ax.set_title(
+        f"Dot test of the adjoint A' of Conv2d({INPUT_SHAPE[0]}, {C_OUT}, {KERNEL}, "
+        f"stride={STRIDE}, padding={PADDING}) on {shape}, float64\n"
+        f"worst of {pairs} random pairs; exact zeros drawn at {FLOOR:g}",
+        fontsize=10,
+    )
+    ax.legend(fontsize=8, loc="upper left")
+    return fig
 
 
 if __name__ == "__main__":

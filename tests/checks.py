@@ -1,4 +1,5 @@
-"""Assertions shared by the tests: dtype-aware closeness and the normalised dot test."""
+"""Assertions shared by the tests: dtype-aware closeness, the normalised dot test and
+CUDA against the CPU."""
 
 from __future__ import annotations
 
@@ -52,3 +53,20 @@ def assert_dot_test(x, ax, v, ahv, *, dtype, terms: int, factor: float = 100.0) 
     bound = np.linalg.norm(ax) * np.linalg.norm(v) + np.linalg.norm(x) * np.linalg.norm(ahv)
     tol = factor * eps(dtype) * np.sqrt(terms) * bound
     assert abs(lhs - rhs) <= tol, f"|<Ax,v> - <x,A^H v>| = {abs(lhs - rhs):.3g} > {tol:.3g}"
+
+
+def assert_cuda_matches_cpu(op, cpu, x, v, *, dtype, terms: int) -> None:
+    """``op``, built on CUDA, gives ``cpu``'s products on both faces, and keeps them there.
+
+    ``x`` and ``v`` are flat numpy samples of the input and of the output: the numpy face
+    takes them as they are, the torch face as CUDA tensors of the sample shapes.
+    """
+    assert op.device.type == "cuda"
+    assert repr(op).endswith("device=cuda:0)")
+    assert_close(op @ x, cpu @ x, dtype=dtype, terms=terms)
+    assert_close(op.rmatvec(v), cpu.rmatvec(v), dtype=dtype, terms=terms)
+    y = op.apply(torch.from_numpy(x).cuda().reshape(op.input_shape))
+    g = op.apply_adjoint(torch.from_numpy(v).cuda().reshape(op.output_shape))
+    assert (y.device.type, g.device.type) == ("cuda", "cuda")
+    assert_close(y.reshape(-1), cpu @ x, dtype=dtype, terms=terms)
+    assert_close(g.reshape(-1), cpu.rmatvec(v), dtype=dtype, terms=terms)

@@ -100,22 +100,16 @@ def conv_cases(draw, ndim: int, transposed: bool, padding_mode: str = "zeros") -
     extra = draw(_ints(ndim, 0, 4 if ndim < 3 else 2))
     if transposed:
         stride = draw(_ints(ndim, 1, 3))
-        pads = draw(_ints(ndim, 0, 2))
+        padding = draw(_ints(ndim, 0, 2))
         output_padding = tuple(
             draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation)
         )
         # smallest n with (n - 1) s - 2 p + d (k - 1) + op + 1 >= 1
         sizes = tuple(
             1 + -(-max(0, 2 * p - d * (k - 1) - op) // s) + e
-            for p, d, k, op, s, e in zip(pads, dilation, kernel, output_padding, stride, extra)
+            for p, d, k, op, s, e in zip(padding, dilation, kernel, output_padding, stride, extra)
         )
-        options = dict(
-            stride=stride,
-            padding=pads,
-            output_padding=output_padding,
-            groups=groups,
-            dilation=dilation,
-        )
+        own = {"output_padding": output_padding}  # the option only transposed ones have
     else:
         form = draw(st.sampled_from(["int", "tuple", "same", "valid"]))
         stride = (1,) * ndim if form == "same" else draw(_ints(ndim, 1, 3))
@@ -144,13 +138,8 @@ def conv_cases(draw, ndim: int, transposed: bool, padding_mode: str = "zeros") -
             + e
             for (lo, hi), k, d, e in zip(pairs, kernel, dilation, extra)
         )
-        options = dict(
-            stride=stride,
-            padding=padding,
-            dilation=dilation,
-            groups=groups,
-            padding_mode=padding_mode,
-        )
+        own = {"padding_mode": padding_mode}  # the option only plain ones have
+    options = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, **own)
     return ConvCase(
         ndim=ndim,
         transposed=transposed,

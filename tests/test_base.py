@@ -12,7 +12,6 @@ from __future__ import annotations
 import pickle
 import pickletools
 from collections.abc import Callable
-from typing import NamedTuple
 
 import numpy as np
 import pylops
@@ -34,15 +33,8 @@ class Matrix(Operator):
 
     def __init__(self, matrix: torch.Tensor) -> None:
         self.matrix = matrix
-        super().__init__((2, 3), (4,))
-
-    @property
-    def device(self) -> torch.device:
-        return self.matrix.device
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        return self.matrix.dtype
+        self.device, self.torch_dtype = matrix.device, matrix.dtype  # attributes: the contract
+        super().__init__((2, 3), (4,))  # allows them as well as properties
 
     def _product(self, batch: torch.Tensor, *, adjoint: bool, grad: bool = False) -> torch.Tensor:
         dtype = torch.promote_types(self.matrix.dtype, batch.dtype)
@@ -97,29 +89,27 @@ def test_numpy_face_of_a_contract_operator_is_its_matrix(data):
     assert (op.H.name, op.T.name) == ("adjoint of matrix", "transpose of matrix")
 
 
-class Promotion(NamedTuple):
-    op: torch.dtype
-    data: type
-    result: type
-
-
+#: (the operator's dtype, the data's): numpy's promotion of the two is the oracle.
 PROMOTIONS = [
-    Promotion(torch.float32, np.float32, np.float32),
-    Promotion(torch.float32, np.float64, np.float64),
-    Promotion(torch.float32, np.int64, np.float64),
-    Promotion(torch.float64, np.complex64, np.complex128),
-    Promotion(torch.complex64, np.float32, np.complex64),
+    (torch.float32, np.float32),
+    (torch.float32, np.float64),
+    (torch.float32, np.int64),
+    (torch.float64, np.complex64),
+    (torch.complex64, np.float32),
 ]
 
 
-@pytest.mark.parametrize("case", PROMOTIONS, ids=lambda c: f"{c.op}-{c.data.__name__}")
-def test_numpy_face_computes_in_numpys_result_dtype(case):
-    op, m = _matrix(case.op)
-    x = np.arange(6).astype(case.data)
+@pytest.mark.parametrize(
+    ("dtype", "data"), PROMOTIONS, ids=lambda c: getattr(c, "__name__", str(c))
+)
+def test_numpy_face_computes_in_numpys_result_dtype(dtype, data):
+    op, m = _matrix(dtype)
+    x = np.arange(6).astype(data)
     y = op @ x
-    assert (op.dtype, y.dtype) == (np.dtype(m.dtype), np.dtype(case.result))
+    expected = np.result_type(m.dtype, data)
+    assert (op.dtype, y.dtype) == (np.dtype(m.dtype), expected)
     np.testing.assert_allclose(y, m.astype(np.complex128) @ x, rtol=1e-5)
-    assert op.rmatmat(np.ones((4, 2), dtype=case.data)).dtype == case.result
+    assert op.rmatmat(np.ones((4, 2), dtype=data)).dtype == expected
 
 
 def test_numpy_face_refuses_wrong_shapes_naming_the_sample():

@@ -11,36 +11,38 @@ from typing import NamedTuple
 import matplotlib.image
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import convop
 from convop.data import gaussian_kernel
+from convop.operator import Estimate
 
 from .cli_helpers import (
     as_uint,
     blurred_phantom,
+    calibrating,
+    estimate_as,
     run,
+    run_line,
 )
+
+
+def _deblur(capsys, tmp: Path, image: np.ndarray, options: str) -> tuple:
+    """``convop deblur TMP/image.npy OPTIONS --output TMP/out.npy`` of ``image`` (``{tmp}``
+    in OPTIONS is ``tmp``): the exit status, stdout, stderr and the result (None if none)."""
+    np.save(tmp / "image.npy", image)
+    line = f"deblur {{tmp}}/image.npy {options} --output {{tmp}}/out.npy"
+    code, out, err = run_line(capsys, line, tmp=tmp)
+    path = tmp / "out.npy"
+    return code, out, err, np.load(path) if path.exists() else None
 
 
 # ---------------------------------------------------------------------- deblur
 def test_deblur_npy_gets_closer_to_the_truth(tmp_path, capsys):
     truth, blurred = blurred_phantom()
-    np.save(tmp_path / "blurred.npy", blurred)
-    code, out, err = run(
-        capsys,
-        "deblur",
-        tmp_path / "blurred.npy",
-        "--kernel",
-        "gaussian:5",
-        "--damp",
-        "0.001",
-        "--iterations",
-        "50",
-        "--output",
-        tmp_path / "sharp.npy",
-    )
-    sharp = np.load(tmp_path / "sharp.npy")
+    options = "--kernel gaussian:5 --damp 0.001 --iterations 50"
+    code, out, err, sharp = _deblur(capsys, tmp_path, blurred, options)
     assert (code, err) == (0, "")
     assert sharp.shape == truth.shape
     assert np.linalg.norm(sharp - truth) < 0.7 * np.linalg.norm(blurred - truth)
@@ -52,10 +54,10 @@ def test_deblur_chooses_the_damping_from_the_image(tmp_path, capsys, rule):
     """Without --damp (discrepancy) or with a rule: the value printed, closer to the truth."""
     truth, blurred = blurred_phantom(48)
     noisy = blurred + 0.01 * np.random.default_rng(0).standard_normal(blurred.shape)
-    np.save(tmp_path / "blurred.npy", noisy)
-    extra = ("--method", "tikhonov") if rule is None else ("--damp", rule)
-    code, out, err = run(capsys, "deblur", tmp_path / "blurred.npy", "--kernel", "gaussian:5",
-                         *extra, "--quiet", "--output", tmp_path / "sharp.npy")  # fmt: skip
+    extra = "--method tikhonov" if rule is None else f"--damp {rule}"
+    code, out, err, sharp = _deblur(
+        capsys, tmp_path, noisy, f"--kernel gaussian:5 {extra} --quiet"
+    )
     assert (code, err) == (0, "")
     found = re.search(r"damp ([\d.e-]+) \(chosen by (\w+)\)", out)
     assert found is not None, out
@@ -66,7 +68,6 @@ def test_deblur_chooses_the_damping_from_the_image(tmp_path, capsys, rule):
     method = rule or "discrepancy"
     assert damp == pytest.approx(convop.choose_damping(op, noisy.ravel(), method=method),
                                  rel=5e-3)  # printed to 3 digits  # fmt: skip
-    sharp = np.load(tmp_path / "sharp.npy")
     assert np.linalg.norm(sharp - truth) < np.linalg.norm(noisy - truth)
 
 
@@ -129,8 +130,7 @@ def test_deblur_auto_takes_tikhonov_for_a_given_damping_or_a_tight_budget(
     code, out, _ = run(capsys, *argv, "--damp", "0.05")
     assert code == 0
     assert "pcg: " in out
-    monkeypatch.setattr(convop._auto.cost, "direct_seconds", lambda *args: 0.5)  # per product
-    monkeypatch.setattr(convop._auto.cost, "fft_seconds", lambda *args: 0.5)
+    estimate_as(monkeypatch, Estimate(0.5, 0.5, "built-in"))  # seconds per product
     code, out, _ = run(capsys, *argv, "--max-seconds", 150)  # tv: 30 x 6 x 2 x 0.5 s = 180 s
     assert code == 0
     assert "pcg: " in out
@@ -196,13 +196,12 @@ def test_deblur_refuses_colour_and_zero_sum_kernels(tmp_path, capsys):
 def test_deblur_announces_a_long_solve(tmp_path, capsys, monkeypatch):
     _, blurred = blurred_phantom()
     np.save(tmp_path / "image.npy", blurred)
-    monkeypatch.setattr(convop._auto.cost, "direct_seconds", lambda *args: 0.1)  # per product
-    monkeypatch.setattr(convop._auto.cost, "fft_seconds", lambda *args: 0.1)
+    estimate_as(monkeypatch, Estimate(0.1, 0.1, "cache file"))  # seconds per product
     code, out, _ = run(capsys, "deblur", tmp_path / "image.npy", "--method", "tikhonov",
                        "--quiet", "--output", tmp_path / "x.npy")  # fmt: skip
     assert code == 0
     assert re.search(r"^pcg: 32 x 32, 1 channel: up to about 20 s and [\d.]+ MiB by convop's "
-                     r"cost model$", out, re.MULTILINE), out  # fmt: skip
+                     r"cost model with cache file constants$", out, re.MULTILINE), out  # fmt: skip
 
 
 #: deblur's pcg: cg on the normal equations to this relative residual (convop.cli._solve).
@@ -370,15 +369,8 @@ def test_deblur_npy_keeps_its_shape(tmp_path, capsys, monkeypatch, make):
 def test_deblur_drops_alpha_with_a_note(tmp_path, capsys):
     _, blurred = blurred_phantom()
     Image.fromarray(as_uint(np.stack([blurred] * 4, -1), 8)).save(tmp_path / "rgba.png")
-    code, out, err = run(
-        capsys,
-        "deblur",
-        tmp_path / "rgba.png",
-        "--iterations",
-        5,
-        "--quiet",
-        "--output",
-        tmp_path / "out.png",
+    code, out, err = run_line(
+        capsys, "deblur {tmp}/rgba.png --iterations 5 --quiet --output {tmp}/out.png", tmp=tmp_path
     )
     assert (code, err) == (0, "")
     assert "note: the image's alpha channel is dropped: not deblurred and not written" in out
@@ -411,19 +403,9 @@ SUM_CASES = {
 @pytest.mark.parametrize(("kernel", "match"), SUM_CASES.values(), ids=SUM_CASES)
 def test_deblur_warns_when_the_kernel_does_not_sum_to_1(tmp_path, capsys, kernel, match):
     _, blurred = blurred_phantom()
-    np.save(tmp_path / "image.npy", blurred)
     np.save(tmp_path / "k.npy", kernel)
-    code, _, err = run(
-        capsys,
-        "deblur",
-        tmp_path / "image.npy",
-        "--kernel",
-        tmp_path / "k.npy",
-        "--iterations",
-        5,
-        "--quiet",
-        "--output",
-        tmp_path / "sharp.npy",
+    code, _, err, _ = _deblur(
+        capsys, tmp_path, blurred, "--kernel {tmp}/k.npy --iterations 5 --quiet"
     )
     assert code == 0
     assert re.fullmatch(rf"convop: warning: kernel '.*k\.npy' {match}.*\n", err)
@@ -449,20 +431,64 @@ def test_deblur_refuses_over_the_memory_limit_before_solving(tmp_path, capsys, m
     assert run(capsys, *argv, "--max-bytes", refusal.group(1))[0] == 0  # the override suffices
 
 
-def test_deblur_refuses_over_the_time_limit_before_solving(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("method", ["direct", "fft"])
+def test_deblur_refuses_over_the_time_limit_before_solving(tmp_path, capsys, monkeypatch, method):
+    """The time is op.estimate()'s seconds of one product by op.method, 2 per iteration."""
     _, blurred = blurred_phantom()
     np.save(tmp_path / "rgb.npy", np.stack([blurred] * 3, axis=-1))
-    monkeypatch.setattr(convop._auto.cost, "direct_seconds", lambda *args: 4.5)  # per product
-    monkeypatch.setattr(convop._auto.cost, "fft_seconds", lambda *args: 4.5)  # (all 3 channels)
-    argv = ("deblur", tmp_path / "rgb.npy", "--iterations", 100, "--output", tmp_path / "x.npy")
+    argv = ("deblur", tmp_path / "rgb.npy", "--method", "tikhonov", "--iterations", 100,
+            "--quiet", "--output", tmp_path / "x.npy")  # fmt: skip
+    slow = Estimate(**{"direct": 1e-3, "fft": 1e-3, method: 4.5}, source="calibrated")
+    estimate_as(monkeypatch, slow, method)  # per product of all 3 channels
     code, out, err = run(capsys, *argv)
     assert (code, out) == (2, "")
     assert err == (
-        "convop: error: deblurring 3 channels of 32 x 32 pixels would take up to about 900 s by "
-        "convop's cost model (100 solver iterations x 2 direct products), more than --max-seconds "
-        "600; pass --max-seconds 900 or more (or fewer --iterations) to run it anyway\n"
+        f"convop: error: deblurring 3 channels of 32 x 32 pixels would take up to about 900 s by "
+        f"convop's cost model with calibrated constants (100 solver iterations x 2 {method} "
+        f"products of 4.5 s), more than --max-seconds 600; pass --max-seconds 900 or more (or "
+        f"fewer --iterations) to run it anyway\n"
     )
     assert run(capsys, *argv, "--max-seconds", 900)[0] == 0
+    fast = Estimate(**{"direct": 4.5, "fft": 4.5, method: 1e-3}, source="calibrated")
+    estimate_as(monkeypatch, fast, method)  # the other method's time is not the guard's
+    assert run(capsys, *argv)[0] == 0
+
+
+def test_deblur_time_guard_is_the_calibrated_public_estimate(tmp_path, capsys, monkeypatch):
+    """Issue 25: after a calibration, the limit falls where 100 x 2 x op.estimate()'s product
+    lies, by the calibrated constants (here: every call takes a second more than built-in)."""
+    _, blurred = blurred_phantom()
+    np.save(tmp_path / "image.npy", blurred)
+    calibrating(monkeypatch, tmp_path / "cache")
+    convop.calibrate(dtype=torch.float64)
+    op = convop.conv2d(gaussian_kernel(9)[None, None], (1, 32, 32), padding="same",
+                       padding_mode="reflect")  # fmt: skip
+    guess = op.estimate()
+    seconds = 100 * 2 * getattr(guess, op.method)
+    assert (guess.source, seconds > 200) == ("calibrated", True)
+    argv = ("deblur", tmp_path / "image.npy", "--method", "tikhonov", "--iterations", 100,
+            "--quiet", "--output", tmp_path / "x.npy", "--max-seconds")  # fmt: skip
+    code, _, err = run(capsys, *argv, f"{seconds * 0.999:.17g}")
+    assert code == 2
+    assert f"would take up to about {seconds:.3g} s by convop's cost model with calibrated" in err
+    assert f"(100 solver iterations x 2 {op.method} products of" in err
+    assert run(capsys, *argv, f"{seconds * 1.001:.17g}")[0] == 0
+
+
+def test_deblur_memory_guard_counts_the_estimates_bytes(tmp_path, capsys, monkeypatch):
+    """The memory is the solver's vectors plus op.estimate()'s bytes for op.method."""
+    _, blurred = blurred_phantom()
+    np.save(tmp_path / "image.npy", blurred)
+    argv = ("deblur", tmp_path / "image.npy", "--method", "tikhonov", "--max-bytes", "4K",
+            "--output", tmp_path / "x.npy")  # fmt: skip
+    needed = {}
+    for extra in (0, 10**6, 2 * 10**6):
+        estimate_as(monkeypatch, Estimate(1e-3, 1e-3, "built-in", direct_bytes=extra,
+                                          fft_bytes=extra))  # fmt: skip
+        code, _, err = run(capsys, *argv)
+        assert code == 2
+        needed[extra] = int(re.search(r"pass --max-bytes (\d+) or more", err).group(1))
+    assert needed[10**6] - needed[0] == needed[2 * 10**6] - needed[10**6] == 10**6
 
 
 def test_deblur_failed_write_leaves_no_file(tmp_path, capsys, monkeypatch):
@@ -474,15 +500,10 @@ def test_deblur_failed_write_leaves_no_file(tmp_path, capsys, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(np, "save", disk_full)
-    code, _, err = run(
+    code, _, err = run_line(
         capsys,
-        "deblur",
-        tmp_path / "image.npy",
-        "--iterations",
-        5,
-        "--quiet",
-        "--output",
-        tmp_path / "out.npy",
+        "deblur {tmp}/image.npy --iterations 5 --quiet --output {tmp}/out.npy",
+        tmp=tmp_path,
     )
     assert code == 2
     assert re.fullmatch(r"convop: error: \[Errno 28\] cannot write .*out\.npy: no space left on "

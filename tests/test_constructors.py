@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -12,6 +14,7 @@ import torch
 from torch import nn
 
 import convop
+from convop.constructors import CONSTRUCTORS, MODULE_KINDS
 
 from .modules import MODULE_CASES, ModuleCase
 
@@ -347,45 +350,27 @@ class WeightError(NamedTuple):
     match: str
 
 
+#: What every constructor says of a weight of another dtype, up to the dtype's name.
+DTYPE_ERROR = (
+    r"weight must have dtype float32, float64, complex64 or complex128, got weight\.dtype="
+)
 WEIGHT_ERRORS = [
     WeightError(
         "list",
         np.zeros(WEIGHT_SHAPE).tolist(),
         r"weight must be a torch\.Tensor or numpy\.ndarray, got list",
     ),
-    WeightError(
-        "numpy-int64",
-        np.zeros(WEIGHT_SHAPE, dtype=np.int64),
-        r"weight must have dtype float32, float64, complex64 or complex128, "
-        r"got weight\.dtype=int64",
+    *(
+        WeightError(f"numpy-{np.dtype(d)}", np.zeros(WEIGHT_SHAPE, dtype=d),
+                    DTYPE_ERROR + re.escape(str(np.dtype(d))) + "$")
+        for d in (np.int64, np.float16, np.bool_)
     ),
-    WeightError(
-        "numpy-float16",
-        np.zeros(WEIGHT_SHAPE, dtype=np.float16),
-        r"weight must have dtype .* got weight\.dtype=float16",
+    *(
+        WeightError(f"torch-{d}", torch.zeros(WEIGHT_SHAPE, dtype=d),
+                    DTYPE_ERROR + re.escape(str(d)) + "$")
+        for d in (torch.int32, torch.float16, torch.bfloat16)
     ),
-    WeightError(
-        "numpy-bool",
-        np.zeros(WEIGHT_SHAPE, dtype=bool),
-        r"weight must have dtype .* got weight\.dtype=bool",
-    ),
-    WeightError(
-        "torch-int32",
-        torch.zeros(WEIGHT_SHAPE, dtype=torch.int32),
-        r"weight must have dtype .* got weight\.dtype=torch\.int32",
-    ),
-    WeightError(
-        "torch-float16",
-        torch.zeros(WEIGHT_SHAPE, dtype=torch.float16),
-        r"weight must have dtype float32, float64, complex64 or complex128, "
-        r"got weight\.dtype=torch\.float16",
-    ),
-    WeightError(
-        "torch-bfloat16",
-        torch.zeros(WEIGHT_SHAPE, dtype=torch.bfloat16),
-        r"weight must have dtype .* got weight\.dtype=torch\.bfloat16",
-    ),
-]
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", WEIGHT_ERRORS, ids=lambda c: c.id)
@@ -410,3 +395,47 @@ class _Standardised(nn.Conv2d):
 def test_from_module_rejects_a_subclass_that_overrides_forward():
     with pytest.raises(TypeError, match=r"_Standardised overrides nn\.Conv2d\.forward"):
         convop.from_module(_Standardised(1, 1, 3), (1, 5, 5))
+
+
+# ---------------------------------------------------------------------- signatures
+@pytest.mark.parametrize(
+    "kind", list(CONSTRUCTORS), ids=lambda k: f"{k[0]}d-{'T' if k[1] else 'conv'}"
+)
+def test_constructor_keywords_are_the_layers_with_torchs_defaults(kind) -> None:
+    """Each constructor takes ``weight`` and ``input_shape``, then by keyword the geometry of
+    the matching ``torch.nn`` layer, in the layer's order and with its defaults."""
+    ours = inspect.signature(CONSTRUCTORS[kind]).parameters
+    layer = next(cls for cls, found in MODULE_KINDS.items() if found == kind)
+    torchs = inspect.signature(layer.__init__).parameters
+    keywords = [n for n, p in ours.items() if p.kind is p.KEYWORD_ONLY and n != "method"]
+    assert [n for n, p in ours.items() if p.kind is not p.KEYWORD_ONLY] == [
+        "weight",
+        "input_shape",
+    ]
+    assert keywords == [n for n in torchs if n in keywords]
+    assert {n: ours[n].default for n in keywords} == {n: torchs[n].default for n in keywords}
+
+
+W = torch.ones(WEIGHT_SHAPE)
+
+
+class CallError(NamedTuple):
+    id: str
+    call: Callable[[], object]
+    match: str
+
+
+CALL_ERRORS = [
+    CallError("unknown-keyword", lambda: convop.conv_transpose2d(W, (4, 5, 5), padding_mode="a"),
+              r"^conv_transpose2d\(\): got an unexpected keyword argument 'padding_mode'$"),
+    CallError("stride-by-position", lambda: convop.conv2d(W, INPUT_SHAPE, 2),
+              r"^conv2d\(\): too many positional arguments$"),
+    CallError("no-input-shape", lambda: convop.conv3d(torch.ones(1, 1, 3, 3, 3)),
+              r"^conv3d\(\): missing a required argument: 'input_shape'$"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CALL_ERRORS, ids=lambda c: c.id)
+def test_constructor_call_errors_name_the_constructor_and_the_argument(case: CallError) -> None:
+    with pytest.raises(TypeError, match=case.match):
+        case.call()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -12,15 +13,10 @@ from scipy.sparse.linalg import LinearOperator, cg, lsqr
 import convop
 from convop._fourier.boundary import dct, extended_length, idct
 from convop._shared import memory
-from convop.data import phantom
+from convop.constructors import CONSTRUCTORS
+from convop.data import gaussian_kernel, phantom
 from convop.deconvolution import Preconditioner, preconditioner
 from convop.solvers import solve_tikhonov
-
-
-def gaussian(k: int, sigma: float) -> torch.Tensor:
-    x = torch.arange(k, dtype=torch.float64) - (k - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    return g / g.sum()
 
 
 class Case(NamedTuple):
@@ -29,15 +25,14 @@ class Case(NamedTuple):
 
 
 def _blur2d(mode: str, n: int = 24, k: int = 7) -> convop.ConvOperator:
-    g = gaussian(k, 1.5)
-    return convop.conv2d(torch.outer(g, g)[None, None], (1, n, n), padding="same",
-                         padding_mode=mode)  # fmt: skip
+    w = torch.from_numpy(gaussian_kernel(k, 1.5))[None, None]
+    return convop.conv2d(w, (1, n, n), padding="same", padding_mode=mode)
 
 
 def _crosstalk(mode: str) -> convop.ConvOperator:
     mix = torch.full((3, 3), 0.1, dtype=torch.float64) + 0.7 * torch.eye(3, dtype=torch.float64)
-    g = gaussian(5, 1.0)
-    return convop.conv2d(mix[:, :, None, None] * torch.outer(g, g), (3, 16, 16), padding=2,
+    g = torch.from_numpy(gaussian_kernel(5, 1.0))
+    return convop.conv2d(mix[:, :, None, None] * g, (3, 16, 16), padding=2,
                          padding_mode=mode)  # fmt: skip
 
 
@@ -52,7 +47,7 @@ def _line(mode: str) -> convop.ConvOperator:
 
 
 def _cube(mode: str) -> convop.ConvOperator:
-    g = gaussian(3, 0.8)
+    g = torch.from_numpy(gaussian_kernel(3, 0.8).sum(0))  # the 1-D factor, sums to 1
     w = (g[:, None, None] * g[None, :, None] * g[None, None, :])[None, None]
     return convop.conv3d(w, (1, 6, 7, 5), padding=1, padding_mode=mode)
 
@@ -88,6 +83,21 @@ def dense_inverse(op: convop.ConvOperator, damp: float) -> tuple[np.ndarray, np.
     a = op.todense().astype(np.complex128 if op.dtype.kind == "c" else np.float64)
     normal = a.conj().T @ a + damp**2 * np.eye(a.shape[1])
     return a, np.linalg.inv(normal)
+
+
+class Dense(NamedTuple):
+    """A Tikhonov problem ``min ||A x - y||^2 + damp^2 ||x||^2`` in dense algebra."""
+
+    a: np.ndarray  # A
+    normal: np.ndarray  # A^H A + damp^2 I
+    rhs: np.ndarray  # A^H y
+    exact: np.ndarray  # the minimiser
+
+
+def dense_problem(op: convop.ConvOperator, damp: float, y: np.ndarray) -> Dense:
+    a, inverse = dense_inverse(op, damp)
+    rhs = a.conj().T @ y
+    return Dense(a, a.conj().T @ a + damp**2 * np.eye(a.shape[1]), rhs, inverse @ rhs)
 
 
 def dense_of(p: LinearOperator) -> np.ndarray:
@@ -161,29 +171,29 @@ def test_right_preconditioner_is_a_factor_of_the_normal_one(case):
         np.testing.assert_allclose(p, p.conj().T, atol=1e-12 * np.abs(p).max())
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+#: Adjoints and transposes: the preconditioner of their own normal operator.
+REVERSED = [Case("transposed", transposed), Case("adjoint", lambda: _mixing("reflect").H),
+            Case("transpose", lambda: _blur2d("reflect").T)]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES + REVERSED, ids=[c.name for c in CASES + REVERSED])
 def test_preconditioned_cg_reaches_the_dense_solution(case):
-    op = case.build()
-    damp = 3e-2
-    a, inverse = dense_inverse(op, damp)
+    op, damp = case.build(), 3e-2
     y = np.random.default_rng(0).standard_normal(op.shape[0])
-    rhs = a.conj().T @ y
-    exact = inverse @ rhs
+    dense = dense_problem(op, damp, y)
     x, info = cg(normal_operator(op, damp), op.rmatvec(y), rtol=1e-10, maxiter=5000,
                  M=preconditioner(op, damp=damp))  # fmt: skip
     assert info == 0
-    normal = a.conj().T @ a + damp**2 * np.eye(a.shape[1])
-    assert np.linalg.norm(x - exact) <= cg_error_bound(normal, rhs, exact, 1e-10)
+    bound = cg_error_bound(dense.normal, dense.rhs, dense.exact, 1e-10)
+    assert np.linalg.norm(x - dense.exact) <= bound
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_right_preconditioned_lsqr_reaches_the_dense_solution(case):
     """``[A; damp I] P z = [y; 0]``, ``x = P z``: the same Tikhonov solution."""
-    op = case.build()
-    damp = 3e-2
-    a, inverse = dense_inverse(op, damp)
+    op, damp = case.build(), 3e-2
     y = np.random.default_rng(1).standard_normal(op.shape[0])
-    exact = inverse @ (a.conj().T @ y)
+    dense = dense_problem(op, damp, y)
     p = preconditioner(op, damp=damp, kind="right")
     m, n = op.shape
     stacked = LinearOperator(
@@ -196,10 +206,9 @@ def test_right_preconditioned_lsqr_reaches_the_dense_solution(case):
     z, istop = lsqr(stacked, rhs, atol=1e-14, btol=1e-14, iter_lim=5000)[:2]
     assert istop in (1, 2)
     right = dense_of(p)
-    normal = a.conj().T @ a + damp**2 * np.eye(n)
-    bound = lsqr_error_bound(np.vstack([a @ right, damp * right]), right, normal, rhs, z,
-                             exact, 1e-14)  # fmt: skip
-    assert np.linalg.norm(p.matvec(z) - exact) <= bound
+    bound = lsqr_error_bound(np.vstack([dense.a @ right, damp * right]), right, dense.normal,
+                             rhs, z, dense.exact, 1e-14)  # fmt: skip
+    assert np.linalg.norm(p.matvec(z) - dense.exact) <= bound
 
 
 SAVINGS = [("zeros", 5), ("reflect", 20), ("replicate", 3), ("circular", 50)]
@@ -292,23 +301,6 @@ def test_preconditioner_of_a_circulant_is_the_exact_inverse():
     np.testing.assert_allclose(root @ root, inverse, atol=1e-10 * np.abs(inverse).max())
 
 
-@pytest.mark.parametrize("build", [transposed, lambda: _mixing("reflect").H,
-                                   lambda: _blur2d("reflect").T], ids=["transposed", "adjoint",
-                                                                        "transpose"])  # fmt: skip
-def test_preconditioner_of_transposes_and_adjoints(build):
-    op = build()
-    damp = 5e-2
-    a, inverse = dense_inverse(op, damp)
-    y = np.random.default_rng(2).standard_normal(op.shape[0])
-    x, info = cg(normal_operator(op, damp), op.rmatvec(y), rtol=1e-11, maxiter=3000,
-                 M=preconditioner(op, damp=damp))  # fmt: skip
-    assert info == 0
-    rhs = a.conj().T @ y
-    exact = inverse @ rhs
-    normal = a.conj().T @ a + damp**2 * np.eye(a.shape[1])
-    assert np.linalg.norm(x - exact) <= cg_error_bound(normal, rhs, exact, 1e-11)
-
-
 def test_preconditioner_of_a_complex_operator():
     gen = torch.Generator().manual_seed(4)
     w = torch.randn(2, 2, 3, 3, dtype=torch.complex128, generator=gen)
@@ -377,64 +369,37 @@ def test_preconditioner_refuses_strides_and_other_objects():
 
 
 # --------------------------------------------------------------------------- Tikhonov
+class Circulant(NamedTuple):
+    """A circular convolution with a weight drawn from torch's global generator."""
+
+    weight: tuple[int, ...]  # its shape
+    input: tuple[int, ...]
+    padding: int | tuple[int, ...]
+    options: dict = {}  # noqa: RUF012 - never mutated
+    dtype: torch.dtype = torch.float64
+    face: str = "op"  # the operator, or its adjoint ("H") or transpose ("T")
+    draw: Callable[..., torch.Tensor] = torch.randn
+
+    def __call__(self) -> convop.ConvOperator:
+        build = CONSTRUCTORS[len(self.weight) - 2, False]
+        op = build(self.draw(self.weight, dtype=self.dtype), self.input, padding=self.padding,
+                   padding_mode="circular", **self.options)  # fmt: skip
+        return {"op": op, "H": op.H, "T": op.T}[self.face]
+
+
 CIRCULANTS = {
-    "1ch-2d": lambda: convop.conv2d(
-        torch.rand(1, 1, 5, 5, dtype=torch.float64),
-        (1, 12, 10),
-        padding=2,
-        padding_mode="circular",
-    ),
-    "more-outputs": lambda: convop.conv2d(
-        torch.randn(5, 2, 3, 3, dtype=torch.float64), (2, 8, 9), padding=1, padding_mode="circular"
-    ),
-    "one-input": lambda: convop.conv2d(
-        torch.randn(3, 1, 3, 3, dtype=torch.float64), (1, 8, 9), padding=1, padding_mode="circular"
-    ),
-    "one-output-complex-adjoint": lambda: (
-        convop.conv1d(
-            torch.randn(1, 3, 5, dtype=torch.complex128),
-            (3, 11),
-            padding=2,
-            padding_mode="circular",
-        ).H
-    ),
-    "more-inputs-groups": lambda: convop.conv1d(
-        torch.randn(2, 3, 5, dtype=torch.float64),
-        (6, 20),
-        padding=2,
-        groups=2,
-        padding_mode="circular",
-    ),
-    "3d-dilated": lambda: convop.conv3d(
-        torch.randn(2, 2, 3, 3, 1, dtype=torch.float64),
-        (2, 4, 6, 5),
-        padding=(1, 2, 0),
-        dilation=(1, 2, 1),
-        padding_mode="circular",
-    ),
-    "complex": lambda: convop.conv2d(
-        torch.randn(2, 2, 3, 3, dtype=torch.complex128),
-        (2, 6, 7),
-        padding=1,
-        padding_mode="circular",
-    ),
-    "adjoint": lambda: (
-        convop.conv2d(
-            torch.randn(3, 2, 3, 3, dtype=torch.float64),
-            (2, 7, 8),
-            padding=1,
-            padding_mode="circular",
-        ).H
-    ),
-    "complex-transpose": lambda: (  # op.T reads the weight conjugated
-        convop.conv2d(
-            torch.randn(3, 2, 3, 3, dtype=torch.complex128),
-            (2, 6, 5),
-            padding=1,
-            padding_mode="circular",
-        ).T
-    ),
-}
+    "1ch-2d": Circulant((1, 1, 5, 5), (1, 12, 10), 2, draw=torch.rand),
+    "more-outputs": Circulant((5, 2, 3, 3), (2, 8, 9), 1),
+    "one-input": Circulant((3, 1, 3, 3), (1, 8, 9), 1),
+    "one-output-complex-adjoint": Circulant((1, 3, 5), (3, 11), 2, dtype=torch.complex128,
+                                            face="H"),
+    "more-inputs-groups": Circulant((2, 3, 5), (6, 20), 2, {"groups": 2}),
+    "3d-dilated": Circulant((2, 2, 3, 3, 1), (2, 4, 6, 5), (1, 2, 0), {"dilation": (1, 2, 1)}),
+    "complex": Circulant((2, 2, 3, 3), (2, 6, 7), 1, dtype=torch.complex128),
+    "adjoint": Circulant((3, 2, 3, 3), (2, 7, 8), 1, face="H"),
+    # op.T reads the weight conjugated
+    "complex-transpose": Circulant((3, 2, 3, 3), (2, 6, 5), 1, dtype=torch.complex128, face="T"),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(CIRCULANTS))

@@ -53,6 +53,7 @@ def test_pages_list_exactly_the_declared_dependencies(page):
     listed = set(re.findall(r"`([a-z][a-z0-9_\-]*>=[0-9.]+)`", (ROOT / page).read_text()))
     extras = project["optional-dependencies"]
     declared = set(project["dependencies"]) | set(extras["plot"]) | set(extras["demo"])
+    declared |= set(extras["tiff"]) | set(extras["psf"])
     declared |= {requirement.split(";")[0].strip() for requirement in extras["mpi"]}
     assert listed == declared
 

@@ -45,6 +45,15 @@ for cell in cells:
         exec(compile("".join(cell["source"]), "<cell>", "exec"), namespace)
 """
 
+# Runs a script (the first argument, the rest its own) as __main__ with psfmodels not
+# importable, as where the optional psf extra is not installed.
+WITHOUT_PSFMODELS = """
+import runpy, sys
+sys.modules["psfmodels"] = None  # "import psfmodels" now raises ImportError
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
 
 def _alone(script: Path, folder: Path) -> Path:
     """A copy of ``script`` in ``folder``, which holds nothing else."""
@@ -113,6 +122,18 @@ def _notebook(script: Path, folder: Path) -> Path:
     return notebook
 
 
+def test_widefield_example_falls_back_to_a_gaussian_psf_without_psfmodels(tmp_path: Path):
+    """psfmodels is optional: without it the widefield example uses its Gaussian-beam PSF,
+    still passes its checks, and says which PSF it used."""
+    copy = _alone(ROOT / "examples" / "deconvolve_widefield_3d.py", tmp_path / "download")
+    out = tmp_path / "figures"
+    result = _run(
+        ["-c", WITHOUT_PSFMODELS, copy.name, "--quick", "--out", str(out)], cwd=copy.parent
+    )
+    _assert_ran(result, f"{copy.name} without psfmodels", out)
+    assert "PSF: Gaussian beam (psfmodels is not installed)" in result.stdout, result.stdout
+
+
 @pytest.mark.parametrize("script", EXAMPLES, ids=IDS)
 def test_example_reads_its_options_as_a_notebook_sets_them(script: Path, tmp_path: Path):
     """What a notebook changes: the options come from the first cell's ``sys.argv``, and
@@ -137,6 +158,18 @@ def test_a_notebook_runs_as_a_jupyter_kernel_runs_it(tmp_path: Path):
     notebook = _notebook(ROOT / "examples" / "transposed_is_adjoint.py", tmp_path / "download")
     result = _run(["-c", KERNEL, notebook.name], cwd=notebook.parent)
     _assert_ran(result, f"the notebook {notebook.name}", notebook.parent / "figures")
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=IDS)
+def test_example_imports_the_dot_test_rather_than_a_copy(script: Path):
+    """An example that checks an adjoint imports ``convop.testing``'s checks: a copy of
+    its own, in each script that needs one, is what drifts."""
+    import convop.testing
+
+    tree = ast.parse(script.read_text())
+    own = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    copied = sorted(own & set(convop.testing.__all__))
+    assert not copied, f"{script.name} defines its own {copied}: import convop.testing's"
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=IDS)

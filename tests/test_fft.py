@@ -44,38 +44,27 @@ def _bound(weight: torch.Tensor, x) -> float:
     return float(weight.abs().sum()) * float(np.abs(np.asarray(x)).max())
 
 
-@pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
-@given(data=st.data())
-def test_fft_forward_equals_direct(combo, data):
-    case, geometry, spectrum, weight, dtype = _setup(data, combo)
-    x = case.random((2, *geometry.input_shape), dtype, offset=1)
-    expected = functional.forward(x.to(weight.dtype), weight, geometry)
-    actual = fft.forward(x, spectrum, geometry)
-    assert actual.dtype == expected.dtype
-    assert_close(actual, expected, dtype=torch.float64, terms=case.terms * 64,
-                 scale=_bound(weight, x))  # fmt: skip
-    grids = fft.Grids()  # a kept grid, placed into once before: its other samples stay zero
-    fft.forward(case.random(x.shape, dtype, offset=3), spectrum, geometry, grids=grids)
-    actual = fft.forward(x, spectrum, geometry, grids=grids)
-    assert_close(actual, expected, dtype=torch.float64, terms=case.terms * 64,
-                 scale=_bound(weight, x))  # fmt: skip
+#: direction -> (the geometry's shape of what it takes, the seed offset of its sample)
+DIRECTIONS = {"forward": ("input_shape", 1), "adjoint": ("output_shape", 2)}
 
 
+@pytest.mark.parametrize("direction", list(DIRECTIONS))
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
-def test_fft_adjoint_equals_direct(combo, data):
+def test_fft_equals_direct(combo, data, direction):
+    """fft.forward (adjoint) of a batch equals functional.forward (adjoint), also when it
+    places into a kept grid that held another batch before: its other samples stay zero."""
     case, geometry, spectrum, weight, dtype = _setup(data, combo)
-    y = case.random((2, *geometry.output_shape), dtype, offset=2)
-    expected = functional.adjoint(y.to(weight.dtype), weight, geometry)
-    actual = fft.adjoint(y, spectrum, geometry)
-    assert actual.dtype == expected.dtype
-    assert_close(actual, expected, dtype=torch.float64, terms=case.terms * 64,
-                 scale=_bound(weight, y))  # fmt: skip
+    shape, offset = DIRECTIONS[direction]
+    fourier = getattr(fft, direction)
+    x = case.random((2, *getattr(geometry, shape)), dtype, offset=offset)
+    expected = getattr(functional, direction)(x.to(weight.dtype), weight, geometry)
     grids = fft.Grids()
-    fft.adjoint(case.random(y.shape, dtype, offset=3), spectrum, geometry, grids=grids)
-    actual = fft.adjoint(y, spectrum, geometry, grids=grids)
-    assert_close(actual, expected, dtype=torch.float64, terms=case.terms * 64,
-                 scale=_bound(weight, y))  # fmt: skip
+    fourier(case.random(x.shape, dtype, offset=3), spectrum, geometry, grids=grids)
+    for actual in (fourier(x, spectrum, geometry), fourier(x, spectrum, geometry, grids=grids)):
+        assert actual.dtype == expected.dtype
+        assert_close(actual, expected, dtype=torch.float64, terms=case.terms * 64,
+                     scale=_bound(weight, x))  # fmt: skip
 
 
 # ---------------------------------------------------------------- through the operator

@@ -271,6 +271,7 @@ class PaddingCase(NamedTuple):
     expected: tuple[tuple[int, int], ...]
 
 
+# fmt: off
 PADDING_CASES = [
     PaddingCase("int", (1, 1, 3), (1, 8), dict(padding=2), ((2, 2),)),
     PaddingCase("tuple", (1, 1, 3, 3), (1, 8, 8), dict(padding=(0, 3)), ((0, 0), (3, 3))),
@@ -278,36 +279,17 @@ PADDING_CASES = [
     PaddingCase("same-odd-k3", (1, 1, 3), (1, 8), dict(padding="same"), ((1, 1),)),
     PaddingCase("same-even-k4-extra-after", (1, 1, 4), (1, 10), dict(padding="same"), ((1, 2),)),
     PaddingCase("same-even-k2", (1, 1, 2), (1, 10), dict(padding="same"), ((0, 1),)),
-    PaddingCase(
-        "same-k4-dilation2-even-total",
-        (1, 1, 4),
-        (1, 10),
-        dict(padding="same", dilation=2),
-        ((3, 3),),
-    ),
-    PaddingCase(
-        "same-k2-dilation3-odd-total",
-        (1, 1, 2),
-        (1, 10),
-        dict(padding="same", dilation=3),
-        ((1, 2),),
-    ),
+    PaddingCase("same-k4-dilation2-even-total", (1, 1, 4), (1, 10),
+                dict(padding="same", dilation=2), ((3, 3),)),
+    PaddingCase("same-k2-dilation3-odd-total", (1, 1, 2), (1, 10),
+                dict(padding="same", dilation=3), ((1, 2),)),
     PaddingCase("same-2d-mixed", (1, 1, 4, 3), (1, 9, 9), dict(padding="same"), ((1, 2), (1, 1))),
-    PaddingCase(
-        "same-3d-mixed-dilation",
-        (1, 1, 2, 4, 3),
-        (1, 6, 6, 6),
-        dict(padding="same", dilation=(1, 1, 2)),
-        ((0, 1), (1, 2), (2, 2)),
-    ),
-    PaddingCase(
-        "transposed-symmetric",
-        (1, 1, 3, 3),
-        (1, 4, 4),
-        dict(padding=(1, 2), transposed=True),
-        ((1, 1), (2, 2)),
-    ),
+    PaddingCase("same-3d-mixed-dilation", (1, 1, 2, 4, 3), (1, 6, 6, 6),
+                dict(padding="same", dilation=(1, 1, 2)), ((0, 1), (1, 2), (2, 2))),
+    PaddingCase("transposed-symmetric", (1, 1, 3, 3), (1, 4, 4),
+                dict(padding=(1, 2), transposed=True), ((1, 1), (2, 2))),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize("case", PADDING_CASES, ids=lambda c: c.id)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import convop
 from convop import functional
 
-from .checks import assert_close, assert_dot_test
+from .checks import assert_close, assert_cuda_matches_cpu, assert_dot_test
 from .strategies import COMBO_IDS, COMBOS, conv_cases, draw_operator, real_or_complex
 
 NP = {torch.float32: np.float32, torch.float64: np.float64, torch.complex128: np.complex128}
@@ -25,6 +25,15 @@ NP = {torch.float32: np.float32, torch.float64: np.float64, torch.complex128: np
 
 def _sample(case, shape, dtype, offset):
     return case.random(shape, dtype, offset).numpy()
+
+
+def _draw_samples(data, combo):
+    """``(case, dtype, weight, op, x, v)``: :func:`draw_operator`'s case (the operator built
+    from a numpy weight), a flat sample ``x`` of its input and ``v`` of its output."""
+    case, dtype, weight, op = draw_operator(data, combo, numpy_weight=True)
+    x = _sample(case, (op.shape[1],), dtype, 1)
+    v = _sample(case, (op.shape[0],), dtype, 2)
+    return case, dtype, weight, op, x, v
 
 
 # ---------------------------------------------------------------- scipy face against torch
@@ -53,36 +62,29 @@ def test_rmatvec_equals_vjp_of_torch_module(combo, data):
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_dot_test(combo, data):
-    case, dtype, _, op = draw_operator(data, combo, numpy_weight=True)
-    x = _sample(case, (op.shape[1],), dtype, 1)
-    v = _sample(case, (op.shape[0],), dtype, 2)
+    case, dtype, _, op, x, v = _draw_samples(data, combo)
     assert_dot_test(x, op.matvec(x), v, op.rmatvec(v), dtype=dtype, terms=case.terms)
 
 
+@pytest.mark.parametrize(
+    ("batched", "single", "rows"),
+    [("matmat", "matvec", 1), ("rmatmat", "rmatvec", 0)],
+    ids=["matmat", "rmatmat"],
+)
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
-def test_matmat_equals_columnwise_matvec(combo, data):
+def test_batched_product_equals_columnwise_products(combo, data, batched, single, rows):
+    """matmat (rmatmat) of three columns equals matvec (rmatvec) of each column."""
     case, dtype, _, op = draw_operator(data, combo, numpy_weight=True)
-    X = _sample(case, (op.shape[1], 3), dtype, 1)
-    expected = np.stack([op.matvec(X[:, j]) for j in range(3)], axis=1)
-    assert_close(op.matmat(X), expected, dtype=dtype, terms=case.terms)
-
-
-@pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
-@given(data=st.data())
-def test_rmatmat_equals_columnwise_rmatvec(combo, data):
-    case, dtype, _, op = draw_operator(data, combo, numpy_weight=True)
-    V = _sample(case, (op.shape[0], 3), dtype, 1)
-    expected = np.stack([op.rmatvec(V[:, j]) for j in range(3)], axis=1)
-    assert_close(op.rmatmat(V), expected, dtype=dtype, terms=case.terms)
+    X = _sample(case, (op.shape[rows], 3), dtype, 1)
+    expected = np.stack([getattr(op, single)(X[:, j]) for j in range(3)], axis=1)
+    assert_close(getattr(op, batched)(X), expected, dtype=dtype, terms=case.terms)
 
 
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_adjoint_of_adjoint_is_the_operator(combo, data):
-    case, dtype, _, op = draw_operator(data, combo, numpy_weight=True)
-    x = _sample(case, (op.shape[1],), dtype, 1)
-    v = _sample(case, (op.shape[0],), dtype, 2)
+    _, dtype, _, op, x, v = _draw_samples(data, combo)
     assert op.H.shape == op.shape[::-1]
     assert_close(op.H.H @ x, op @ x, dtype=dtype, terms=1)
     assert_close(op.H @ v, op.rmatvec(v), dtype=dtype, terms=1)
@@ -92,9 +94,7 @@ def test_adjoint_of_adjoint_is_the_operator(combo, data):
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_transpose_is_conjugate_of_adjoint(combo, data):
-    case, dtype, _, op = draw_operator(data, combo, numpy_weight=True)
-    v = _sample(case, (op.shape[0],), dtype, 2)
-    x = _sample(case, (op.shape[1],), dtype, 1)
+    case, dtype, _, op, x, v = _draw_samples(data, combo)
     assert_close(op.T @ v, np.conj(op.H @ np.conj(v)), dtype=dtype, terms=case.terms)
     assert_close(op.T.rmatvec(x), np.conj(op @ np.conj(x)), dtype=dtype, terms=case.terms)
     assert_close(op.T.T @ x, op @ x, dtype=dtype, terms=1)
@@ -189,34 +189,52 @@ def test_repr_shows_asymmetric_same_padding_per_side():
 
 # ---------------------------------------------------------------- dtypes
 class Promotion(NamedTuple):
+    """An operator's dtype, its data's and the result's, on the faces that take such data."""
+
     op_dtype: torch.dtype
-    x_dtype: type
-    result: type
+    x_dtype: torch.dtype
+    result: torch.dtype
+    faces: tuple[str, ...] = ("numpy", "torch")
 
 
 PROMOTIONS = [
-    Promotion(torch.float32, np.float32, np.float32),
-    Promotion(torch.float32, np.float64, np.float64),
-    Promotion(torch.float64, np.float32, np.float64),
-    Promotion(torch.float32, np.int8, np.float32),
-    Promotion(torch.float32, np.int64, np.float64),
-    Promotion(torch.float64, np.bool_, np.float64),
-    Promotion(torch.float32, np.complex64, np.complex64),
-    Promotion(torch.float64, np.complex64, np.complex128),
-    Promotion(torch.complex64, np.float64, np.complex128),
+    Promotion(torch.float32, torch.float32, torch.float32),
+    Promotion(torch.float32, torch.float64, torch.float64),
+    Promotion(torch.float64, torch.float32, torch.float64),
+    Promotion(torch.float32, torch.complex64, torch.complex64),
+    Promotion(torch.float64, torch.complex64, torch.complex128),
+    Promotion(torch.float32, torch.int8, torch.float32, faces=("numpy",)),
+    Promotion(torch.float32, torch.int64, torch.float64, faces=("numpy",)),
+    Promotion(torch.float64, torch.bool, torch.float64, faces=("numpy",)),
+    Promotion(torch.complex64, torch.float64, torch.complex128, faces=("numpy",)),
+    Promotion(torch.float32, torch.bfloat16, torch.float32, faces=("torch",)),  # not in numpy
 ]
 
 
-@pytest.mark.parametrize("case", PROMOTIONS, ids=lambda c: f"{c.op_dtype}-{c.x_dtype.__name__}")
+def _promotions(face: str) -> list:
+    """The cases of ``face``, as ``pytest.param``s named by their two dtypes."""
+    return [
+        pytest.param(case, id=f"{case.op_dtype}-{case.x_dtype}".replace("torch.", ""))
+        for case in PROMOTIONS
+        if face in case.faces
+    ]
+
+
+def _numpy(dtype: torch.dtype) -> np.dtype:
+    return torch.empty(0, dtype=dtype).numpy().dtype
+
+
+@pytest.mark.parametrize("case", _promotions("numpy"))
 def test_numpy_face_promotes_like_a_dense_matrix(case):
     weight = torch.randn(2, 1, 3, dtype=torch.float64).to(case.op_dtype)
     op = convop.conv1d(weight, (1, 6), padding=1)
-    x = (np.arange(6) % 2).astype(case.x_dtype)
+    x_dtype, result = _numpy(case.x_dtype), _numpy(case.result)
+    x = (np.arange(6) % 2).astype(x_dtype)
     dense = op.matmat(np.eye(6)).astype(np.result_type(op.dtype, np.float64))
     y = op @ x
-    assert y.dtype == case.result
+    assert y.dtype == result
     np.testing.assert_allclose(y, dense @ x, rtol=1e-5, atol=1e-5)
-    assert op.rmatvec(np.ones(12, dtype=case.x_dtype)).dtype == case.result
+    assert op.rmatvec(np.ones(12, dtype=x_dtype)).dtype == result
 
 
 def test_numpy_face_rejects_unsupported_dtypes():
@@ -227,23 +245,7 @@ def test_numpy_face_rejects_unsupported_dtypes():
         op @ np.array(list("abcd"))
 
 
-class TorchPromotion(NamedTuple):
-    op_dtype: torch.dtype
-    x_dtype: torch.dtype
-    result: torch.dtype
-
-
-TORCH_PROMOTIONS = [
-    TorchPromotion(torch.float32, torch.float32, torch.float32),
-    TorchPromotion(torch.float32, torch.float64, torch.float64),
-    TorchPromotion(torch.float64, torch.float32, torch.float64),
-    TorchPromotion(torch.float32, torch.bfloat16, torch.float32),
-    TorchPromotion(torch.float32, torch.complex64, torch.complex64),
-    TorchPromotion(torch.float64, torch.complex64, torch.complex128),
-]
-
-
-@pytest.mark.parametrize("case", TORCH_PROMOTIONS, ids=lambda c: f"{c.op_dtype}-{c.x_dtype}")
+@pytest.mark.parametrize("case", _promotions("torch"))
 def test_torch_face_promotes_like_torch(case):
     op = convop.conv1d(torch.ones(1, 1, 2, dtype=case.op_dtype), (1, 4))
     x = torch.arange(4).to(case.x_dtype)
@@ -522,34 +524,14 @@ def test_svds_matches_singular_values_of_the_explicit_matrix():
 
 
 # ---------------------------------------------------------------- CUDA (skipped without a GPU)
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-@pytest.fixture(scope="module")
-def no_tf32():
-    """cuDNN uses TF32 for float32 by default; compare true float32 against the CPU."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
-@cuda
+@pytest.mark.cuda
 @pytest.mark.usefixtures("no_tf32")
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_cuda_operator_matches_cpu_reference(combo, data):
-    case, dtype, weight, cpu_op = draw_operator(data, combo, numpy_weight=True)
+    case, dtype, weight, cpu_op, x, v = _draw_samples(data, combo)
     op = case.operator(weight.cuda())
-    assert op.device.type == "cuda"
-    assert repr(op).endswith("device=cuda:0)")
-    x = _sample(case, (op.shape[1],), dtype, 1)
-    v = _sample(case, (op.shape[0],), dtype, 2)
-    assert_close(op @ x, cpu_op @ x, dtype=dtype, terms=case.terms)
-    assert_close(op.rmatvec(v), cpu_op.rmatvec(v), dtype=dtype, terms=case.terms)
-    y = op.apply(torch.from_numpy(x).cuda().reshape(op.input_shape))
-    assert y.device.type == "cuda"
-    assert_close(y.reshape(-1), cpu_op @ x, dtype=dtype, terms=case.terms)
+    assert_cuda_matches_cpu(op, cpu_op, x, v, dtype=dtype, terms=case.terms)
 
 
 # ---------------------------------------------------------------- state follows the weight

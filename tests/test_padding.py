@@ -28,11 +28,18 @@ def padded_shapes(draw, mode: str, ndim: int | None = None):
     return tuple(sizes), pairs
 
 
+@st.composite
+def padded_inputs(draw, mode: str, dtype: torch.dtype):
+    """``(x, pairs)``: a batch ``(2, 3, *sizes)`` from a seeded generator, padding for ``mode``."""
+    sizes, pairs = draw(padded_shapes(mode))
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**32 - 1)))
+    return torch.randn(2, 3, *sizes, dtype=dtype, generator=generator), pairs
+
+
 @pytest.mark.parametrize("mode", MODES)
 @given(data=st.data())
 def test_pad_adjoint_equals_vjp_of_torch_pad(mode, data):
-    sizes, pairs = data.draw(padded_shapes(mode))
-    x = torch.randn(2, 3, *sizes, dtype=torch.float64)
+    x, pairs = data.draw(padded_inputs(mode, torch.float64))
     flat = [p for pair in reversed(pairs) for p in pair]
     padded, vjp = torch.func.vjp(
         lambda t: F.pad(t, flat, mode="constant" if mode == "zeros" else mode), x
@@ -51,8 +58,7 @@ def test_pad_adjoint_equals_vjp_of_torch_pad(mode, data):
 @pytest.mark.parametrize("mode", MODES)
 @given(data=st.data())
 def test_pad_into_writes_pad_into_a_window_and_nothing_else(mode, data):
-    sizes, pairs = data.draw(padded_shapes(mode))
-    x = torch.randn(2, 3, *sizes, dtype=torch.complex128)
+    x, pairs = data.draw(padded_inputs(mode, torch.complex128))
     expected = pad(x, pairs, mode)
     grid = torch.full((2, 3, *(s + 2 for s in expected.shape[2:])), 7.0, dtype=x.dtype)
     window = grid[(..., *(slice(1, 1 + s) for s in expected.shape[2:]))]
@@ -78,10 +84,9 @@ def test_circular_halos_longer_than_the_input_fold_every_wrap():
 @pytest.mark.parametrize("mode", MODES)
 @given(data=st.data())
 def test_pad_passes_dot_test_with_pad_adjoint(mode, data):
-    sizes, pairs = data.draw(padded_shapes(mode))
-    x = torch.randn(1, 2, *sizes, dtype=torch.complex128)
+    x, pairs = data.draw(padded_inputs(mode, torch.complex128))
     px = pad(x, pairs, mode)
-    z = torch.randn(px.shape, dtype=torch.complex128)
+    z = torch.randn(px.shape, dtype=torch.complex128, generator=torch.Generator().manual_seed(1))
     assert_dot_test(x, px, z, pad_adjoint(z, pairs, mode), dtype=torch.float64, terms=27)
 
 

@@ -201,7 +201,7 @@ def test_dlpack_arrays_round_trip_without_numpy():
     np.testing.assert_allclose(Y.numpy(), op.matmat(X.numpy()))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_cupy_arrays_stay_on_the_gpu():
     cp = pytest.importorskip("cupy")
     weight = torch.randn(3, 2, 3, 3, dtype=torch.float64)

@@ -11,7 +11,8 @@ import torch
 
 import convop
 from convop.data import gaussian_kernel, phantom
-from convop.regularization import choose_damping, estimate_noise
+from convop.noise import estimate_noise
+from convop.regularization import choose_damping
 
 
 def dense_criteria(op: convop.ConvOperator, y: np.ndarray):

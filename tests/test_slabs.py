@@ -20,7 +20,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from convop import functional
-from convop._mpi.slabs import SlabPlan, Transfer, conv_form, split
+from convop._mpi.slabs import SlabPlan, Transfer, choose_axis, conv_form, split
+from convop.geometry import ConvGeometry
 
 from .checks import assert_close
 from .strategies import COMBO_IDS, COMBOS, conv_cases
@@ -157,3 +158,30 @@ def test_transfer_window(local, ext, n, window):
     else:
         assert found[0] == window[0]
         assert np.flatnonzero(found[1]).tolist() == window[1]
+
+
+# ---------------------------------------------------------------------- the split axis
+#: 4 input and output samples along axis 0, 9 along axis 1 (stride 1, "same" padding).
+WIDE = ConvGeometry.from_torch((1, 1, 3, 3), (1, 4, 9), padding=1)
+
+
+@pytest.mark.parametrize(("axis", "ranks", "chosen"), [(None, 5, 1), (None, 2, 1), (0, 4, 0),
+                                                        (-2, 3, 0), (-1, 9, 1)])  # fmt: skip
+def test_choose_axis_takes_the_axis_given_or_the_one_with_most_slabs(axis, ranks, chosen):
+    assert choose_axis(WIDE, WIDE.output_size, ranks, axis) == chosen
+
+
+@pytest.mark.parametrize(
+    ("axis", "ranks", "error", "match"),
+    [
+        (0, 5, ValueError, r"the layer cannot be split over 5 ranks along spatial axis 0: .* "
+                           r"at most 4 ranks work on that axis \(at most 9 on the best axis\)"),
+        (None, 10, ValueError, r"over 10 ranks along spatial axis 1: .* at most 9 ranks"),
+        (2, 2, ValueError, r"axis must be a spatial axis of the 2-d sample, in \[-2, 1\], got "
+                           r"axis=2"),
+        (1.0, 2, TypeError, r"axis must be an int or None, got 1\.0"),
+    ],
+)  # fmt: skip
+def test_choose_axis_refuses_axes_that_do_not_fit(axis, ranks, error, match):
+    with pytest.raises(error, match=match):
+        choose_axis(WIDE, WIDE.output_size, ranks, axis, what="layer")

@@ -66,6 +66,16 @@ def pcg_tolerance(a: np.ndarray, y: np.ndarray, damp: float) -> float:
 
 
 # ---------------------------------------------------------------------- normal operator
+def _counted(product: str):
+    """The method ``_<product>`` of :class:`Counting`: note the call, then pass it on."""
+
+    def method(self, x):
+        self.calls.append(product)
+        return getattr(self.op, product)(x)
+
+    return method
+
+
 class Counting(LinearOperator):
     """An operator that counts its batched products (one per matmat, whatever the width)."""
 
@@ -73,21 +83,10 @@ class Counting(LinearOperator):
         self.op, self.calls = op, []
         super().__init__(dtype=op.dtype, shape=op.shape)
 
-    def _matvec(self, x):
-        self.calls.append("matvec")
-        return self.op.matvec(x)
-
-    def _rmatvec(self, x):
-        self.calls.append("rmatvec")
-        return self.op.rmatvec(x)
-
-    def _matmat(self, X):
-        self.calls.append("matmat")
-        return self.op.matmat(X)
-
-    def _rmatmat(self, X):
-        self.calls.append("rmatmat")
-        return self.op.rmatmat(X)
+    _matvec = _counted("matvec")
+    _rmatvec = _counted("rmatvec")
+    _matmat = _counted("matmat")
+    _rmatmat = _counted("rmatmat")
 
 
 def test_normal_operator_is_the_dense_normal_matrix_and_batches():

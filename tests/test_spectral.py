@@ -24,6 +24,7 @@ from convop._fourier.grams import CHOLESKY_SHIFT, Grams, cholesky_shift
 from convop._fourier.lags import lags_error
 from convop._fourier.rounding import Rounding, rounding_of
 from convop._fourier.scaling import read_taps
+from convop.data import gaussian_kernel
 from convop.geometry import ConvGeometry
 
 from .strategies import COMBO_IDS, COMBOS, conv_cases
@@ -195,6 +196,15 @@ def monkeypatch_dense(monkeypatch):
     monkeypatch.setattr(spectral, "GRAM_LIMIT", 0)
 
 
+def nonnegative(weight_shape, input_shape, **options) -> Callable[[], convop.ConvOperator]:
+    """Builds a 2-d operator of a uniformly random (non-negative) float64 weight, when called."""
+
+    def build() -> convop.ConvOperator:
+        return convop.conv2d(torch.rand(weight_shape, dtype=torch.float64), input_shape, **options)
+
+    return build
+
+
 @pytest.mark.parametrize(
     ("name", "build", "rtol"),
     [
@@ -243,23 +253,12 @@ def monkeypatch_dense(monkeypatch):
         ),
         (
             "reflect, non-negative depthwise 3 channels, 64^2",
-            lambda: convop.conv2d(
-                torch.rand(3, 1, 3, 3, dtype=torch.float64),
-                (3, 64, 64),
-                padding=1,
-                groups=3,
-                padding_mode="reflect",
-            ),
+            nonnegative((3, 1, 3, 3), (3, 64, 64), padding=1, groups=3, padding_mode="reflect"),
             1e-2,
         ),
         (
             "replicate, non-negative 2 -> 3 channels, 48^2",
-            lambda: convop.conv2d(
-                torch.rand(3, 2, 5, 5, dtype=torch.float64),
-                (2, 48, 48),
-                padding=2,
-                padding_mode="replicate",
-            ),
+            nonnegative((3, 2, 5, 5), (2, 48, 48), padding=2, padding_mode="replicate"),
             1e-2,
         ),
     ],
@@ -278,9 +277,8 @@ def test_opnorm_reaches_rtol_on_larger_operators(name, build, rtol, monkeypatch_
 
 
 def blur(n: int, mode: str, dtype=torch.float64) -> convop.ConvOperator:
-    x = torch.arange(9, dtype=dtype) - 4
-    g = torch.exp(-(x**2) / 4)
-    w = torch.outer(g, g) / g.sum() ** 2
+    """The 9 x 9 Gaussian blur of sigma sqrt(2) of an ``(n, n)`` image, 'same' size."""
+    w = torch.from_numpy(gaussian_kernel(9, math.sqrt(2))).to(dtype)
     return convop.conv2d(w[None, None], (1, n, n), padding="same", padding_mode=mode)
 
 
@@ -414,7 +412,7 @@ def test_opnorm_falls_back_to_the_exact_gram_matrix_where_bounds_stay_apart():
     assert_brackets(result, dense_norm(op))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_svdvals_and_opnorm_run_on_the_weights_device():
     w = torch.randn(4, 4, 3, 3, device="cuda")
     op = convop.conv2d(w, (4, 16, 16), padding=1, padding_mode="circular")
@@ -535,15 +533,21 @@ def test_opnorm_in_single_precision_near_its_range(dtype, scale, monkeypatch_den
     assert_brackets(result, dense_norm(op))  # the float32 weight, exactly, in float64
 
 
-def test_opnorm_refuses_a_norm_beyond_float64():
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (convop.opnorm, r"opnorm: the operator's norm is about 2\*\*1024\.6, too close to or "
+                        r"beyond float64's largest"),
+        (convop.svdvals, r"svdvals\(\): the largest singular value is about 2\*\*1024\.6, "
+                         r"beyond float64's largest"),
+    ],
+    ids=["opnorm", "svdvals"],
+)  # fmt: skip
+def test_a_norm_beyond_float64_is_refused(entry, message):
     w = torch.full((1, 1, 3), 2.0**1023, dtype=torch.float64)  # finite taps, norm 3 * 2**1023
     op = convop.conv1d(w, (1, 8), padding=1, padding_mode="circular")
-    with pytest.raises(ValueError, match=r"opnorm: the operator's norm is about 2\*\*1024\.6, "
-                                         r"too close to or beyond float64's largest"):  # fmt: skip
-        convop.opnorm(op)
-    with pytest.raises(ValueError, match=r"svdvals\(\): the largest singular value is about "
-                                         r"2\*\*1024\.6, beyond float64's largest"):  # fmt: skip
-        convop.svdvals(op)
+    with pytest.raises(ValueError, match=message):
+        entry(op)
 
 
 def test_opnorm_of_a_subnormal_norm_rounds_outward_and_says_so():

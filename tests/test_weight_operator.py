@@ -16,7 +16,7 @@ import convop
 from convop import functional
 from convop.weight_operator import WeightOperator
 
-from .checks import assert_close, assert_dot_test
+from .checks import assert_close, assert_cuda_matches_cpu, assert_dot_test
 from .strategies import COMBO_IDS, COMBOS, conv_cases, draw_case, real_or_complex
 
 NP = {torch.float32: np.float32, torch.float64: np.float64, torch.complex128: np.complex128}
@@ -408,36 +408,16 @@ def test_matmat_and_rmatmat_run_one_batched_convolution(monkeypatch):
 
 
 # ---------------------------------------------------------------- CUDA (skipped without a GPU)
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-@pytest.fixture(scope="module")
-def no_tf32():
-    """cuDNN uses TF32 for float32 by default; compare true float32 against the CPU."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
-@cuda
+@pytest.mark.cuda
 @pytest.mark.usefixtures("no_tf32")
 @pytest.mark.parametrize("combo", COMBOS, ids=COMBO_IDS)
 @given(data=st.data())
 def test_cuda_operator_matches_cpu_reference(combo, data):
     case, dtype, x, cpu = _draw(data, combo)
     A = case.operator(case.weight(dtype)).weight_operator(x.cuda())  # runs where x is
-    assert A.device.type == "cuda"
-    assert repr(A).endswith("device=cuda:0)")
-    w = case.random((A.shape[1],), dtype, 3)
-    v = case.random((A.shape[0],), dtype, 2)
-    terms = _grad_terms(case, A)
-    assert_close(A @ w.numpy(), cpu @ w.numpy(), dtype=dtype, terms=terms)
-    assert_close(A.rmatvec(v.numpy()), cpu.rmatvec(v.numpy()), dtype=dtype, terms=terms)
-    y = A.apply(w.cuda())
-    assert y.device.type == "cuda"
-    assert_close(y, cpu @ w.numpy(), dtype=dtype, terms=terms)
-    assert_close(A.apply_adjoint(v.cuda()), cpu.rmatvec(v.numpy()), dtype=dtype, terms=terms)
+    w = case.random((A.shape[1],), dtype, 3).numpy()
+    v = case.random((A.shape[0],), dtype, 2).numpy()
+    assert_cuda_matches_cpu(A, cpu, w, v, dtype=dtype, terms=_grad_terms(case, A))
 
 
 # ---------------------------------------------------------------- named operators, PyLops

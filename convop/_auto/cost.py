@@ -211,62 +211,75 @@ class Throughput:
 # Measured on this project's 2-core x86-64 CPU (AMD EPYC, AVX2) with torch 2.13 and its two
 # threads, by convop._auto.probe: the median of 5 runs that the machine's other load
 # did not disturb (`odd`: re-measured on 2-D grids when 1-D grids became even, 5 runs).
-# Rows of `single` and `grouped`: 1-D, 2-D, 3-D.
-CPU = {
-    torch.float64: Throughput(
-        conv=Direct(
-            call=2.8e-5, group=1.4e-5, dilated=1.9, complex=3.1, large=1.0,
-            single=((2.2e-9, 1.6e-9, 1.3e-9), (1.5e-9, 1.2e-9, 1.3e-9),
-                    (1.9e-9, 1.9e-9, 1.9e-9)),
-            grouped=((2.4e-9, 1.7e-9, 1.6e-9), (1.9e-9, 1.9e-9, 2.6e-9),
-                     (1.6e-9, 1.6e-9, 1.6e-9)),
-            dense=(1.7e-10, 1.4e-10, 1.7e-10),
-        ),
-        transpose=Direct(
-            call=3.8e-5, group=9.4e-6, dilated=1.0, complex=3.4, large=1.0,
-            single=((4.4e-9, 3.9e-9, 4e-9), (3.8e-9, 3.8e-9, 3.4e-9),
-                    (2.1e-9, 2.4e-9, 2.4e-9)),
-            grouped=((3.8e-9, 3.3e-9, 3.2e-9), (3.1e-9, 2.6e-9, 2.2e-9),
-                     (1.9e-9, 1.8e-9, 1.8e-9)),
-            dense=(2.9e-10, 2.5e-10, 2.5e-10),
-        ),
-        call_fft=2.5e-4, transform=(5e-10, 5.3e-10, 5.8e-10), lone_1d=2.9, odd=1.2,
-        complex_fft=1.3, large=0.72, mix=5.5e-9,
-    ),
-    torch.float32: Throughput(
-        conv=Direct(
-            call=2.1e-5, group=4.6e-6, dilated=1.5, complex=3.1, large=0.53,
-            single=((3.6e-9, 2.1e-9, 7.6e-10), (1.4e-9, 1e-9, 5.7e-9),
-                    (1.6e-9, 5.2e-10, 5.2e-10)),
-            grouped=((1.5e-9, 7e-10, 1.2e-9), (7.1e-10, 3.4e-10, 1.2e-9),
-                     (3.5e-10, 1.1e-10, 1.1e-10)),
-            dense=(7.8e-11, 6.9e-11, 1.1e-10),
-        ),
-        transpose=Direct(
-            call=2.4e-5, group=3.1e-6, dilated=1.0, complex=3.1, large=0.75,
-            single=((6.9e-9, 4.5e-9, 2.8e-9), (3.1e-9, 2.6e-9, 2.5e-9),
-                    (2.1e-9, 1.5e-9, 1.5e-9)),
-            grouped=((1.5e-9, 9.7e-10, 7.1e-10), (8.1e-10, 6.3e-10, 5.2e-10),
-                     (1.5e-9, 8.1e-10, 8.1e-10)),
-            dense=(7.4e-11, 7.2e-11, 5.5e-11),
-        ),
-        call_fft=2.3e-4, transform=(3.1e-10, 3.7e-10, 5.3e-10), lone_1d=3.6, odd=1.3,
-        complex_fft=1.2, large=0.67, mix=4.9e-9,
-    ),
-}  # fmt: skip
-# GPUs: not measured here (no GPU on the development machine); scaled so that, as on GPUs
-# generally, direct convolution stays the choice for small kernels and FFT for large ones.
+_F64, _F32 = torch.float64, torch.float32
+#: Each side of a direct product, per precision: call, group, dilated, complex, large.
+_CPU_SIDES = {
+    (_F64, "conv"): (2.8e-5, 1.4e-5, 1.9, 3.1, 1.0),
+    (_F64, "transpose"): (3.8e-5, 9.4e-6, 1.0, 3.4, 1.0),
+    (_F32, "conv"): (2.1e-5, 4.6e-6, 1.5, 3.1, 0.53),
+    (_F32, "transpose"): (2.4e-5, 3.1e-6, 1.0, 3.1, 0.75),
+}
+#: Seconds per multiply-add for kernels of extent EXTENTS (3, 7, 15), per precision, side,
+#: kind and dimension count (`dense`: measured in 2-D, used for every dimension count).
+_CPU_MACS = {
+    (_F64, "conv", "single", 1): (2.2e-9, 1.6e-9, 1.3e-9),
+    (_F64, "conv", "single", 2): (1.5e-9, 1.2e-9, 1.3e-9),
+    (_F64, "conv", "single", 3): (1.9e-9, 1.9e-9, 1.9e-9),
+    (_F64, "conv", "grouped", 1): (2.4e-9, 1.7e-9, 1.6e-9),
+    (_F64, "conv", "grouped", 2): (1.9e-9, 1.9e-9, 2.6e-9),
+    (_F64, "conv", "grouped", 3): (1.6e-9, 1.6e-9, 1.6e-9),
+    (_F64, "conv", "dense", 2): (1.7e-10, 1.4e-10, 1.7e-10),
+    (_F64, "transpose", "single", 1): (4.4e-9, 3.9e-9, 4e-9),
+    (_F64, "transpose", "single", 2): (3.8e-9, 3.8e-9, 3.4e-9),
+    (_F64, "transpose", "single", 3): (2.1e-9, 2.4e-9, 2.4e-9),
+    (_F64, "transpose", "grouped", 1): (3.8e-9, 3.3e-9, 3.2e-9),
+    (_F64, "transpose", "grouped", 2): (3.1e-9, 2.6e-9, 2.2e-9),
+    (_F64, "transpose", "grouped", 3): (1.9e-9, 1.8e-9, 1.8e-9),
+    (_F64, "transpose", "dense", 2): (2.9e-10, 2.5e-10, 2.5e-10),
+    (_F32, "conv", "single", 1): (3.6e-9, 2.1e-9, 7.6e-10),
+    (_F32, "conv", "single", 2): (1.4e-9, 1e-9, 5.7e-9),
+    (_F32, "conv", "single", 3): (1.6e-9, 5.2e-10, 5.2e-10),
+    (_F32, "conv", "grouped", 1): (1.5e-9, 7e-10, 1.2e-9),
+    (_F32, "conv", "grouped", 2): (7.1e-10, 3.4e-10, 1.2e-9),
+    (_F32, "conv", "grouped", 3): (3.5e-10, 1.1e-10, 1.1e-10),
+    (_F32, "conv", "dense", 2): (7.8e-11, 6.9e-11, 1.1e-10),
+    (_F32, "transpose", "single", 1): (6.9e-9, 4.5e-9, 2.8e-9),
+    (_F32, "transpose", "single", 2): (3.1e-9, 2.6e-9, 2.5e-9),
+    (_F32, "transpose", "single", 3): (2.1e-9, 1.5e-9, 1.5e-9),
+    (_F32, "transpose", "grouped", 1): (1.5e-9, 9.7e-10, 7.1e-10),
+    (_F32, "transpose", "grouped", 2): (8.1e-10, 6.3e-10, 5.2e-10),
+    (_F32, "transpose", "grouped", 3): (1.5e-9, 8.1e-10, 8.1e-10),
+    (_F32, "transpose", "dense", 2): (7.4e-11, 7.2e-11, 5.5e-11),
+}
+#: The FFT constants, per device type and precision: call_fft, transform (1-D, 2-D, 3-D),
+#: lone_1d, odd, complex_fft, large, mix. GPUs: not measured here (no GPU on the development
+#: machine); scaled so that, as on GPUs generally, direct convolution stays the choice for
+#: small kernels and FFT for large ones.
+_FFT = {
+    ("cpu", _F64): (2.5e-4, (5e-10, 5.3e-10, 5.8e-10), 2.9, 1.2, 1.3, 0.72, 5.5e-9),
+    ("cpu", _F32): (2.3e-4, (3.1e-10, 3.7e-10, 5.3e-10), 3.6, 1.3, 1.2, 0.67, 4.9e-9),
+    ("cuda", _F64): (6e-5, (4e-12,) * 3, 1.0, 1.0, 2.0, 1.0, 2e-11),
+    ("cuda", _F32): (6e-5, (2e-12,) * 3, 1.0, 1.0, 2.0, 1.0, 1e-11),
+}
 _GPU_DIRECT = Direct(call=2e-5, group=1e-7, dilated=1.5, complex=3.0, large=1.0,
                      single=((2e-11,) * 3,) * 3,
                      grouped=((2e-11,) * 3,) * 3, dense=(2e-12,) * 3)  # fmt: skip
-CUDA = {
-    torch.float64: Throughput(conv=_GPU_DIRECT, transpose=_GPU_DIRECT, call_fft=6e-5,
-                              transform=(4e-12,) * 3, lone_1d=1.0, odd=1.0,
-                              complex_fft=2.0, large=1.0, mix=2e-11),
-    torch.float32: Throughput(conv=_GPU_DIRECT, transpose=_GPU_DIRECT, call_fft=6e-5,
-                              transform=(2e-12,) * 3, lone_1d=1.0, odd=1.0,
-                              complex_fft=2.0, large=1.0, mix=1e-11),
-}  # fmt: skip
+
+
+def _cpu_side(precision: torch.dtype, side: str) -> Direct:
+    """One side's :class:`Direct` from the rows of ``_CPU_SIDES`` and ``_CPU_MACS``."""
+    tables = {
+        kind: tuple(_CPU_MACS[precision, side, kind, ndim] for ndim in (1, 2, 3))
+        for kind in ("single", "grouped")
+    }
+    dense = _CPU_MACS[precision, side, "dense", 2]
+    return Direct(*_CPU_SIDES[precision, side], **tables, dense=dense)
+
+
+#: The built-in constants of each precision on CPUs and on CUDA GPUs.
+CPU = {p: Throughput(_cpu_side(p, "conv"), _cpu_side(p, "transpose"), *_FFT["cpu", p])
+       for p in (_F64, _F32)}  # fmt: skip
+CUDA = {p: Throughput(_GPU_DIRECT, _GPU_DIRECT, *_FFT["cuda", p]) for p in (_F64, _F32)}
 
 
 def precision(dtype: torch.dtype) -> torch.dtype:
@@ -305,33 +318,30 @@ def side_seconds(geom: ConvGeometry, dtype: torch.dtype, side: Direct) -> float:
     return side.call + g * side.group + work
 
 
-def direct_seconds(
+def seconds(
+    method: str,
     geom: ConvGeometry,
     dtype: torch.dtype,
     device: torch.device,
     speed: Throughput | None = None,
 ) -> float:
-    """Estimated time of one direct product for one sample (mean of forward and adjoint).
+    """Estimated time of one product by ``method`` (``'direct'`` or ``'fft'``) for one sample.
 
-    ``speed`` defaults to the built-in constants (:func:`builtin`).
+    The mean of forward and adjoint; ``speed`` defaults to the built-in constants
+    (:func:`builtin`).
     """
     speed = builtin(dtype, device) if speed is None else speed
+    return _SECONDS[method](geom, dtype, speed)
+
+
+def _direct_seconds(geom: ConvGeometry, dtype: torch.dtype, speed: Throughput) -> float:
     conv = side_seconds(geom, dtype, speed.conv)
     transpose = side_seconds(geom, dtype, speed.transpose)
     return (conv + transpose) / 2
 
 
-def fft_seconds(
-    geom: ConvGeometry,
-    dtype: torch.dtype,
-    device: torch.device,
-    speed: Throughput | None = None,
-) -> float:
-    """Estimated time of one FFT product for one sample (forward and adjoint alike).
-
-    ``speed`` defaults to the built-in constants (:func:`builtin`).
-    """
-    speed = builtin(dtype, device) if speed is None else speed
+def _fft_seconds(geom: ConvGeometry, dtype: torch.dtype, speed: Throughput) -> float:
+    """Forward and adjoint alike: the same transforms and mixing."""
     sizes = frame(geom).sizes
     total = math.prod(sizes)
     freqs = total if dtype.is_complex else total // sizes[-1] * (sizes[-1] // 2 + 1)
@@ -348,6 +358,9 @@ def fft_seconds(
     mixing = 0 if pairs == geom.groups else freqs * pairs
     factor = speed.complex_fft if dtype.is_complex else 1
     return speed.call_fft + factor * transforms * transform + mixing * speed.mix
+
+
+_SECONDS = {"direct": _direct_seconds, "fft": _fft_seconds}
 
 
 @dataclass(frozen=True)
@@ -451,29 +464,15 @@ def estimate(
     >>> str(estimate(blur, torch.float64, cpu))
     'est. fft ..., direct ..., built-in'
     """
+    speed = builtin(dtype, device) if speed is None else speed
     return Estimate(
-        batch * direct_seconds(geom, dtype, device, speed),
-        batch * fft_seconds(geom, dtype, device, speed),
+        batch * _direct_seconds(geom, dtype, speed),
+        batch * _fft_seconds(geom, dtype, speed),
         source,
         direct_bytes=direct_bytes(geom, dtype, batch),
         fft_bytes=fft_bytes(geom, dtype, batch),
         batch=batch,
     )
-
-
-def choose(geom: ConvGeometry, dtype: torch.dtype, device: torch.device) -> str:
-    """``'direct'`` or ``'fft'``, whichever the built-in constants expect to be faster.
-
-    Examples
-    --------
-    >>> import torch
-    >>> layer = ConvGeometry.from_torch((64, 64, 3, 3), (64, 56, 56), padding=1)
-    >>> blur = ConvGeometry.from_torch((1, 1, 31, 31), (1, 512, 512), padding="same")
-    >>> cpu = torch.device("cpu")
-    >>> choose(layer, torch.float32, cpu), choose(blur, torch.float64, cpu)
-    ('direct', 'fft')
-    """
-    return estimate(geom, dtype, device).method
 
 
 def check(method: object) -> str:

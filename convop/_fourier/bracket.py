@@ -1,14 +1,24 @@
 """The bracket :func:`convop.opnorm` tightens for an operator that is not a circulant.
 
-Below, the Rayleigh quotient ``||A y|| / ||y||`` of a Lanczos vector ``y`` of ``A^H A`` (or
-``A A^H``, whichever is smaller: :class:`Side`), started, for kernels of mixed sign, from
-the plane wave of the circulant embedding's largest block (:meth:`Bracket.warm_start`).
-Above, the least of the structural bounds: the circulant embedding (:mod:`.grams`, times
-``||pad||_2``), the separable factors (:mod:`.separable`) and, for non-negative operators,
-the Collatz-Wielandt bound of the Lanczos vector (or of power iterations from it). Each is
-certified with the round-off of its products (:mod:`.rounding`); :func:`bracket` plays them
-against each other until they meet ``rtol``, and :func:`dense_norm` is the exact fallback
-(the smaller Gram matrix, formed by products). The proofs are in ``docs/conventions.md``.
+Below, the Rayleigh quotient ``||A y|| / ||y||`` of a Lanczos vector [1]_ ``y`` of
+``A^H A`` (or ``A A^H``, whichever is smaller: :class:`Side`), started, for kernels of
+mixed sign, from the plane wave of the circulant embedding's largest block
+(:meth:`Bracket.warm_start`). Above, the least of the structural bounds: the circulant
+embedding (:mod:`.grams`, times ``||pad||_2``), the separable factors (:mod:`.separable`)
+and, for non-negative operators, the Collatz-Wielandt bound [2]_ [3]_ of the Lanczos vector
+(or of power iterations from it). Each is certified with the round-off of its products
+(:mod:`.rounding`); :func:`bracket` plays them against each other until they meet
+``rtol``, and :func:`dense_norm` is the exact fallback (the smaller Gram matrix, formed by
+products). The proofs are in ``docs/conventions.md``.
+
+References
+----------
+.. [1] C. Lanczos, "An Iteration Method for the Solution of the Eigenvalue Problem of
+   Linear Differential and Integral Operators," J. Res. Nat. Bur. Standards 45 (1950),
+   255-282.
+.. [2] L. Collatz, "Einschließungssatz für die charakteristischen Zahlen von Matrizen,"
+   Math. Z. 48 (1942), 221-226.
+.. [3] H. Wielandt, "Unzerlegbare, nicht negative Matrizen," Math. Z. 52 (1950), 642-648.
 """
 
 from __future__ import annotations

@@ -151,10 +151,18 @@ def diagonal_bytes(geom: ConvGeometry, dtype: torch.dtype = torch.float64,
     Returns
     -------
     int
+        An upper bound on what it holds at once: the weight in float64, the reads of each
+        axis and the largest contraction.
+
+    See Also
+    --------
+    gram_diagonal : The diagonal itself, which asks the guard for these bytes first.
 
     Examples
     --------
-    >>> from convop.geometry import ConvGeometry
+    Large kernels under reflect padding need the most (their folded taps near the corners;
+    ``convop.deconvolution.DIAGONAL_BYTES`` is the preconditioner's limit):
+
     >>> large = ConvGeometry.from_torch((1, 1, 201, 201), (1, 256, 256), padding="same",
     ...                                 padding_mode="reflect")
     >>> f"{diagonal_bytes(large) / 2**30:.0f} GiB"
@@ -186,6 +194,11 @@ def gram_diagonal(weight: torch.Tensor, geom: ConvGeometry, *,
     ------
     MemoryError
         Before allocating, where :func:`diagonal_bytes` exceeds the limit.
+
+    See Also
+    --------
+    convop.preconditioner : Scaled to this diagonal where its boundary model is not the
+        operator's own.
     """
     g, nd = geom.groups, geom.ndim
     o, c = geom.out_channels // g, geom.in_channels // g

@@ -1,17 +1,26 @@
 """The per-frequency Gram blocks of a circulant: the circulant embedding's bound on a norm.
 
 A convolution is part of a circulant on a large enough grid (:func:`.circulant.embedding_grid`),
-whose norm is the largest singular value of its per-frequency blocks. :class:`Grams` holds
-the smaller Gram matrix of each block, made from the kernel's lags (:mod:`.lags`) by a
-direct DFT, with its round-off budgeted (:meth:`Grams._budget`), and finds the largest
-eigenvalue over them cheaply: a Cholesky test per block at a target (in single precision
-where the caller's slack allows), exact eigenvalues only for the blocks above it. It also
-ranks the blocks for the plane wave that starts :mod:`.bracket`'s Lanczos iteration.
+whose norm is the largest singular value of its per-frequency blocks [1]_. :class:`Grams`
+holds the smaller Gram matrix of each block, made from the kernel's lags (:mod:`.lags`) by a
+direct DFT, with its round-off budgeted (:meth:`Grams._budget`, with the bounds of [2]_),
+and finds the largest eigenvalue over them cheaply: a Cholesky test per block at a target,
+shifted by the factorisation's backward error [3]_ (in single precision where the caller's
+slack allows), exact eigenvalues only for the blocks above it. It also ranks the blocks for
+the plane wave that starts :mod:`.bracket`'s Lanczos iteration.
 
 The blocks are evaluated here rather than by :func:`.symbol.gram_symbol` because their
 error budget ``E`` is derived for this evaluation (phases as ``D``-term dot products, then
 ``L``-term sums per entry) and for the partial evaluations the tests need (a few blocks, or
 all in float32).
+
+References
+----------
+.. [1] H. Sedghi, V. Gupta and P. M. Long, "The Singular Values of Convolutional Layers,"
+   International Conference on Learning Representations (ICLR), 2019.
+.. [2] N. J. Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., SIAM, 2002.
+.. [3] S. M. Rump, "Verification of Positive Definiteness," BIT Numer. Math. 46 (2006),
+   433-452.
 """
 
 from __future__ import annotations

@@ -64,26 +64,18 @@ def _costs(geom: ConvGeometry, input_side: bool) -> tuple[float, float]:
 def lags_method(geom: ConvGeometry, *, input_side: bool) -> str:
     """``'direct'`` or ``'fft'``: how :func:`gram_lags` computes the lags of ``geom``.
 
-    The cheaper by :func:`_costs`' estimate: the direct correlation takes ``G p^2 q
-    prod(2k - 1) prod(k)`` multiply-adds (``p`` channels on the lags' side, ``q`` summed),
-    the FFTs about ``FFT_COST G (p q + p^2) N log2 N`` on a grid of ``N`` samples, plus the
-    products. It depends on the geometry only, so the error bound :func:`lags_error` gives
-    is that of the path taken.
-
-    Parameters
-    ----------
-    geom : ConvGeometry
-        A convolution (not transposed).
-    input_side : bool
-        As for :func:`gram_lags`.
-
-    Returns
-    -------
-    str
+    The cheaper by :func:`_costs`' estimate, for ``geom`` and ``input_side`` as
+    :func:`gram_lags` takes them: the direct correlation takes ``G p^2 q prod(2k - 1)
+    prod(k)`` multiply-adds (``p`` channels on the lags' side, ``q`` summed), the FFTs about
+    ``FFT_COST G (p q + p^2) N log2 N`` on a grid of ``N`` samples, plus the products. It
+    depends on the geometry only, so the error bound :func:`lags_error` gives is that of the
+    path taken.
 
     Examples
     --------
-    >>> from convop.geometry import ConvGeometry
+    A 3 x 3 kernel's 25 lags of 9 terms take fewer multiply-adds directly; a 201 x 201
+    kernel's 401^2 lags of 201^2 terms by FFTs:
+
     >>> small = ConvGeometry.from_torch((1, 1, 3, 3), (1, 32, 32))
     >>> large = ConvGeometry.from_torch((1, 1, 201, 201), (1, 256, 256))
     >>> lags_method(small, input_side=True), lags_method(large, input_side=True)
@@ -102,12 +94,12 @@ def lags_error(geom: ConvGeometry, *, input_side: bool, method: str | None = Non
 
     - Direct: each entry is a sum of ``n = q k^d`` products, so it errs by at most
       ``gamma_n sum |w_a| |w_b| <= gamma_n ||w_a|| ||w_b||`` (Cauchy-Schwarz), ``gamma_n =
-      n u / (1 - n u)``, ``u = 2^-53`` (Higham, *Accuracy and Stability of Numerical
-      Algorithms*, 3.1). Complex weights: ``gamma_{4n + 11}``, as torch convolves them by
-      three real convolutions (Gauss's trick: the imaginary part is ``(a + b)(c + d) - ac -
-      bd``, whose terms are up to twice ``|w_a| |w_b|``).
+      n u / (1 - n u)``, ``u = 2^-53`` ([1]_, section 3.1). Complex weights: ``gamma_{4n +
+      11}``, as torch convolves them by three real convolutions (Gauss's trick: the
+      imaginary part is ``(a + b)(c + d) - ac - bd``, whose terms are up to twice ``|w_a|
+      |w_b|``).
     - FFT, on a grid of ``N`` samples: each transform of ``m = log2 N`` radix stages errs
-      normwise by ``beta = 7 u (m + 2)`` (Higham, Thm. 24.2: ``7 u`` per radix-2 stage; two
+      normwise by ``beta = 7 u (m + 2)`` ([1]_, theorem 24.2: ``7 u`` per radix-2 stage; two
       stages spare for mixed radices and the real transforms' pre- and post-processing). The
       forward transforms' errors reach each lag at most through ``(1/N) sum_f |dW_a| |W_b|
       <= beta ||w_a|| ||w_b||`` (Cauchy-Schwarz and Parseval), twice; the channel sums of
@@ -132,10 +124,19 @@ def lags_error(geom: ConvGeometry, *, input_side: bool, method: str | None = Non
     Returns
     -------
     float
+        ``c``, relative to the product of the two channels' norms.
+
+    See Also
+    --------
+    lags_method : Which path :func:`gram_lags` takes.
+
+    References
+    ----------
+    .. [1] N. J. Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., SIAM,
+       2002.
 
     Examples
     --------
-    >>> from convop.geometry import ConvGeometry
     >>> geom = ConvGeometry.from_torch((1, 1, 201, 201), (1, 256, 256))
     >>> lags_method(geom, input_side=True), f"{lags_error(geom, input_side=True):.1e}"
     ('fft', '4.6e-14')

@@ -11,11 +11,17 @@ it and :func:`convop.choose_damping` sums over its eigenvalues:
   symmetric model holds only there: :meth:`Lags.model`);
 - :func:`gram_symbol`: ``S`` at the model's frequencies, either those of the DFT of the
   extension (by one FFT of the lags placed on the extended grid) or those of the DCT-II
-  along the half-sample symmetric axes (by direct sums: ``2^d`` times fewer frequencies);
+  along the half-sample symmetric axes, which diagonalises the model there for
+  mirror-symmetric lags [1]_ (by direct sums: ``2^d`` times fewer frequencies);
 - :func:`diagonalise`: its eigenvalues and eigenvectors, frequency by frequency.
 
 :func:`convop.opnorm`'s Gram blocks (:mod:`.grams`) are the periodic symbol on the
 embedding's grid, evaluated there with their own round-off budget.
+
+References
+----------
+.. [1] M. K. Ng, R. H. Chan and W.-C. Tang, "A Fast Algorithm for Deblurring Models with
+   Neumann Boundary Conditions," SIAM J. Sci. Comput. 21 (1999), 851-866.
 """
 
 from __future__ import annotations

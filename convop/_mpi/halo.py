@@ -261,21 +261,18 @@ def check_agreement(
             f"the same convolution (the samples each rank owns along axis {plan.axis}: "
             f"{owned}); no message was exchanged"
         )
+    # Every message as both ends count it: (this end's counts, the other end's, the words).
+    ends = (("receives", "sends", "expects {} from", "which sends it"),
+            ("sends", "receives", "sends {} to", "which expects"))  # fmt: skip
     for r, view in enumerate(views):
-        for q, n in view.receives.items():
-            sent = views[q].sends.get(r, 0) if 0 <= q < size else None
-            if sent != n:
-                raise RuntimeError(
-                    f"{prefix}: rank {r} expects {_samples(n)} from rank {q}, which sends "
-                    f"it {sent}; no message was exchanged"
-                )
-        for q, n in view.sends.items():
-            wanted = views[q].receives.get(r, 0) if 0 <= q < size else None
-            if wanted != n:
-                raise RuntimeError(
-                    f"{prefix}: rank {r} sends {_samples(n)} to rank {q}, which expects "
-                    f"{wanted}; no message was exchanged"
-                )
+        for mine, theirs, says, answer in ends:
+            for q, n in getattr(view, mine).items():
+                other = getattr(views[q], theirs).get(r, 0) if 0 <= q < size else None
+                if other != n:
+                    raise RuntimeError(
+                        f"{prefix}: rank {r} {says.format(_samples(n))} rank {q}, {answer} "
+                        f"{other}; no message was exchanged"
+                    )
 
 
 def _samples(n: int) -> str:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._shared.checks import is_int
 from ..geometry import ConvGeometry
 from ..padding import source_index
 
@@ -59,6 +60,49 @@ def conv_form(geom: ConvGeometry) -> tuple[ConvGeometry, tuple[int, ...], bool]:
     if not geom.transposed:
         return geom, geom.output_size, False
     return geom.as_convolution(), geom.input_size, True
+
+
+def choose_axis(conv: ConvGeometry, keep: tuple[int, ...], ranks: int, axis: object = None,
+                *, what: str = "convolution") -> int:  # fmt: skip
+    """The spatial axis to split ``conv`` over ``ranks`` slabs: ``axis``, checked, or the best.
+
+    By default the axis that allows the most slabs (:meth:`SlabPlan.max_ranks`), the first
+    of those that tie. ``axis`` may count from the end (``-1``: the last spatial axis).
+
+    Raises
+    ------
+    TypeError
+        For an ``axis`` that is no int.
+    ValueError
+        For an ``axis`` outside the sample's spatial axes, or one with fewer samples (input
+        or output) than ``ranks``; the message names ``what`` and how many ranks would work.
+
+    Examples
+    --------
+    >>> conv = ConvGeometry.from_torch((1, 1, 3, 3), (1, 4, 9), padding=1)
+    >>> choose_axis(conv, conv.output_size, 2), choose_axis(conv, conv.output_size, 2, -2)
+    (1, 0)
+    """
+    ndim = conv.ndim
+    limits = [SlabPlan.max_ranks(conv, keep, i) for i in range(ndim)]
+    if axis is None:
+        axis = max(range(ndim), key=lambda i: (limits[i], -i))
+    else:
+        if not is_int(axis):
+            raise TypeError(f"axis must be an int or None, got {axis!r}")
+        if not -ndim <= axis < ndim:
+            raise ValueError(
+                f"axis must be a spatial axis of the {ndim}-d sample, in [{-ndim}, {ndim - 1}], "
+                f"got axis={axis}"
+            )
+        axis = int(axis) % ndim
+    if ranks > limits[axis]:
+        raise ValueError(
+            f"the {what} cannot be split over {ranks} ranks along spatial axis {axis}: every "
+            f"rank needs at least one input and one output sample there, so at most "
+            f"{limits[axis]} ranks work on that axis (at most {max(limits)} on the best axis)"
+        )
+    return axis
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""The ``convop`` command: a deblurring demo, the matrix of a convolution, image deblurring.
+"""The ``convop`` command: demo, convolution matrices, deblurring, deconvolution, calibration.
 
-Three subcommands, each a thin layer over the library and each in its own module:
+Five subcommands, each a thin layer over the library and each in its own module:
 
 - ``convop demo`` (``_demo.py``): blur and noise scikit-image's camera photo (or the
   built-in Shepp-Logan phantom), deblur it by Tikhonov (scipy's ``lsqr`` and ``cg``
@@ -11,22 +11,35 @@ Three subcommands, each a thin layer over the library and each in its own module
   PyTorch's arguments, or a saved ``nn.Conv*`` module), built with
   :meth:`~convop.operator.ConvOperator.tosparse` and written with :func:`convop.save_matrix`;
 - ``convop deblur`` (``_deblur.py``): deblur an image file, gray or colour (each channel on
-  its own), with a given or built-in kernel, by total variation or Tikhonov.
+  its own), with a given or built-in kernel, by total variation or Tikhonov, its memory and
+  time estimated first by :meth:`~convop.operator.ConvOperator.estimate` (``_guards.py``);
+- ``convop deconvolve`` (``_deconvolve.py``): deconvolve a microscope image or stack (TIFF,
+  ``.npy``) with its measured PSF by :func:`convop.richardson_lucy` (or RL-TV, Tikhonov,
+  total variation) on the extended-domain model; stack files are read and written by
+  ``convop._io.stacks``, the PSF prepared by ``_psf.py``, the files, operator and guards
+  settled by ``_deconvolve_plan.py``; under ``mpiexec`` each rank reads and deconvolves
+  its slab (``_deconvolve_mpi.py``);
+- ``convop calibrate`` (``_calibrate.py``): measure this machine's constants for
+  ``method='auto'`` with :func:`convop.calibrate`, which keeps them in a cache file.
 
 ``_parser.py`` holds the parser class and the argument types, ``_solve.py`` the solvers with
 their progress bars, ``_scales.py`` the units deblur solves in; images and kernels are read
 by the library (:mod:`convop.imaging`). No option may be abbreviated. No subcommand writes
 over one of its inputs.
-matplotlib, Pillow and tqdm are imported only by the subcommands that use them (pylops never).
+matplotlib, Pillow, tifffile, mpi4py and tqdm are imported only by the subcommands that use
+them (pylops never; mpi4py only under an MPI launcher).
 
 Failures never end in a traceback. Bad arguments, missing, damaged or refused files,
 configurations convop rejects, a missing optional dependency (Pillow for PNG and JPEG
-images) and the guards (memory, expected time) end in one line ``convop: error: ...`` on
-stderr and exit status 2: the library's own message, after the option or input it concerns
-where the message does not say (``--size: n must be >= 8, got n=4``); anything unexpected
-(a failure inside torch such as an allocation that fails, or a bug) in one line
-``convop: error: TYPE: ...`` and exit status 1; an interrupt in exit status 130. Warnings
-are one line ``convop: warning: ...`` each.
+images, tifffile for TIFF stacks) and the guards (memory, expected time) end in one line
+``convop: error: ...`` on stderr and exit status 2: the library's own message, after the
+option or input it concerns where the message does not say (``--size: n must be >= 8, got
+n=4``); a failure of the work itself that the command explains (a calibration the machine
+was too busy for) in one line and exit status 1, as is anything unexpected (a failure
+inside torch such as an allocation that fails, or a bug), in one line ``convop: error:
+TYPE: ...``; an interrupt in exit status 130. Warnings are one line ``convop: warning:
+...`` each. Under ``mpiexec``, every rank of ``convop deconvolve`` fails alike and rank 0
+alone prints the line.
 """
 
 from __future__ import annotations
@@ -39,24 +52,29 @@ import warnings
 from collections.abc import Iterator, Sequence
 
 from .. import __version__
-from . import _deblur, _demo, _matrix
-from ._parser import CommandError, Formatter, Parser, UsageError, one_line, warn
+from . import _calibrate, _deblur, _deconvolve, _demo, _matrix
+from ._parser import CommandError, CommandFailure, Formatter, Parser, UsageError, one_line, warn
 
 #: Exit status for bad arguments, bad or refused input and the guards (as argparse uses).
 EXIT_USAGE = 2
-#: Exit status for unexpected failures (inside torch, scipy, numpy, or a bug).
+#: Exit status for failures of the work itself (a calibration the machine was too busy
+#: for) and unexpected ones (inside torch, scipy, numpy, or a bug).
 EXIT_FAILURE = 1
 #: Exit status after an interrupt (Ctrl-C), as shells report SIGINT.
 EXIT_INTERRUPTED = 130
+#: The failures that end in :data:`EXIT_USAGE`: the command's own refusals and the
+#: library's (refused input, guards, missing extras).
+USAGE_ERRORS = (CommandError, ValueError, TypeError, MemoryError, OSError, ImportError)
 #: The subcommands, in the order ``--help`` lists them: each module has the subcommand's
 #: ``NAME``, ``HELP``, ``DESCRIPTION``, ``EPILOG``, ``add_arguments(parser)`` and ``run(args)``.
-SUBCOMMANDS = (_demo, _matrix, _deblur)
+SUBCOMMANDS = (_demo, _matrix, _deblur, _deconvolve, _calibrate)
 
 _EXIT_STATUS = """\
 exit status:
   0 success, 2 bad arguments, bad or refused input and the memory/time guards,
-  1 unexpected failures (inside torch, or a bug), 130 interrupted; every failure is
-  one line "convop: error: ..." on stderr
+  1 failures of the work (a calibration the machine was too busy for) and unexpected
+  ones (inside torch, or a bug), 130 interrupted; every failure is one line
+  "convop: error: ..." on stderr
 """
 
 
@@ -77,11 +95,12 @@ def _epilog() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``convop`` argument parser with its three subcommands (no abbreviated options)."""
+    """The ``convop`` argument parser with its subcommands (no abbreviated options)."""
     parser = Parser(
         prog="convop",
         description="Convolutions as exact lazy linear operators: a deblurring demo, the\n"
-        "sparse matrix of any PyTorch convolution, and image deblurring.",
+        "sparse matrix of any PyTorch convolution, image deblurring, the deconvolution of\n"
+        "microscope stacks, and the calibration of method='auto' on this machine.",
         epilog=_epilog(),
         formatter_class=Formatter,
     )
@@ -100,8 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: object, status: int = EXIT_USAGE) -> int:
-    """Print ``message`` as one line ``convop: error: ...`` on stderr; return ``status``."""
+def _fail(message: object, status: int = EXIT_USAGE, args: object = None) -> int:
+    """Print ``message`` as one line ``convop: error: ...`` on stderr; return ``status``.
+
+    Silent where the subcommand set ``args.silent`` (an MPI rank other than 0, whose
+    failure rank 0 reports).
+    """
+    if getattr(args, "silent", False):
+        return status
     text = one_line(message) or type(message).__name__
     print(f"convop: error: {text}", file=sys.stderr)
     return status
@@ -132,14 +157,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     int
         The exit status: 0 on success (``--help`` and ``--version`` included); 2 for bad
         arguments, missing, damaged or refused files, configurations convop rejects, a
-        missing optional dependency and the guards (memory, expected time); 1 for
-        unexpected failures (inside torch, such as an allocation that fails, or a bug); 130
-        when interrupted. Every failure is one line ``convop: error: ...`` on stderr
-        (unexpected ones name the exception type), never a traceback.
+        missing optional dependency and the guards (memory, expected time); 1 for failures
+        of the work itself (a calibration the machine was too busy for) and unexpected ones
+        (inside torch, such as an allocation that fails, or a bug); 130 when interrupted.
+        Every failure is one line ``convop: error: ...`` on stderr (unexpected ones name the
+        exception type), never a traceback.
 
     See Also
     --------
-    convop.save_matrix, convop.conv2d, convop.from_module, convop.imaging
+    convop.save_matrix, convop.conv2d, convop.from_module, convop.imaging, convop.calibrate
 
     Examples
     --------
@@ -150,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> main(["matrix", "--kernel", "gaussian:4", "--input-shape", "1,8,8", "B.npz"])
     2
     """
+    args = None
     try:
         with _one_line_warnings():
             args, unknown = build_parser().parse_known_args(argv)
@@ -164,8 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("convop: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    # the command's own refusals, and the library's: refused input, guards, missing extras
-    except (CommandError, ValueError, TypeError, MemoryError, OSError, ImportError) as error:
-        return _fail(error)
+    except CommandFailure as error:  # the work failed, and the command says why
+        return _fail(error, EXIT_FAILURE, args)
+    except USAGE_ERRORS as error:
+        return _fail(error, EXIT_USAGE, args)
     except Exception as error:  # unexpected: still one line, naming what failed
-        return _fail(f"{type(error).__name__}: {error}", EXIT_FAILURE)
+        return _fail(f"{type(error).__name__}: {error}", EXIT_FAILURE, args)

@@ -18,8 +18,9 @@ import numpy as np
 from .. import constructors
 from ..geometry import PADDING_MODES
 from ..imaging import KERNEL_SPECS, read_image, write_image
+from ..noise import estimate_noise
 from ..operator import ConvOperator
-from ..regularization import choose_damping, estimate_noise
+from ..regularization import choose_damping
 from ..solvers import SolverResult, pcg, tikhonov, total_variation
 from ..solvers.tv import INNER_LSQR as TV_INNER
 from ._guards import check_deblur, choose_method
@@ -219,7 +220,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=600.0,
         metavar="S",
         help="refuse to deblur when convop's cost model expects the solve to take longer "
-        "(default 600 s)",
+        "(default 600 s); 'convop calibrate' gives it this machine's constants",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -424,12 +425,13 @@ def run(args: argparse.Namespace) -> int:
             "--compare needs --method tikhonov and --solver pcg without --nonneg (it compares "
             "pcg with plain cg)"
         )
-    needed, seconds = check_deblur(op, args, solver)  # nothing allocated yet
+    cost = check_deblur(op, args, solver)  # nothing allocated yet
     plural = "s" * (channels > 1)
-    if seconds > ANNOUNCE_SECONDS:
+    if cost.seconds > ANNOUNCE_SECONDS:
         print(
             f"{solver}: {height} x {width}, {channels} channel{plural}: up to about "
-            f"{seconds:.3g} s and {needed / 2**20:.3g} MiB by convop's cost model",
+            f"{cost.seconds:.3g} s and {cost.bytes / 2**20:.3g} MiB by convop's cost model "
+            f"with {cost.source} constants",
             flush=True,
         )
     _warn_unless_normalised(unit_weight, scales, args.kernel)

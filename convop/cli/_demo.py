@@ -12,7 +12,8 @@ import numpy as np
 from .. import constructors
 from .._shared.memory import check_memory
 from ..data import gaussian_kernel, phantom, psnr
-from ..regularization import choose_damping, estimate_noise
+from ..noise import estimate_noise
+from ..regularization import choose_damping
 from ..solvers import pcg, total_variation
 from ..solvers.tv import INNER_LSQR as TV_INNER
 from ._deblur import TV_WEIGHT_PER_VARIANCE

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..geometry import PADDING_STRINGS
 from ..imaging import load_kernel, require_finite
@@ -33,6 +34,10 @@ class CommandError(Exception):
 
 class UsageError(CommandError):
     """Bad command-line syntax, as argparse reports it."""
+
+
+class CommandFailure(Exception):
+    """A failure of the work itself, said by the command: one error line, exit status 1."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -139,6 +144,20 @@ def input_shape(text: str) -> tuple[int, ...]:
             f"({len(values)} values)"
         )
     return values
+
+
+def device_name(text: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N``: a device convop can calibrate.
+
+    Whether torch sees that GPU is checked when the command runs.
+    """
+    try:
+        device = torch.device(text)
+    except RuntimeError:  # not a device's name at all
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    return device
 
 
 def positive_int(text: str) -> int:

@@ -21,6 +21,7 @@ carries no absolute scale), so that scaling an array scales the result by the sa
 from __future__ import annotations
 
 import math
+import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -31,6 +32,33 @@ from ._parser import MAX_DAMP, CommandError
 _EXPONENTS = (-1021, 1021)
 #: The most the scaled result may be scaled back by, as a power of two (float64 ends at 2**1024).
 _RESULT_EXPONENT = 1000
+
+
+class _Option(NamedTuple):
+    """An option given in the data's or the kernel's units, and its range in the solve's.
+
+    ``why`` says why a value outside is refused; its fields are ``scaled`` (the value in the
+    solve's units), ``side`` ('too small' or 'too large'), ``high`` (the range's top),
+    ``peak`` and ``kernel`` (:class:`Scales`' fields).
+    """
+
+    name: str
+    allowed: tuple[float, float]
+    why: str
+
+
+_DAMP = _Option(
+    "--damp",
+    (0.0, MAX_DAMP),
+    "{scaled:.3g} times the kernel's scale (its sum of |values|, about 2**{kernel}), more "
+    "than {high:g}: the damping alone would decide the result; pass a smaller --damp",
+)
+_WEIGHT = _Option(  # from the smallest float64 above 0 to the largest: neither 0 nor inf
+    "--tv-weight",
+    (math.ulp(0.0), sys.float_info.max),
+    "{side} for an image whose values reach {peak:.3g} and a kernel summing to about "
+    "2**{kernel}: it leaves float64's range",
+)
 
 
 def _exponent(value: float) -> int:
@@ -105,29 +133,15 @@ class Scales(NamedTuple):
 
     def damp_in_units(self, damp: float) -> float:
         """``damp / t``, refused above :data:`MAX_DAMP`."""
-        scaled = _ldexp(damp, -self.kernel)
-        if scaled > MAX_DAMP:
-            raise CommandError(
-                f"--damp {damp:g} is {scaled:.3g} times the kernel's scale (its sum of "
-                f"|values|, about 2**{self.kernel}), more than {MAX_DAMP:g}: the damping "
-                f"alone would decide the result; pass a smaller --damp"
-            )
-        return scaled
+        return self._in_units(_DAMP, damp, -self.kernel)
 
     def damp_from_units(self, damp: float) -> float:
         """A damping of the solve in the kernel's units: ``t damp``."""
         return _ldexp(damp, self.kernel)
 
     def weight_in_units(self, weight: float) -> float:
-        """A TV weight given in the data's units, ``w / (s t)``, refused where it underflows."""
-        scaled = _ldexp(weight, -self.data - self.kernel)
-        if not 0 < scaled < math.inf:
-            raise CommandError(
-                f"--tv-weight {weight:g} is {'too small' if scaled == 0 else 'too large'} for "
-                f"an image whose values reach {self.peak:.3g} and a kernel summing to about "
-                f"2**{self.kernel}: it leaves float64's range"
-            )
-        return scaled
+        """A TV weight given in the data's units, ``w / (s t)``, refused outside float64."""
+        return self._in_units(_WEIGHT, weight, -self.data - self.kernel)
 
     def weight_from_units(self, weight: float) -> float:
         """A TV weight of the solve in the data's units: ``s t w``."""
@@ -140,6 +154,17 @@ class Scales(NamedTuple):
         where that leaves float64.
         """
         return _ldexp(per_variance * noise**2 * (self.s / self.peak), -self.kernel)
+
+    def _in_units(self, option: _Option, value: float, exponent: int) -> float:
+        """``value * 2**exponent``, the option's value in the solve's units, in its range."""
+        scaled = _ldexp(value, exponent)
+        low, high = option.allowed
+        if not low <= scaled <= high:
+            side = "too small" if scaled < low else "too large"
+            why = option.why.format(scaled=scaled, side=side, high=high, peak=self.peak,
+                                    kernel=self.kernel)  # fmt: skip
+            raise CommandError(f"{option.name} {value:g} is {why}")
+        return scaled
 
 
 def _ldexp(value: float, exponent: int) -> float:

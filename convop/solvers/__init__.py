@@ -5,11 +5,12 @@
 :func:`pcg`                    CG on the normal equations, preconditioned by
                                :func:`convop.preconditioner`
 :func:`tikhonov`               ``min ||op x - y||^2 + damp^2 ||x||^2``: exact (circulant),
-                               by :func:`pcg`, or over ``x >= 0`` by ADMM
+                               by :func:`pcg`, or over ``x >= 0`` by ADMM [1]_
 :func:`total_variation`        ``min 1/2 ||op x - y||^2 + weight TV(x)``, anisotropic or
-                               isotropic, 1-D to 3-D, optionally over ``x >= 0``
+                               isotropic, 1-D to 3-D, optionally over ``x >= 0``, by
+                               split Bregman [2]_
 :func:`solve_tikhonov`         the exact Tikhonov and Wiener filters of circulant
-                               convolutions, batched, on tensors
+                               convolutions [3]_, batched, on tensors
 =============================  =========================================================
 
 **Data in, solution out.** ``y`` is a numpy array or a torch tensor, flat
@@ -34,16 +35,22 @@ bar: ``def tick(k, x): bar.update()`` (not ``lambda k, x: bar.update()``: tqdm's
 scaling the data scales the solution and nothing else: :func:`pcg` stops on the normal
 equations' residual, the ADMMs when their iterates settle and their splits agree.
 
-References: Boyd, Parikh, Chu, Peleato & Eckstein, *Distributed Optimization and
-Statistical Learning via the Alternating Direction Method of Multipliers* (2011);
-Goldstein & Osher, *The Split Bregman Method for L1-Regularized Problems*, SIAM J.
-Imaging Sci. 2 (2009); Hansen, Nagy & O'Leary, *Deblurring Images* (SIAM, 2006).
+References
+----------
+.. [1] S. Boyd, N. Parikh, E. Chu, B. Peleato and J. Eckstein, "Distributed Optimization
+   and Statistical Learning via the Alternating Direction Method of Multipliers,"
+   Foundations and Trends in Machine Learning 3 (2011), 1-122.
+.. [2] T. Goldstein and S. Osher, "The Split Bregman Method for L1-Regularized Problems,"
+   SIAM J. Imaging Sci. 2 (2009), 323-343.
+.. [3] P. C. Hansen, J. G. Nagy and D. P. O'Leary, *Deblurring Images: Matrices, Spectra,
+   and Filtering*, SIAM, 2006.
 """
 
 from ._common import SolverResult
 from .circulant import solve_tikhonov
 from .least_squares import tikhonov
 from .normal import NormalOperator, normal_operator, pcg
+from .poisson import richardson_lucy
 from .tv import total_variation
 
 __all__ = [
@@ -51,6 +58,7 @@ __all__ = [
     "SolverResult",
     "normal_operator",
     "pcg",
+    "richardson_lucy",
     "solve_tikhonov",
     "tikhonov",
     "total_variation",

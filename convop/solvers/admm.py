@@ -1,10 +1,9 @@
 """ADMM for the split problems: nonnegative Tikhonov and total variation.
 
-The alternating direction method of multipliers in its scaled form (Boyd, Parikh, Chu,
-Peleato & Eckstein, *Distributed Optimization and Statistical Learning via the
-Alternating Direction Method of Multipliers*, 2011, sections 3.1.1 and 5), which for total
-variation is split Bregman (Goldstein & Osher, SIAM J. Imaging Sci. 2, 2009). The public
-entries are :func:`convop.solvers.tikhonov` (``nonneg=True``) and
+The alternating direction method of multipliers in its scaled form (Boyd et al., sections
+3.1.1 and 5), which for total variation is split Bregman (Goldstein & Osher): the
+references are :mod:`convop.solvers`'. The public entries are
+:func:`convop.solvers.tikhonov` (``nonneg=True``) and
 :func:`convop.solvers.total_variation`, which validate; these engines take checked,
 private flat arrays.
 """

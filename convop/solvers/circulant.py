@@ -8,47 +8,11 @@ import numpy as np
 import torch
 
 from .._fourier.circulant import gram_side, transfer
-from .._shared.arrays import result_dtype, to_numpy, to_tensor
 from .._shared.checks import as_float
 from .._shared.memory import check_memory
 from ..operator import ConvOperator
 from ..spectral import is_circulant
-
-
-def _tikhonov_data(op: ConvOperator, y: object,
-                   weight: torch.Tensor) -> tuple[torch.Tensor, bool, bool, bool]:  # fmt: skip
-    """``(batch, numpy_in, flat, single)``: ``y`` as a ``(B, *op.output_shape)`` tensor.
-
-    In the dtype of the result: numpy's promotion of the operator's and ``y``'s (as ``op @
-    x``), torch's for tensors (as ``op.apply``: float16 and bfloat16 data computed in the
-    weight's precision). Read, never written to.
-    """
-    numpy_in = isinstance(y, np.ndarray)
-    if numpy_in:
-        t = to_tensor(y, result_dtype(op.dtype, y.dtype, "y"), weight.device)
-    elif isinstance(y, torch.Tensor):
-        if not (y.is_floating_point() or y.is_complex()):
-            raise TypeError(f"y must be a floating-point or complex tensor, got {y.dtype}")
-        if y.device != weight.device:
-            raise ValueError(
-                f"y is on {y.device} but the operator's weight is on {weight.device}; "
-                f"move it with .to({str(weight.device)!r})"
-            )
-        t = y.detach()
-        t = t.to(torch.promote_types(weight.dtype, t.dtype))
-    else:
-        raise TypeError(f"y must be a numpy.ndarray or torch.Tensor, got {type(y).__name__}")
-    out_shape = tuple(op.output_shape)
-    flat = t.ndim == 1 and t.numel() == op.shape[0]
-    single = tuple(t.shape) == out_shape
-    if flat or single:
-        return t.reshape(1, *out_shape), numpy_in, flat, single
-    if tuple(t.shape[1:]) == out_shape:
-        return t, numpy_in, flat, single
-    raise ValueError(
-        f"y must have shape {out_shape}, (B, *{out_shape}) or ({op.shape[0]},), "
-        f"got {tuple(t.shape)}"
-    )
+from ._batch import read_batch
 
 
 def _tikhonov_damping(damp: object, nsr: object, freq: tuple[int, ...],
@@ -98,7 +62,7 @@ def _check_rcond(rcond: object) -> float | None:
 
 def solve_tikhonov(op: ConvOperator, y, damp: float | None = None, *, nsr=None,
                    rcond: float | None = None):  # fmt: skip
-    """The exact minimiser of ``||op x - y||^2 + damp^2 ||x||^2`` for a circulant ``op``.
+    r"""The exact minimiser of ``||op x - y||^2 + damp^2 ||x||^2`` for a circulant ``op``.
 
     By one FFT of ``y``, one small filter per frequency and one inverse FFT: with ``K(f)
     = U S V^H`` the transfer matrix at frequency ``f`` (a vector where a group has one
@@ -153,8 +117,29 @@ def solve_tikhonov(op: ConvOperator, y, damp: float | None = None, *, nsr=None,
     MemoryError
         Before allocating more than half the memory available.
 
+    See Also
+    --------
+    convop.tikhonov : The same problem for any operator, or over ``x >= 0``.
+    convop.choose_damping : A damping chosen from the data.
+    convop.is_circulant : Whether an operator is one this solves.
+    convop.preconditioner : The fast approximate inverse for other boundaries, for ``cg``.
+
     Notes
     -----
+    With the weight's transfer matrices :math:`K(f)` (as in :func:`convop.svdvals`), the
+    minimiser is, frequency by frequency, the Tikhonov filter [1]_ (:math:`\delta` =
+    ``damp``)
+
+    .. math::
+
+        \hat x(f) = K(f)^H \big(K(f) K(f)^H + \delta^2 I\big)^{-1} \hat y(f)
+        = V \varphi(S)\, U^H \hat y(f), \qquad
+        \varphi(s) = \frac{s}{s^2 + \delta^2},
+
+    with :math:`K(f) = U S V^H`; with a noise-to-signal ratio :math:`r(f)` in place of
+    :math:`\delta^2` it is the Wiener filter [2]_, the minimiser of
+    :math:`\|A x - y\|^2 + \sum_f r(f) |\hat x(f)|^2`.
+
     ``damp^2`` is never formed where it could under- or overflow: the filter is
     ``h^2`` or ``(s h) h`` with ``h = 1 / hypot(s, damp)``, applied one factor at a time
     where their product would leave the normal range, and weights far from 1 (beyond
@@ -165,6 +150,13 @@ def solve_tikhonov(op: ConvOperator, y, damp: float | None = None, *, nsr=None,
     ``damp = 1e200`` on data of order 1 gives ``0``, its entries being below ``1e-300``.
     The SVDs of the ``K(f)`` cost about 3x a solve of the same systems; single-channel
     groups (a vector ``K(f)``) need none.
+
+    References
+    ----------
+    .. [1] P. C. Hansen, J. G. Nagy and D. P. O'Leary, *Deblurring Images: Matrices,
+       Spectra, and Filtering*, SIAM, 2006.
+    .. [2] N. Wiener, *Extrapolation, Interpolation, and Smoothing of Stationary Time
+       Series*, MIT Press, 1949.
 
     Examples
     --------
@@ -202,7 +194,7 @@ def solve_tikhonov(op: ConvOperator, y, damp: float | None = None, *, nsr=None,
             f"damp=damp)"
         )
     weight = op._weight_now().detach()  # conjugated for op.T
-    batch, numpy_in, flat, single = _tikhonov_data(op, y, weight)
+    batch, form = read_batch(op, y, weight)
     real = not (weight.is_complex() or batch.is_complex())
     grid = tuple(op.input_shape[1:])
     g = conv.groups
@@ -272,9 +264,4 @@ def solve_tikhonov(op: ConvOperator, y, damp: float | None = None, *, nsr=None,
         x = torch.ldexp(x, torch.tensor(-shift, device=x.device))
     x = x.movedim(-1, 2).reshape(b, g * cols, *freq)
     x = torch.fft.irfftn(x, s=grid, dim=dims) if real else torch.fft.ifftn(x, dim=dims)
-    x = x.to(batch.dtype)
-    if flat:
-        x = x.reshape(-1)
-    elif single:
-        x = x[0]
-    return to_numpy(x) if numpy_in else x
+    return form.back(x.to(batch.dtype))

@@ -11,17 +11,8 @@ from .._shared.checks import as_float, check_choice
 from ..operator import ConvOperator
 from ..spectral import is_circulant
 from ..threads import solver_threads
-from ._common import (
-    SolverResult,
-    check_callback,
-    check_damp,
-    check_maxiter,
-    check_rtol,
-    read_data,
-    read_start,
-    result,
-    view,
-)
+from . import _common
+from ._common import SolverResult
 from .admm import nonneg_tikhonov, penalty
 from .circulant import solve_tikhonov
 from .normal import pcg
@@ -66,7 +57,7 @@ def tikhonov(op: ConvOperator, y, damp: float, *, nonneg: bool = False, method: 
         ``'pcg'``, ``1e-4`` for ``'admm'``); not used by ``'exact'``.
     maxiter : int, optional
         The most iterations: ``'pcg'``'s (default ``10 op.shape[1]``) or the ADMM's steps
-        (default :data:`ADMM_MAXITER`, each at most
+        (default ``convop.solvers.least_squares.ADMM_MAXITER``, each at most
         :data:`convop.solvers.admm.INNER_CG` CG iterations).
     rho : float, optional
         The ADMM penalty, ``> 0``; default ``max(damp^2, ||op||^2 / 10)``.
@@ -98,6 +89,9 @@ def tikhonov(op: ConvOperator, y, damp: float, *, nonneg: bool = False, method: 
 
     Notes
     -----
+    The Tikhonov regularisation of deblurring, its exact and iterative solves: [1]_. The
+    constrained problem by the scaled ADMM [2]_.
+
     Stopping rules. ``'exact'``: none (one step, to round-off). ``'pcg'``: scipy's ``cg``,
     ``||c - N x_k|| < rtol ||c||`` for the normal equations ``N x = c`` (see :func:`pcg`).
     ``'admm'`` (the scaled ADMM on the split ``x = z``, ``z >= 0``; the result is ``z``):
@@ -105,6 +99,14 @@ def tikhonov(op: ConvOperator, y, damp: float, *, nonneg: bool = False, method: 
     solving ``(op^H op + (damp^2 + rho) I) x = op^H y + rho (z - u)`` by CG to ``rtol /
     10``. At that stop ``z`` is within ``1.1 (1 + L) (L + rho) / mu * rtol ||z||`` of the
     minimiser, ``mu`` and ``L`` the extreme eigenvalues of ``op^H op + damp^2 I``.
+
+    References
+    ----------
+    .. [1] P. C. Hansen, J. G. Nagy and D. P. O'Leary, *Deblurring Images: Matrices,
+       Spectra, and Filtering*, SIAM, 2006.
+    .. [2] S. Boyd, N. Parikh, E. Chu, B. Peleato and J. Eckstein, "Distributed optimization
+       and statistical learning via the alternating direction method of multipliers,"
+       Found. Trends Mach. Learn. 3 (2011), 1-122.
 
     Examples
     --------
@@ -122,7 +124,7 @@ def tikhonov(op: ConvOperator, y, damp: float, *, nonneg: bool = False, method: 
     """
     if not isinstance(op, ConvOperator):
         raise TypeError(f"op must be a convop.ConvOperator, got {type(op).__name__}")
-    damp = check_damp(damp)
+    damp = _common.check_damp(damp)
     check_choice(method, "method", METHODS)
     if not isinstance(nonneg, bool):
         raise TypeError(f"nonneg must be a bool, got {type(nonneg).__name__}")
@@ -133,23 +135,23 @@ def tikhonov(op: ConvOperator, y, damp: float, *, nonneg: bool = False, method: 
             f"method={method!r} does not fit nonneg={nonneg}: 'admm' solves over x >= 0, "
             f"'exact' and 'pcg' without the constraint"
         )
-    rtol = check_rtol(RTOL.get(method, 0.0) if rtol is None else rtol)
-    callback = check_callback(callback)
+    rtol = _common.check_rtol(RTOL.get(method, 0.0) if rtol is None else rtol)
+    callback = _common.check_callback(callback)
     if method == "pcg":
         return pcg(op, y, damp, x0=x0, rtol=rtol, maxiter=maxiter, callback=callback)
-    data = read_data(op, y, real="tikhonov(nonneg=True)" if nonneg else None)
+    data = _common.read_data(op, y, real="tikhonov(nonneg=True)" if nonneg else None)
     if method == "exact":
         with solver_threads():
             x = solve_tikhonov(op, data.values, damp=damp)
             if callback is not None:
-                callback(1, view(op, x, data))
-            return result(op, x, data, iterations=1, stop="converged", method=method)
-    start = read_start(op, x0, data)
-    maxiter = ADMM_MAXITER if maxiter is None else check_maxiter(maxiter)
+                callback(1, _common.view(op, x, data))
+            return _common.result(op, x, data, iterations=1, stop="converged", method=method)
+    start = _common.read_start(op, x0, data)
+    maxiter = ADMM_MAXITER if maxiter is None else _common.check_maxiter(maxiter)
     if rho is not None:
         rho = as_float(rho, "rho", positive=True)
     with solver_threads():
         rho = max(damp**2, penalty(op)) if rho is None else rho
         z, steps, stop = nonneg_tikhonov(op, data, start, damp=damp, rho=rho, rtol=rtol,
                                          maxiter=maxiter, callback=callback)  # fmt: skip
-        return result(op, z, data, iterations=steps, stop=stop, method=method)
+        return _common.result(op, z, data, iterations=steps, stop=stop, method=method)

@@ -8,18 +8,8 @@ from scipy.sparse.linalg import LinearOperator
 from ..deconvolution import preconditioner
 from ..operator import ConvOperator
 from ..threads import solver_threads
-from ._common import (
-    SolverResult,
-    check_callback,
-    check_damp,
-    check_maxiter,
-    check_rtol,
-    read_data,
-    read_start,
-    result,
-    stops,
-    view,
-)
+from . import _common
+from ._common import SolverResult
 
 
 class NormalOperator(LinearOperator):
@@ -114,7 +104,7 @@ def normal_operator(op: LinearOperator, damp: float = 0.0) -> NormalOperator:
             f"op must be a scipy.sparse.linalg.LinearOperator (any convop operator), got "
             f"{type(op).__name__}"
         )
-    damp = check_damp(damp)
+    damp = _common.check_damp(damp)
     return NormalOperator(op, damp * damp)
 
 
@@ -187,13 +177,24 @@ def pcg(op: LinearOperator, y, damp: float = 0.0, *, M="auto", x0=None, rtol: fl
     See Also
     --------
     tikhonov : The same problem, exact for circulant operators, or over ``x >= 0``.
+    normal_operator : The operator ``N`` of the normal equations.
+    preconditioner : The default ``M``.
 
     Notes
     -----
-    Stopping rule (scipy's ``cg``): the recursively updated residual of the normal
-    equations ``r_k = c - N x_k``, ``c = op^H y``, satisfies ``||r_k|| < rtol ||c||``. Then
-    ``||x_k - x*|| <= rtol ||c|| / lambda_min(N)`` (``lambda_min(N) >= damp^2``), up to
-    the drift of the updated residual from the true one (round-off).
+    Conjugate gradients [1]_ on ``N x = c``, ``N = op^H op + damp^2 I``, ``c = op^H y``,
+    preconditioned by ``M``, as for deblurring in [2]_.
+    Stopping rule (scipy's ``cg``): the recursively updated residual ``r_k = c - N x_k``
+    satisfies ``||r_k|| < rtol ||c||``. Then ``||x_k - x*|| <= rtol ||c|| / lambda_min(N)``
+    (``lambda_min(N) >= damp^2``), up to the drift of the updated residual from the true
+    one (round-off).
+
+    References
+    ----------
+    .. [1] M. R. Hestenes and E. Stiefel, "Methods of conjugate gradients for solving linear
+       systems," J. Res. Nat. Bur. Standards 49 (1952), 409-436.
+    .. [2] P. C. Hansen, J. G. Nagy and D. P. O'Leary, *Deblurring Images: Matrices,
+       Spectra, and Filtering*, SIAM, 2006.
 
     Examples
     --------
@@ -208,12 +209,12 @@ def pcg(op: LinearOperator, y, damp: float = 0.0, *, M="auto", x0=None, rtol: fl
     (True, 'pcg', True)
     """
     normal = normal_operator(op, damp)  # validates op and damp
-    damp = check_damp(damp)
-    data = read_data(op, y)
-    start = read_start(op, x0, data)
-    rtol = check_rtol(rtol)
-    maxiter = None if maxiter is None else check_maxiter(maxiter)
-    callback = check_callback(callback)
+    damp = _common.check_damp(damp)
+    data = _common.read_data(op, y)
+    start = _common.read_start(op, x0, data)
+    rtol = _common.check_rtol(rtol)
+    maxiter = None if maxiter is None else _common.check_maxiter(maxiter)
+    callback = _common.check_callback(callback)
     if isinstance(M, str) and M == "auto":
         method = "pcg" if preconditions(op) else "cg"
     elif M is None or isinstance(M, LinearOperator):
@@ -230,7 +231,7 @@ def pcg(op: LinearOperator, y, damp: float = 0.0, *, M="auto", x0=None, rtol: fl
     def tick(xk: np.ndarray) -> None:
         nonlocal count
         count += 1
-        if callback is not None and stops(callback(count, view(op, xk, data))):
+        if callback is not None and _common.stops(callback(count, _common.view(op, xk, data))):
             raise _Stop(xk.copy())
 
     with solver_threads():
@@ -242,4 +243,4 @@ def pcg(op: LinearOperator, y, damp: float = 0.0, *, M="auto", x0=None, rtol: fl
             stop = "converged" if info == 0 else "maxiter"
         except _Stop as stopped:
             x, stop = stopped.x, "callback"
-        return result(op, x, data, iterations=count, stop=stop, method=method)
+        return _common.result(op, x, data, iterations=count, stop=stop, method=method)

@@ -33,7 +33,7 @@ def total_variation(op: ConvOperator, y, weight: float, *, isotropic: bool = Fal
                     nonneg: bool = False, method: str = "admm", x0=None, rtol: float = 1e-4,
                     maxiter: int = 100, inner: int = INNER_LSQR, rho: float | None = None,
                     callback=None) -> SolverResult:  # fmt: skip
-    """Total-variation regularised least squares, by split Bregman (ADMM).
+    r"""Total-variation regularised least squares, by split Bregman (ADMM).
 
     Minimises ``1/2 ||op x - y||^2 + weight TV(x)``, over ``x >= 0`` with ``nonneg``, where
     ``TV`` sums the forward differences ``D_a x`` of each channel along every spatial axis
@@ -60,7 +60,7 @@ def total_variation(op: ConvOperator, y, weight: float, *, isotropic: bool = Fal
         ``SplitBregman`` with convop's operator inside (anisotropic, without ``nonneg``),
         as the ``convop`` command runs it: ``epsRL1s = sqrt(weight)`` and ``mu = 1`` (its
         fixed point then minimises this objective, which the tests check), lsqr steps
-        damped by :data:`PYLOPS_DAMP`.
+        damped by :data:`~convop.solvers.tv.PYLOPS_DAMP`.
     x0 : numpy.ndarray or torch.Tensor, optional
         The starting point (default zero), ``op.input_shape`` or flat; the data itself is a
         good start for a blur.
@@ -69,7 +69,7 @@ def total_variation(op: ConvOperator, y, weight: float, *, isotropic: bool = Fal
     maxiter : int, default 100
         The most steps (each ``inner`` lsqr iterations).
     inner : int, default 5
-        The lsqr iterations per step, warm-started (:data:`INNER_LSQR`).
+        The lsqr iterations per step, warm-started (:data:`~convop.solvers.tv.INNER_LSQR`).
     rho : float, optional
         The ADMM penalty (``method='admm'``), ``> 0``; default ``sqrt(weight)``, the penalty
         of PyLops' steps, which suits data and kernels of order 1.
@@ -96,17 +96,45 @@ def total_variation(op: ConvOperator, y, weight: float, *, isotropic: bool = Fal
     See Also
     --------
     tikhonov : The quadratic penalty ``damp^2 ||x||^2`` instead.
+    pcg : The Tikhonov solve by preconditioned CG, with its options.
 
     Notes
     -----
-    Each step (scaled ADMM on ``d_a = D_a x``, ``z = x``): ``inner`` lsqr iterations on
-    ``min ||op x - y||^2 + rho sum_a ||D_a x - d_a + u_a||^2 (+ rho ||x - z + v||^2)``; then
-    ``d = shrink(D x + u, weight / rho)`` (soft threshold, or the vector soft threshold of
-    each pixel's gradient), ``u += D x - d``, and ``z = max(x + v, 0)``, ``v += x - z``.
+    The total variation regularisation of [1]_, with :math:`\lambda` = ``weight`` and
+    :math:`D_a` the forward difference along spatial axis :math:`a`:
+
+    .. math::
+
+        \min_x \tfrac12 \|A x - y\|_2^2 + \lambda \operatorname{TV}(x), \qquad
+        \operatorname{TV}(x) = \sum_a \|D_a x\|_1 \;\text{(anisotropic)} \;\text{ or }\;
+        \sum_p \Big(\sum_a (D_a x)_p^2\Big)^{1/2} \;\text{(isotropic)}.
+
+    It is solved by split Bregman [2]_, which is the scaled ADMM [3]_ on the split
+    :math:`d_a = D_a x` (and :math:`z = x` with ``nonneg``). Each step: ``inner`` lsqr
+    iterations on
+
+    .. math::
+
+        \min_x \|A x - y\|^2 + \rho \sum_a \|D_a x - d_a + u_a\|^2
+        \;\big(+\, \rho \|x - z + v\|^2\big),
+
+    then :math:`d = \operatorname{shrink}(D x + u, \lambda / \rho)` (the soft threshold, or
+    the vector soft threshold of each pixel's gradient), :math:`u \leftarrow u + D x - d`,
+    and :math:`z = \max(x + v, 0)`, :math:`v \leftarrow v + x - z`.
 
     Stopping rule: the result ``r_k`` (``z`` with ``nonneg``, else ``x``) settles,
     ``||r_k - r_{k-1}|| <= rtol ||r_k||``, and with ``nonneg`` the split agrees,
     ``||x_k - z_k|| <= rtol ||z_k||``; or ``maxiter`` steps.
+
+    References
+    ----------
+    .. [1] L. I. Rudin, S. Osher and E. Fatemi, "Nonlinear Total Variation Based Noise
+       Removal Algorithms," Physica D 60 (1992), 259-268.
+    .. [2] T. Goldstein and S. Osher, "The Split Bregman Method for L1-Regularized
+       Problems," SIAM J. Imaging Sci. 2 (2009), 323-343.
+    .. [3] S. Boyd, N. Parikh, E. Chu, B. Peleato and J. Eckstein, "Distributed
+       Optimization and Statistical Learning via the Alternating Direction Method of
+       Multipliers," Foundations and Trends in Machine Learning 3 (2011), 1-122.
 
     Examples
     --------

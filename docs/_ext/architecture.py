@@ -67,7 +67,10 @@ LAYERS: list[tuple[str, str, list[tuple[str, str]]]] = [
     (
         "construct",
         "from PyTorch's arguments",
-        [("constructors", "conv1d … conv_transpose3d, from_module")],
+        [
+            ("constructors", "conv1d … conv_transpose3d, from_module"),
+            ("extended", "extended_domain: a frame of a larger scene"),
+        ],
     ),
     (
         "frequency",
@@ -83,8 +86,9 @@ LAYERS: list[tuple[str, str, list[tuple[str, str]]]] = [
         "deconvolution",
         [
             ("deconvolution", "preconditioner"),
-            ("solvers", "solve_tikhonov, …"),
-            ("regularization", "choose_damping, estimate_noise"),
+            ("solvers", "pcg, tikhonov, TV, Richardson–Lucy"),
+            ("noise", "estimate_noise"),
+            ("regularization", "choose_damping"),
         ],
     ),
     (
@@ -92,6 +96,7 @@ LAYERS: list[tuple[str, str, list[tuple[str, str]]]] = [
         "conversions, files, other engines",
         [
             ("linear", "to_linear, to_linear_model"),
+            ("testing", "dot_test"),
             ("matrix_io + _io", "save_matrix, load_matrix"),
             ("pylops_bridge", "op.to_pylops()"),
             ("distributed + _mpi", "op.to_pylops_mpi()"),

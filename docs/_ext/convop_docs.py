@@ -320,6 +320,27 @@ def _missing_reference(
     return None  # nitpicky: a warning
 
 
+# numpydoc prefixes each docstring's citation labels with a hash (``[1]_`` becomes
+# ``[R1a2b3c4d5e6f-1]_``) so that two docstrings on one page can both have a ``[1]``, and puts
+# the labels back when the doctree is read. Sphinx has by then turned the citations in the
+# text into ``pending_xref`` nodes without the back-references numpydoc follows, so their
+# text keeps the hash: this puts ``[1]`` back there too (the link still targets the label).
+_NUMPYDOC_CITATION = re.compile(r"^\[R[0-9a-f]{12}-(.+)\]$")
+
+
+def _relabel_citations(app: Sphinx, doctree: nodes.document) -> None:
+    from sphinx.addnodes import pending_xref
+
+    for xref in doctree.findall(pending_xref):
+        if xref.get("refdomain") != "citation" or len(xref.children) != 1:
+            continue
+        text = xref.children[0]
+        match = _NUMPYDOC_CITATION.match(text.astext())
+        if match:
+            label = f"[{match.group(1)}]"
+            xref.replace(text, nodes.inline(label, label))
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("convop-help", ConvopHelp)
     app.add_directive("convop-commands", ConvopCommands)
@@ -329,4 +350,5 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("source-read", _gallery_title)
     app.connect("missing-reference", _missing_reference)
     app.connect("autodoc-process-signature", _class_signature)
+    app.connect("doctree-read", _relabel_citations)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -13,7 +13,7 @@ the Sphinx process as ``__main__`` (conf.py, ``sphinx_gallery_conf``):
 - :func:`png_scraper` is the image scraper: after the script ran, it moves the PNGs the
   script wrote into its ``--out`` folder to the gallery's image folder, in name order, and
   returns the reST that shows them (the first one is the thumbnail). The matplotlib scraper
-  would find nothing: the scripts close their figures.
+  would find nothing: the scripts draw on ``matplotlib.figure.Figure`` objects, not pyplot.
 
 Each script stands alone: it imports no sibling module, so the ``.py`` and the Jupyter
 notebook that its gallery page offers for download run anywhere convop is installed. A

@@ -256,6 +256,14 @@ def test_scatter_and_gather_through_a_root():
         assert gathered is None
 
 
+def test_a_wrong_x_on_the_root_raises_on_every_rank():
+    """Only the root sees ``x``: the others learn of its error instead of waiting for a block."""
+    D = _blur(5 * SIZE + 1).to_pylops_mpi()
+    root = SIZE - 1
+    with pytest.raises(ValueError, match=rf"x must have shape .*got \(3,\) \(x on rank {root}\)"):
+        D.scatter(np.zeros(3) if root == RANK else None, root=root)
+
+
 def test_output_flags_name_the_other_space():
     op = convop.conv2d(torch.ones(2, 1, 3, 3, dtype=torch.float64), (1, 6 * SIZE, 5), stride=2)
     D = op.to_pylops_mpi()
@@ -481,7 +489,7 @@ def test_memory_per_rank_is_the_local_blocks_and_halo(method):
 
 
 # ---------------------------------------------------------------------- GPU ranks
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_weight_on_this_ranks_gpu():
     device = local_device()
     weight = torch.randn(2, 1, 3, 3, 3, generator=torch.Generator().manual_seed(20),
