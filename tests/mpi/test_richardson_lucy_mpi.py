@@ -71,3 +71,16 @@ def test_a_memory_refusal_on_one_rank_stops_every_rank(monkeypatch):
         monkeypatch.setattr(memory, "available_memory", lambda device=None: 1000)
     with pytest.raises(MemoryError, match=r"Richardson-Lucy .* \(on 1 of \d+ ranks\)"):
         convop.richardson_lucy(D, data, 3)
+
+
+def test_apply_local_is_the_distributed_product_on_tensors():
+    op, y = _problem("reflect", False)
+    D = op.to_pylops_mpi()
+    x = np.random.default_rng(2).random(op.input_shape)
+    for adjoint, vector in ((False, D.scatter(x)), (True, D.scatter(y, output=True))):
+        want = (D.H @ vector if adjoint else D @ vector).local_array
+        block = torch.from_numpy(np.array(vector.local_array))
+        got = D.apply_local(block, adjoint=adjoint).reshape(-1).numpy()
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+    with pytest.raises(ValueError, match="this rank's block"):
+        D.apply_local(torch.zeros(3, dtype=torch.float64))
