@@ -134,7 +134,7 @@ class Problem:
         return blurred.clone() if self.background is None else blurred + self.background
 
 
-def ratio(space: Space, problem: Problem, blurred: torch.Tensor) -> torch.Tensor:
+def ratio(problem: Problem, blurred: torch.Tensor) -> torch.Tensor:
     """``y / (A x + b)``, 0 where ``A x + b`` is at round-off level of its largest value."""
     denominator = problem.mean(blurred)
     if not denominator.numel():
@@ -158,7 +158,7 @@ def log_likelihood(space: Space, problem: Problem, blurred: torch.Tensor) -> tor
 def rl_step(space: Space, problem: Problem, x: torch.Tensor,
             blurred: torch.Tensor) -> torch.Tensor:  # fmt: skip
     """One EM update ``x Aᵀ(y / (A x + b)) / Aᵀ1`` (Dey's with TV), from ``blurred = A x``."""
-    update = space.adjoint(ratio(space, problem, blurred)).clamp_(min=0).mul_(x)
+    update = space.adjoint(ratio(problem, blurred)).clamp_(min=0).mul_(x)
     if problem.tv:
         denominator = problem.sensitivity - problem.tv * _tv_divergence(x, problem.sensitivity)
         update = update.div_(torch.where(problem.seen, denominator, 1))
